@@ -1,0 +1,3 @@
+//! rtspgate: an RTSP-to-browser gateway. See `shared/DESIGN.md` for the architecture.
+
+pub mod bus;
