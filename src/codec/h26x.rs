@@ -1,0 +1,208 @@
+//! RTP packetization of H.264 (RFC 6184, packetization-mode=1) and H.265
+//! (RFC 7798, no DONL) access units: one single NAL unit packet per NAL unit
+//! that fits, fragmentation units (FU-A / FU) for larger ones, and in-band
+//! parameter sets before random access points that lack them.
+
+use bytes::Bytes;
+
+use super::rtp::{PacketSink, RTP_HEADER_LEN};
+use super::{h264, h265, nal::avcc_nal_units, PayloadError, RtpParams};
+
+/// Which of the two NAL unit syntaxes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Syntax {
+    H264,
+    H265,
+}
+
+impl Syntax {
+    /// NAL unit header length in bytes.
+    fn header_len(self) -> usize {
+        match self {
+            Syntax::H264 => 1,
+            Syntax::H265 => 2,
+        }
+    }
+
+    /// Bytes each fragment carries before its share of the NAL unit body:
+    /// FU indicator + FU header (RFC 6184 §5.8), or payload header + FU
+    /// header (RFC 7798 §4.4.3).
+    fn fu_overhead(self) -> usize {
+        match self {
+            Syntax::H264 => 2,
+            Syntax::H265 => 3,
+        }
+    }
+
+    fn nal_type(self, nal: &[u8]) -> u8 {
+        let b = nal.first().copied().unwrap_or(0);
+        match self {
+            Syntax::H264 => h264::h264_nal_type(b),
+            Syntax::H265 => h265::h265_nal_type(b),
+        }
+    }
+
+    fn check_nal(self, nal: &[u8]) -> Result<(), PayloadError> {
+        match self {
+            Syntax::H264 => h264::check_nal(nal),
+            Syntax::H265 => h265::check_nal(nal),
+        }
+    }
+
+    /// IDR (H.264) or IRAP (H.265) VCL NAL unit type.
+    fn is_random_access(self, nal_type: u8) -> bool {
+        match self {
+            Syntax::H264 => nal_type == h264::H264_NAL_IDR,
+            Syntax::H265 => h265::h265_is_irap(nal_type),
+        }
+    }
+
+    fn aud(self) -> u8 {
+        match self {
+            Syntax::H264 => h264::H264_NAL_AUD,
+            Syntax::H265 => h265::H265_NAL_AUD,
+        }
+    }
+
+    /// Parameter set types in the order they are inserted.
+    fn param_set_types(self) -> &'static [u8] {
+        match self {
+            Syntax::H264 => &[h264::H264_NAL_SPS, h264::H264_NAL_PPS],
+            Syntax::H265 => &[h265::H265_NAL_VPS, h265::H265_NAL_SPS, h265::H265_NAL_PPS],
+        }
+    }
+
+    /// Number of packets and their total size in bytes (headers included)
+    /// for one NAL unit of `nal_len` bytes, given `max_payload` bytes of RTP
+    /// payload per packet (at least `fu_overhead() + 1`).
+    fn packets_for(self, nal_len: usize, max_payload: usize) -> (usize, usize) {
+        if nal_len <= max_payload {
+            return (1, RTP_HEADER_LEN + nal_len);
+        }
+        let body = nal_len - self.header_len();
+        let per = max_payload - self.fu_overhead();
+        let n = body.div_ceil(per);
+        (n, n * (RTP_HEADER_LEN + self.fu_overhead()) + body)
+    }
+
+    /// Writes one NAL unit (already checked) as a single NAL unit packet or,
+    /// if longer than `max_payload`, as FU-A / FU fragments of at most
+    /// `max_payload` bytes each. `marker` goes on the last packet.
+    fn write_nal(
+        self,
+        sink: &mut PacketSink<'_>,
+        nal: &[u8],
+        timestamp: u32,
+        marker: bool,
+        max_payload: usize,
+    ) {
+        if nal.len() <= max_payload {
+            sink.start(marker, timestamp);
+            sink.put(nal);
+            sink.finish();
+            return;
+        }
+        let (hdr, body) = nal.split_at(self.header_len());
+        let per = max_payload - self.fu_overhead();
+        let n = body.len().div_ceil(per);
+        for (i, chunk) in body.chunks(per).enumerate() {
+            let (start, end) = (i == 0, i + 1 == n);
+            sink.start(marker && end, timestamp);
+            match (self, hdr) {
+                (Syntax::H264, &[h0]) => sink.put(&h264::fu_a_headers(h0, start, end)),
+                (Syntax::H265, &[h0, h1]) => sink.put(&h265::fu_headers(h0, h1, start, end)),
+                _ => unreachable!("split_at(header_len()) gives header_len() bytes"),
+            }
+            sink.put(chunk);
+            sink.finish();
+        }
+    }
+}
+
+/// Packetizer state for one H.264 or H.265 track.
+#[derive(Clone, Debug)]
+pub(crate) struct VideoPayloader {
+    syntax: Syntax,
+    /// The usable current parameter sets, in insertion order.
+    param_sets: Vec<Bytes>,
+}
+
+impl VideoPayloader {
+    /// `param_sets`: in the order of [`Syntax::param_set_types`]; empty or
+    /// malformed ones are ignored (never sent in-band).
+    pub(crate) fn new(syntax: Syntax, param_sets: &[&Bytes]) -> Self {
+        VideoPayloader {
+            syntax,
+            param_sets: param_sets
+                .iter()
+                .filter(|p| syntax.check_nal(p).is_ok())
+                .map(|p| (*p).clone())
+                .collect(),
+        }
+    }
+
+    /// Packetizes one access unit of AVCC/HVCC length-prefixed NAL units.
+    /// See [`super::Payloader::payload`]. Returns the next sequence number.
+    pub(crate) fn payload(
+        &self,
+        data: &[u8],
+        timestamp: u32,
+        keyframe: bool,
+        rtp: RtpParams,
+        out: &mut Vec<Bytes>,
+    ) -> Result<u16, PayloadError> {
+        let syntax = self.syntax;
+        let ps_types = syntax.param_set_types();
+
+        // Pass 1: validate everything before writing anything.
+        let mut count = 0usize;
+        let mut random_access = keyframe;
+        let mut first_is_aud = false;
+        let mut seen_ps = 0u8;
+        for nal in avcc_nal_units(data) {
+            let nal = nal?;
+            syntax.check_nal(nal)?;
+            let t = syntax.nal_type(nal);
+            first_is_aud |= count == 0 && t == syntax.aud();
+            random_access |= syntax.is_random_access(t);
+            if let Some(i) = ps_types.iter().position(|&p| p == t) {
+                seen_ps |= 1 << i;
+            }
+            count += 1;
+        }
+        if count == 0 {
+            return Err(PayloadError::Malformed(
+                "access unit has no NAL units".to_owned(),
+            ));
+        }
+
+        // The NAL units to send: the access unit's, with the current
+        // parameter sets after a leading access unit delimiter (H.264
+        // §7.4.1.2.3, H.265 §7.4.2.4.4) if it is a random access point
+        // missing any of them.
+        let insert = random_access && seen_ps != (1 << ps_types.len()) - 1;
+        let inserted: &[Bytes] = if insert { &self.param_sets } else { &[] };
+        let at = usize::from(first_is_aud);
+        // Pass 1 validated the framing, so `map_while(Result::ok)` drops nothing.
+        let units = || {
+            avcc_nal_units(data)
+                .map_while(Result::ok)
+                .take(at)
+                .chain(inserted.iter().map(|p| &p[..]))
+                .chain(avcc_nal_units(data).map_while(Result::ok).skip(at))
+        };
+
+        // Pass 2: size; pass 3: write into one buffer.
+        let (packets, total) = units().fold((0, 0), |(p, t), nal| {
+            let (np, nt) = syntax.packets_for(nal.len(), rtp.max_payload);
+            (p + np, t + nt)
+        });
+        let mut sink = rtp.sink(out, total, packets);
+        let mut units = units().peekable();
+        while let Some(nal) = units.next() {
+            let last = units.peek().is_none();
+            syntax.write_nal(&mut sink, nal, timestamp, last, rtp.max_payload);
+        }
+        Ok(sink.done())
+    }
+}
