@@ -1,4 +1,154 @@
-//! rtspgate: an RTSP-to-browser gateway. See `shared/DESIGN.md` for the architecture.
+//! rtspgate: an RTSP-to-browser gateway. See `shared/DESIGN.md` for the
+//! architecture: sources (`ingest`) feed one `bus::Stream` per path, which
+//! every egress reads.
 
 pub mod bus;
 pub mod codec;
+pub mod config;
+pub mod egress;
+pub mod http;
+pub mod ingest;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus::{Registry, Stream};
+use config::Config;
+use egress::rtsp::server::{RtspServer, ServerConfig};
+use ingest::Source;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running gateway: the stream registry, sources and servers.
+pub struct Gateway {
+    pub registry: Arc<Registry>,
+    pub rtsp_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The host to print in URLs: the listen address, or loopback when
+/// listening on all interfaces.
+fn display_host(ip: IpAddr) -> String {
+    let ip = if ip.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        ip
+    };
+    match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+impl Gateway {
+    /// Binds the servers and starts every source. Must run inside a tokio runtime.
+    pub async fn start(config: &Config) -> Result<Gateway, StartError> {
+        let registry = Registry::new();
+        let mut tasks = Vec::new();
+        for (name, src) in &config.paths {
+            let stream = Stream::new(name.clone(), src.display_url());
+            registry.insert(stream.clone());
+            let source: Box<dyn Source> = Box::new(ingest::rtsp_pull::RtspPull::new(src.clone()));
+            tasks.push(tokio::spawn(source.run(stream)));
+        }
+
+        let rtsp_addr = SocketAddr::new(config.listen, config.rtsp_port);
+        let rtsp_listener = tokio::net::TcpListener::bind(rtsp_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "RTSP port",
+                addr: rtsp_addr,
+                source,
+            })?;
+        let rtp_addr = SocketAddr::new(config.listen, config.rtp_port);
+        let server = RtspServer::new(
+            registry.clone(),
+            ServerConfig {
+                mtu: config.mtu,
+                session_timeout: config.rtsp_session_timeout,
+                log_messages: config.verbose >= 2,
+                describe_wait: Duration::from_secs(10),
+            },
+            config.listen,
+            config.rtp_port,
+        )
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "RTP/RTCP UDP ports",
+            addr: rtp_addr,
+            source,
+        })?;
+        tasks.push(tokio::spawn(server.run(rtsp_listener)));
+
+        let http_addr = SocketAddr::new(config.listen, config.http_port);
+        let http_listener = tokio::net::TcpListener::bind(http_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "HTTP port",
+                addr: http_addr,
+                source,
+            })?;
+        let app = http::router(http::AppState {
+            registry: registry.clone(),
+            rtsp_base: format!("rtsp://{}:{}", display_host(config.listen), config.rtsp_port),
+        });
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(http_listener, app).await {
+                tracing::error!("HTTP server failed: {e}");
+            }
+        }));
+        Ok(Gateway {
+            registry,
+            rtsp_addr,
+            http_addr,
+            tasks,
+        })
+    }
+
+    /// Lines telling the user what is served where (credentials redacted).
+    pub fn banner(&self, config: &Config) -> Vec<String> {
+        let host = display_host(config.listen);
+        let mut lines = vec![format!(
+            "rtspgate {}: RTSP on rtsp://{host}:{}/, HTTP on http://{host}:{}/ (API: /api/v1/streams)",
+            env!("CARGO_PKG_VERSION"),
+            config.rtsp_port,
+            config.http_port
+        )];
+        if config.paths.is_empty() {
+            lines.push("No sources: give camera URLs, e.g. `rtspgate cam=rtsp://user:pass@192.0.2.10/stream`, or --config rtspgate.toml.".into());
+        }
+        for (name, src) in &config.paths {
+            lines.push(format!(
+                "Proxying {} ({}). Play it at rtsp://{host}:{}/{name}",
+                src.display_url(),
+                src.transport,
+                config.rtsp_port
+            ));
+        }
+        if config.listen.is_unspecified() {
+            lines.push(
+                "Listening on all interfaces: from other machines use this machine's address instead of 127.0.0.1.".into(),
+            );
+        }
+        lines
+    }
+}

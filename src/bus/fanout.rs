@@ -21,7 +21,8 @@ pub struct Entry<T> {
 }
 
 struct Inner<T> {
-    tx: broadcast::Sender<Entry<T>>,
+    /// `None` once closed: subscribers then get [`RecvError::Closed`].
+    tx: Option<broadcast::Sender<Entry<T>>>,
     /// Items since the last GOP start; `valid` is false when the cache was
     /// overrun (GOP longer than the limits) or no GOP start was seen yet.
     gop: Vec<T>,
@@ -64,7 +65,7 @@ impl<T: Clone + ByteLen> Fanout<T> {
         let (tx, _) = broadcast::channel(capacity.max(1));
         Fanout {
             inner: Mutex::new(Inner {
-                tx,
+                tx: Some(tx),
                 gop: Vec::new(),
                 gop_bytes: 0,
                 valid: false,
@@ -95,8 +96,20 @@ impl<T: Clone + ByteLen> Fanout<T> {
                 inner.gop_bytes += len;
             }
         }
-        // Err only means "no subscribers", which is fine.
-        let _ = inner.tx.send(Entry { item, gop_start });
+        if let Some(tx) = &inner.tx {
+            // Err only means "no subscribers", which is fine.
+            let _ = tx.send(Entry { item, gop_start });
+        }
+    }
+
+    /// Ends the fan-out: every subscriber, present and future, gets
+    /// [`RecvError::Closed`] once it has read what was already sent.
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        inner.tx = None;
+        inner.gop.clear();
+        inner.gop_bytes = 0;
+        inner.valid = false;
     }
 
     /// Drops the GOP cache, e.g. when the source restarts with new tracks.
@@ -112,7 +125,11 @@ impl<T: Clone + ByteLen> Fanout<T> {
         let inner = self.lock();
         // Subscribing and copying the cache under one lock: no item is lost
         // or delivered twice between the two.
-        let rx = inner.tx.subscribe();
+        let rx = match &inner.tx {
+            Some(tx) => tx.subscribe(),
+            // A receiver whose sender is already gone: closed at once.
+            None => broadcast::channel(1).1,
+        };
         let (backlog, resync) = if inner.valid {
             (inner.gop.iter().cloned().collect(), false)
         } else {
@@ -138,7 +155,7 @@ impl<T: Clone + ByteLen> Fanout<T> {
 
     /// Number of live subscribers.
     pub fn subscriber_count(&self) -> usize {
-        self.lock().tx.receiver_count()
+        self.lock().tx.as_ref().map_or(0, |tx| tx.receiver_count())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner<T>> {
@@ -280,6 +297,17 @@ mod tests {
         assert!(f.gop_snapshot().is_empty());
         let s = f.subscribe();
         assert!(s.is_resyncing());
+    }
+
+    #[tokio::test]
+    async fn close_ends_present_and_future_subscribers() {
+        let f = Fanout::new(4, GopLimits::default());
+        let mut s = f.subscribe();
+        publish(&f, 1, true);
+        f.close();
+        assert_eq!(s.recv().await.unwrap(), Item(1, true));
+        assert_eq!(s.recv().await, Err(RecvError::Closed));
+        assert_eq!(f.subscribe().recv().await, Err(RecvError::Closed));
     }
 
     #[tokio::test]

@@ -76,6 +76,17 @@ pub struct StreamStats {
     pub bytes_out: AtomicU64,
     pub reconnects: AtomicU64,
     pub rtsp_readers: AtomicU64,
+    /// RTP packets the source lost (sequence gaps seen by the depacketizer).
+    pub packets_lost: AtomicU64,
+}
+
+/// How the source is being read, for the API: the transport in use and a
+/// plain-words notice about anything the operator should know (e.g. a
+/// fallback from UDP to TCP and why).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IngestInfo {
+    pub transport: Option<String>,
+    pub notice: Option<String>,
 }
 
 /// Frames the fan-out keeps for a slow reader before it lags and skips to the
@@ -88,6 +99,7 @@ pub struct Stream {
     /// Source URL with userinfo redacted, for display.
     source: String,
     state: Mutex<StreamState>,
+    ingest: Mutex<IngestInfo>,
     tracks: watch::Sender<Option<Arc<TrackSet>>>,
     frames: Fanout<Arc<Frame>>,
     pub stats: StreamStats,
@@ -100,6 +112,7 @@ impl Stream {
             name: name.into(),
             source: source_display.into(),
             state: Mutex::new(StreamState::Waiting),
+            ingest: Mutex::new(IngestInfo::default()),
             tracks: watch::Sender::new(None),
             frames: Fanout::new(FANOUT_CAPACITY, GopLimits::default()),
             stats: StreamStats::default(),
@@ -121,6 +134,14 @@ impl Stream {
 
     pub fn set_state(&self, state: StreamState) {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+    }
+
+    pub fn ingest_info(&self) -> IngestInfo {
+        self.ingest.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_ingest_info(&self, info: IngestInfo) {
+        *self.ingest.lock().unwrap_or_else(|e| e.into_inner()) = info;
     }
 
     /// The current tracks, or `None` before the source has described them
@@ -184,6 +205,11 @@ impl Stream {
             .fetch_add(frame.data.len() as u64, Ordering::Relaxed);
         self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
         self.frames.publish(Arc::new(frame), gop_start);
+    }
+
+    /// Ends the stream for every reader (the path was removed).
+    pub fn close(&self) {
+        self.frames.close();
     }
 
     /// A new reader, starting at the cached GOP's keyframe.

@@ -1,0 +1,506 @@
+//! Configuration: command-line flags and `rtspgate.toml`, validated into a
+//! [`Config`] with errors that name the offending key.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+/// How a source is pulled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportPref {
+    /// UDP first; TCP interleaved when no RTP arrives over UDP within 3 s or
+    /// the camera refuses UDP.
+    #[default]
+    Auto,
+    /// RTP interleaved on the RTSP TCP connection (RFC 2326 §10.12).
+    Tcp,
+    /// RTP over UDP unicast.
+    Udp,
+}
+
+impl std::fmt::Display for TransportPref {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TransportPref::Auto => "auto",
+            TransportPref::Tcp => "tcp",
+            TransportPref::Udp => "udp",
+        })
+    }
+}
+
+/// Command line: `rtspgate [OPTIONS] [[NAME=]URL ...]`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rtspgate",
+    version,
+    about = "RTSP-to-browser gateway: pulls each camera once, re-serves it over RTSP",
+    after_help = "Each URL is pulled once and served as rtsp://HOST:PORT/NAME \
+                  (unnamed ones as stream1, stream2, ...).\n\
+                  Example: rtspgate cam=rtsp://user:pass@192.0.2.10/stream1"
+)]
+pub struct Cli {
+    /// Sources to proxy, as `[NAME=]URL` (rtsp://, or rtspt:// to force TCP).
+    #[arg(value_name = "[NAME=]URL")]
+    pub sources: Vec<String>,
+    /// Configuration file (TOML; see README). Command-line flags override it.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// RTSP server port.
+    #[arg(long, value_name = "PORT")]
+    pub rtsp_port: Option<u16>,
+    /// HTTP server port (API; later viewer page, WHEP and HLS).
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
+    /// Address to bind the servers to.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<IpAddr>,
+    /// UDP port for RTP to RTSP readers; RTCP uses the next port up.
+    #[arg(long, value_name = "PORT")]
+    pub rtp_port: Option<u16>,
+    /// Default transport for pulling sources.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub transport: Option<TransportPref>,
+    /// More logging: -v for debug, -vv to also log every RTSP request and response.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The file format (`rtspgate.toml`). Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub rtsp_port: Option<u16>,
+    pub http_port: Option<u16>,
+    pub rtp_port: Option<u16>,
+    pub listen: Option<String>,
+    pub transport: Option<TransportPref>,
+    /// Largest RTP packet sent to readers, header included, in bytes.
+    pub mtu: Option<usize>,
+    /// Seconds without a request before an RTSP reader's session ends.
+    pub rtsp_session_timeout: Option<u64>,
+    #[serde(default)]
+    pub paths: BTreeMap<String, FilePath>,
+}
+
+/// `[paths.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePath {
+    pub source: Option<String>,
+    pub transport: Option<TransportPref>,
+    pub user: Option<String>,
+    pub pass: Option<String>,
+}
+
+/// A validated source.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SourceConfig {
+    /// URL without userinfo, scheme `rtsp` (an `rtspt` URL becomes `rtsp` with `transport = Tcp`).
+    pub url: url::Url,
+    pub user: Option<String>,
+    pub pass: Option<String>,
+    pub transport: TransportPref,
+}
+
+impl SourceConfig {
+    /// The URL as it may be printed: credentials never appear.
+    pub fn display_url(&self) -> String {
+        let mut s = self.url.to_string();
+        if self.user.is_some() {
+            if let Some(pos) = s.find("://") {
+                s.insert_str(pos + 3, "***@");
+            }
+        }
+        s
+    }
+}
+
+impl std::fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("url", &self.display_url())
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything the gateway needs to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: IpAddr,
+    pub rtsp_port: u16,
+    pub http_port: u16,
+    pub rtp_port: u16,
+    pub mtu: usize,
+    pub rtsp_session_timeout: std::time::Duration,
+    pub verbose: u8,
+    /// Path name → source, in name order.
+    pub paths: BTreeMap<String, SourceConfig>,
+    /// The config file in use, if any.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: IpAddr::from([0, 0, 0, 0]),
+            rtsp_port: 8554,
+            http_port: 8888,
+            rtp_port: 8000,
+            mtu: 1400,
+            rtsp_session_timeout: std::time::Duration::from_secs(60),
+            verbose: 0,
+            paths: BTreeMap::new(),
+            file: None,
+        }
+    }
+}
+
+/// A configuration error: which key, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Whether `name` is a valid path name: `[A-Za-z0-9_-]+`.
+pub fn valid_path_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Redacts the userinfo of every URL-looking `scheme://user:pass@` in `text`,
+/// e.g. in error messages from libraries: `rtsp://***@host/...`.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find("://") {
+        let (head, tail) = rest.split_at(pos + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '"' || c == '\'' || c == '>')
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Parses and validates one source URL. `key` names it in errors.
+pub fn parse_source(
+    key: &str,
+    raw: &str,
+    transport: TransportPref,
+    user: Option<String>,
+    pass: Option<String>,
+) -> Result<SourceConfig, ConfigError> {
+    let mut url = url::Url::parse(raw)
+        .map_err(|e| err(key, format!("invalid URL {:?}: {e}", redact(raw))))?;
+    let transport = match url.scheme() {
+        "rtsp" => transport,
+        "rtspt" => TransportPref::Tcp,
+        other => {
+            return Err(err(
+                key,
+                format!("unsupported scheme {other:?}: expected rtsp:// or rtspt://"),
+            ))
+        }
+    };
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(err(key, "the URL has no host"));
+    }
+    let url_user = (!url.username().is_empty()).then(|| percent_decode(url.username()));
+    let url_pass = url.password().map(percent_decode);
+    // Dropping userinfo: retina takes credentials separately, and the bare URL
+    // is safe to print.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    if url.scheme() == "rtspt" {
+        // `set_scheme` refuses no change between these two non-special schemes.
+        let s = url.as_str().replacen("rtspt://", "rtsp://", 1);
+        url = url::Url::parse(&s).map_err(|e| err(key, e.to_string()))?;
+    }
+    let user = user.or(url_user);
+    let pass = pass.or(url_pass);
+    if pass.is_some() && user.is_none() {
+        return Err(err(key, "a password is given without a user"));
+    }
+    Ok(SourceConfig {
+        url,
+        user,
+        pass,
+        transport,
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Splits a command-line source `[NAME=]URL`: the prefix before the first `=`
+/// is a name only if it matches `[A-Za-z0-9_-]+`.
+pub fn split_named(arg: &str) -> (Option<&str>, &str) {
+    match arg.split_once('=') {
+        Some((name, url)) if valid_path_name(name) => (Some(name), url),
+        _ => (None, arg),
+    }
+}
+
+impl Config {
+    /// Builds the configuration from the command line and, if given, the file.
+    pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => Some(read_file(path)?),
+            None => None,
+        };
+        Config::build(cli, file.unwrap_or_default(), cli.config.clone())
+    }
+
+    fn build(
+        cli: &Cli,
+        file: FileConfig,
+        file_path: Option<PathBuf>,
+    ) -> Result<Config, ConfigError> {
+        let mut cfg = Config {
+            file: file_path,
+            verbose: cli.verbose,
+            ..Config::default()
+        };
+        if let Some(listen) = &file.listen {
+            cfg.listen = listen
+                .parse()
+                .map_err(|_| err("listen", format!("{listen:?} is not an IP address")))?;
+        }
+        cfg.rtsp_port = cli.rtsp_port.or(file.rtsp_port).unwrap_or(cfg.rtsp_port);
+        cfg.http_port = cli.http_port.or(file.http_port).unwrap_or(cfg.http_port);
+        cfg.rtp_port = cli.rtp_port.or(file.rtp_port).unwrap_or(cfg.rtp_port);
+        if let Some(listen) = cli.listen {
+            cfg.listen = listen;
+        }
+        for (key, port) in [
+            ("rtsp_port", cfg.rtsp_port),
+            ("http_port", cfg.http_port),
+            ("rtp_port", cfg.rtp_port),
+        ] {
+            if port == 0 {
+                return Err(err(key, "must be a port number from 1 to 65535"));
+            }
+        }
+        if cfg.rtp_port == u16::MAX || cfg.rtp_port % 2 != 0 {
+            return Err(err(
+                "rtp_port",
+                format!(
+                    "{} must be even and below 65535 (RTCP uses the next port)",
+                    cfg.rtp_port
+                ),
+            ));
+        }
+        if cfg.rtsp_port == cfg.http_port {
+            return Err(err(
+                "http_port",
+                format!("{} is also the RTSP port", cfg.http_port),
+            ));
+        }
+        if let Some(mtu) = file.mtu {
+            if !(576..=9000).contains(&mtu) {
+                return Err(err("mtu", format!("{mtu} is outside 576..=9000 bytes")));
+            }
+            cfg.mtu = mtu;
+        }
+        if let Some(t) = file.rtsp_session_timeout {
+            if t == 0 {
+                return Err(err("rtsp_session_timeout", "must be at least 1 second"));
+            }
+            cfg.rtsp_session_timeout = std::time::Duration::from_secs(t);
+        }
+        let default_transport = cli.transport.or(file.transport).unwrap_or_default();
+
+        for (name, p) in file.paths {
+            let key = format!("paths.{name}");
+            if !valid_path_name(&name) {
+                return Err(err(&key, "a path name may only contain A-Z a-z 0-9 _ -"));
+            }
+            let source = p
+                .source
+                .ok_or_else(|| err(format!("{key}.source"), "missing"))?;
+            let src = parse_source(
+                &format!("{key}.source"),
+                &source,
+                p.transport.unwrap_or(default_transport),
+                p.user,
+                p.pass,
+            )?;
+            cfg.paths.insert(name, src);
+        }
+
+        let mut next_unnamed = 1;
+        for arg in &cli.sources {
+            let (name, url) = split_named(arg);
+            let name = match name {
+                Some(n) => n.to_owned(),
+                None => loop {
+                    let candidate = format!("stream{next_unnamed}");
+                    next_unnamed += 1;
+                    if !cfg.paths.contains_key(&candidate) {
+                        break candidate;
+                    }
+                },
+            };
+            let key = format!("source {name}");
+            if cfg.paths.contains_key(&name) {
+                return Err(err(key, "this path name is used twice"));
+            }
+            let src = parse_source(&key, url, default_transport, None, None)?;
+            cfg.paths.insert(name, src);
+        }
+        Ok(cfg)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let key = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| err(&key, format!("cannot read: {e}")))?;
+    toml::from_str(&text).map_err(|e| err(&key, e.to_string().trim_end().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("rtspgate").chain(args.iter().copied())).unwrap()
+    }
+
+    fn build_with(args: &[&str], toml_text: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(toml_text).map_err(|e| err("file", e.to_string()))?;
+        Config::build(&cli(args), file, None)
+    }
+
+    #[test]
+    fn names_and_numbering() {
+        let cfg = build_with(
+            &[
+                "rtsp://a/x",
+                "cam=rtsp://u:p@b/y",
+                "rtsp://c/z?x=1",
+                "bad name=rtsp://d/",
+            ],
+            "",
+        );
+        // "bad name" is not a valid name, so the whole arg is a URL, which is invalid.
+        assert!(cfg.is_err());
+        let cfg = build_with(&["rtsp://a/x", "cam=rtsp://u:p@b/y", "rtsp://c/z?x=1"], "").unwrap();
+        let names: Vec<_> = cfg.paths.keys().cloned().collect();
+        assert_eq!(names, ["cam", "stream1", "stream2"]);
+        let cam = &cfg.paths["cam"];
+        assert_eq!(cam.user.as_deref(), Some("u"));
+        assert_eq!(cam.pass.as_deref(), Some("p"));
+        assert_eq!(cam.url.as_str(), "rtsp://b/y");
+        assert_eq!(cam.display_url(), "rtsp://***@b/y");
+        assert!(!format!("{cam:?}").contains(":p@"));
+    }
+
+    #[test]
+    fn rtspt_means_tcp() {
+        let cfg = build_with(&["rtspt://cam:554/live"], "").unwrap();
+        let s = &cfg.paths["stream1"];
+        assert_eq!(s.transport, TransportPref::Tcp);
+        assert_eq!(s.url.as_str(), "rtsp://cam:554/live");
+    }
+
+    #[test]
+    fn file_and_flags() {
+        let cfg = build_with(
+            &["--rtsp-port", "9554"],
+            r#"
+            rtsp_port = 1
+            http_port = 9000
+            transport = "udp"
+            [paths.front]
+            source = "rtsp://10.0.0.5/h264"
+            user = "admin"
+            pass = "s3cret"
+            [paths.back]
+            source = "rtsp://10.0.0.6/"
+            transport = "tcp"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.rtsp_port, 9554);
+        assert_eq!(cfg.http_port, 9000);
+        assert_eq!(cfg.paths["front"].transport, TransportPref::Udp);
+        assert_eq!(cfg.paths["back"].transport, TransportPref::Tcp);
+        assert_eq!(cfg.paths["front"].pass.as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = build_with(&[], "[paths.x]\nsource = \"http://a/\"").unwrap_err();
+        assert_eq!(e.key, "paths.x.source");
+        assert!(e.message.contains("scheme"), "{e}");
+        let e = build_with(&[], "[paths.x]\ntransport = \"tcp\"").unwrap_err();
+        assert_eq!(e.key, "paths.x.source");
+        let e = build_with(&[], "[paths.\"a b\"]\nsource = \"rtsp://a/\"").unwrap_err();
+        assert_eq!(e.key, "paths.a b");
+        let e = build_with(&[], "rtp_port = 8001").unwrap_err();
+        assert_eq!(e.key, "rtp_port");
+        let e = build_with(&["x=rtsp://a/", "x=rtsp://b/"], "").unwrap_err();
+        assert!(e.message.contains("twice"));
+        let e: Result<FileConfig, _> = toml::from_str("rtsp_prot = 1");
+        assert!(e.unwrap_err().to_string().contains("rtsp_prot"));
+    }
+
+    #[test]
+    fn redacts_userinfo_in_text() {
+        assert_eq!(
+            redact("failed: rtsp://admin:hunter2@10.0.0.1:554/s and rtsp://h/x"),
+            "failed: rtsp://***@10.0.0.1:554/s and rtsp://h/x"
+        );
+        assert_eq!(redact("no urls here"), "no urls here");
+    }
+
+    #[test]
+    fn percent_encoded_credentials() {
+        let s = parse_source("k", "rtsp://us%40r:p%3Ass@h/", TransportPref::Auto, None, None)
+            .unwrap();
+        assert_eq!(s.user.as_deref(), Some("us@r"));
+        assert_eq!(s.pass.as_deref(), Some("p:ss"));
+    }
+}

@@ -1,0 +1,3 @@
+//! Everything that reads the bus and serves viewers.
+
+pub mod rtsp;

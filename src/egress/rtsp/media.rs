@@ -1,0 +1,273 @@
+//! Packetize once, share with every RTSP reader.
+//!
+//! One [`RtpMedia`] per stream (and track-set generation) reads the bus,
+//! turns each frame into RTP packets with one SSRC, sequence space and
+//! timestamp offset per track, and publishes them through a [`Fanout`], so
+//! the per-reader work is only writing bytes that already exist. It lives
+//! while at least one reader holds it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+
+use crate::bus::{ByteLen, Fanout, GopLimits, MediaKind, RecvError, Stream, Subscriber};
+use crate::codec::Payloader;
+use crate::egress::rtsp::sdp;
+
+/// The RTP packets of one frame of one track.
+#[derive(Debug)]
+pub struct RtpBatch {
+    /// Bus track index.
+    pub track: usize,
+    /// Complete RTP packets (12-byte header + payload), in order.
+    pub packets: Vec<Bytes>,
+    /// RTP timestamp of the frame.
+    pub rtp_timestamp: u32,
+    /// When the frame reached the gateway.
+    pub received: Instant,
+}
+
+impl ByteLen for Arc<RtpBatch> {
+    fn byte_len(&self) -> usize {
+        self.packets.iter().map(Bytes::len).sum()
+    }
+}
+
+/// Fixed per-track RTP parameters shared by all readers.
+#[derive(Clone, Copy, Debug)]
+pub struct TrackRtp {
+    pub ssrc: u32,
+    pub payload_type: u8,
+    pub clock_rate: u32,
+    /// Added to the bus timestamp (truncated to 32 bits) to make the RTP timestamp.
+    pub ts_offset: u32,
+}
+
+impl TrackRtp {
+    /// RTP timestamp for a bus timestamp in this track's clock units.
+    pub fn rtp_timestamp(&self, pts: i64) -> u32 {
+        (pts as u32).wrapping_add(self.ts_offset)
+    }
+}
+
+/// Where each track's sequence space and timeline stand, for RTP-Info of a
+/// reader that starts with no cached packet of that track.
+#[derive(Clone, Copy, Debug, Default)]
+struct TrackPos {
+    next_seq: u16,
+    last_rtp_timestamp: u32,
+}
+
+/// The shared packetizer of one stream generation.
+pub struct RtpMedia {
+    pub generation: u64,
+    pub tracks: Vec<TrackRtp>,
+    fanout: Arc<Fanout<Arc<RtpBatch>>>,
+    pos: Arc<Mutex<Vec<TrackPos>>>,
+    /// Wall-clock time of bus timestamp 0 (common to all tracks), set on the
+    /// first frame: the NTP↔RTP mapping for sender reports.
+    epoch: Arc<Mutex<Option<SystemTime>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for RtpMedia {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Readers that fall this many frames behind skip to the next keyframe.
+const CAPACITY: usize = 512;
+
+impl RtpMedia {
+    /// Starts packetizing `stream` (generation `set`), returning the media and
+    /// a first subscriber created before any packet is published.
+    fn start(
+        stream: Arc<Stream>,
+        set: &crate::bus::TrackSet,
+        mtu: usize,
+    ) -> (Arc<RtpMedia>, Subscriber<Arc<RtpBatch>>) {
+        let tracks: Vec<TrackRtp> = set
+            .tracks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| TrackRtp {
+                ssrc: rand::random(),
+                payload_type: sdp::payload_type(i, t),
+                clock_rate: t.clock_rate,
+                ts_offset: rand::random(),
+            })
+            .collect();
+        let mut payloaders = Vec::with_capacity(tracks.len());
+        let mut pos = Vec::with_capacity(tracks.len());
+        for (t, rtp) in set.tracks.iter().zip(&tracks) {
+            let seq: u16 = rand::random();
+            payloaders.push(
+                Payloader::new(&t.codec, rtp.payload_type, rtp.ssrc, seq, mtu)
+                    .map_err(|e| {
+                        tracing::warn!(path = stream.name(), codec = t.codec.name(), "no RTP payloader: {e}")
+                    })
+                    .ok(),
+            );
+            pos.push(TrackPos {
+                next_seq: seq,
+                last_rtp_timestamp: rtp.ts_offset,
+            });
+        }
+        let has_video = set.tracks.iter().any(|t| t.kind() == MediaKind::Video);
+        let video: Vec<bool> = set
+            .tracks
+            .iter()
+            .map(|t| t.kind() == MediaKind::Video)
+            .collect();
+        let clock_rates: Vec<u32> = set.tracks.iter().map(|t| t.clock_rate).collect();
+        let fanout = Arc::new(Fanout::new(CAPACITY, GopLimits::default()));
+        let first = fanout.subscribe();
+        let pos = Arc::new(Mutex::new(pos));
+        let epoch = Arc::new(Mutex::new(None));
+        let generation = set.generation;
+        let mut bus = stream.subscribe();
+        let task = {
+            let fanout = fanout.clone();
+            let pos = pos.clone();
+            let epoch = epoch.clone();
+            let tracks = tracks.clone();
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                loop {
+                    let frame = match bus.recv().await {
+                        Ok(f) => f,
+                        Err(RecvError::Closed) => {
+                            fanout.close();
+                            break;
+                        }
+                    };
+                    if stream.tracks().map(|s| s.generation) != Some(generation) {
+                        // New track layout: readers must DESCRIBE again.
+                        fanout.close();
+                        break;
+                    }
+                    let i = frame.track;
+                    let (Some(Some(payloader)), Some(rtp)) = (payloaders.get_mut(i), tracks.get(i))
+                    else {
+                        continue;
+                    };
+                    if let Some(t) = &frame.new_track {
+                        payloader.set_codec(&t.codec);
+                    }
+                    {
+                        let mut epoch = epoch.lock().unwrap_or_else(|e| e.into_inner());
+                        if epoch.is_none() {
+                            let age = frame.received.elapsed();
+                            let secs = frame.pts as f64 / f64::from(clock_rates[i].max(1));
+                            *epoch = SystemTime::now()
+                                .checked_sub(age)
+                                .and_then(|t| {
+                                    if secs >= 0.0 {
+                                        t.checked_sub(std::time::Duration::from_secs_f64(secs))
+                                    } else {
+                                        t.checked_add(std::time::Duration::from_secs_f64(-secs))
+                                    }
+                                });
+                        }
+                    }
+                    let ts = rtp.rtp_timestamp(frame.pts);
+                    out.clear();
+                    if let Err(e) = payloader.payload(&frame.data, ts, frame.keyframe, &mut out) {
+                        tracing::debug!(path = stream.name(), track = i, "dropping a frame: {e}");
+                        continue;
+                    }
+                    {
+                        let mut pos = pos.lock().unwrap_or_else(|e| e.into_inner());
+                        pos[i] = TrackPos {
+                            next_seq: payloader.next_seq(),
+                            last_rtp_timestamp: ts,
+                        };
+                    }
+                    let gop_start = frame.keyframe && (video[i] || !has_video);
+                    fanout.publish(
+                        Arc::new(RtpBatch {
+                            track: i,
+                            packets: std::mem::take(&mut out),
+                            rtp_timestamp: ts,
+                            received: frame.received,
+                        }),
+                        gop_start,
+                    );
+                }
+            })
+        };
+        let media = Arc::new(RtpMedia {
+            generation,
+            tracks,
+            fanout,
+            pos,
+            epoch,
+            task,
+        });
+        (media, first)
+    }
+
+    /// A new reader of this media.
+    pub fn subscribe(&self) -> Subscriber<Arc<RtpBatch>> {
+        self.fanout.subscribe()
+    }
+
+    /// Whether the packetizer stopped (source gone or restarted with new tracks).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// `(seq, rtptime)` for RTP-Info of track `i` when the reader's first
+    /// packet of it is not known yet: the next sequence number and the last
+    /// RTP timestamp used.
+    pub fn position(&self, i: usize) -> (u16, u32) {
+        let pos = self.pos.lock().unwrap_or_else(|e| e.into_inner());
+        pos.get(i)
+            .map_or((0, 0), |p| (p.next_seq, p.last_rtp_timestamp))
+    }
+
+    /// RTP timestamp of track `i` at wall-clock `now`, for sender reports;
+    /// `None` before the first frame.
+    pub fn rtp_timestamp_at(&self, i: usize, now: SystemTime) -> Option<u32> {
+        let epoch = (*self.epoch.lock().unwrap_or_else(|e| e.into_inner()))?;
+        let t = self.tracks.get(i)?;
+        let secs = match now.duration_since(epoch) {
+            Ok(d) => d.as_secs_f64(),
+            Err(e) => -e.duration().as_secs_f64(),
+        };
+        Some(t.rtp_timestamp((secs * f64::from(t.clock_rate)) as i64))
+    }
+}
+
+/// Running [`RtpMedia`] by path, shared by all RTSP connections.
+#[derive(Default)]
+pub struct MediaRegistry {
+    map: Mutex<HashMap<String, Weak<RtpMedia>>>,
+}
+
+impl MediaRegistry {
+    /// The stream's shared packetizer for `set`'s generation (started if
+    /// needed) and a new subscriber to it.
+    pub fn subscribe(
+        &self,
+        stream: &Arc<Stream>,
+        set: &crate::bus::TrackSet,
+        mtu: usize,
+    ) -> (Arc<RtpMedia>, Subscriber<Arc<RtpBatch>>) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = map.get(stream.name()).and_then(Weak::upgrade) {
+            if m.generation == set.generation && !m.is_finished() {
+                let sub = m.subscribe();
+                return (m, sub);
+            }
+        }
+        let (media, sub) = RtpMedia::start(stream.clone(), set, mtu);
+        map.insert(stream.name().to_owned(), Arc::downgrade(&media));
+        map.retain(|_, w| w.strong_count() > 0);
+        (media, sub)
+    }
+}

@@ -1,0 +1,510 @@
+//! The RTSP server's I/O shell: accepts connections, parses messages with
+//! rtsp-types, drives [`session::Conn`], and writes shared RTP packets to
+//! readers over TCP (interleaved) or UDP.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Buf, BytesMut};
+use rtsp_types::{headers, Message, ParseError, Request, Response, StatusCode, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use super::media::{MediaRegistry, RtpBatch, RtpMedia};
+use super::rtcp;
+use super::sdp;
+use super::session::{Conn, Ctx, Effect, PathStatus, Paths, TrackTransport};
+use crate::bus::{Registry, StreamState, Subscriber};
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Largest RTP packet, header included, in bytes.
+    pub mtu: usize,
+    pub session_timeout: Duration,
+    /// Log every request and response (`-vv`).
+    pub log_messages: bool,
+    /// How long DESCRIBE/SETUP wait for a stream that is connecting.
+    pub describe_wait: Duration,
+}
+
+/// Largest request we buffer; anything bigger is garbage.
+const MAX_REQUEST: usize = 64 * 1024;
+/// Interval between RTCP sender reports (RFC 3550 §6.2 suggests ~5 s).
+const SR_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The RTSP server, shared by all connection tasks.
+pub struct RtspServer {
+    registry: Arc<Registry>,
+    media: MediaRegistry,
+    config: ServerConfig,
+    udp_rtp: Arc<UdpSocket>,
+    udp_rtcp: Arc<UdpSocket>,
+    rtp_port: u16,
+    /// Last RTCP seen from each UDP reader's RTCP address (ms since `start`),
+    /// so UDP readers stay alive on receiver reports alone.
+    udp_activity: Mutex<HashMap<SocketAddr, Arc<AtomicU64>>>,
+    start: Instant,
+}
+
+impl Paths for Registry {
+    fn status(&self, path: &str) -> PathStatus {
+        let Some(stream) = self.get(path) else {
+            return PathStatus::Unknown;
+        };
+        match stream.tracks() {
+            Some(set) => PathStatus::Ready(set),
+            None => PathStatus::NotReady(match stream.state() {
+                StreamState::Reconnecting { error } => format!("source not live: {error}"),
+                StreamState::Failed { reason } => format!("source failed: {reason}"),
+                _ => "source not live yet".to_owned(),
+            }),
+        }
+    }
+}
+
+impl RtspServer {
+    /// Binds the UDP RTP/RTCP sockets (`rtp_port`, `rtp_port + 1`) on `addr`'s IP.
+    pub async fn new(
+        registry: Arc<Registry>,
+        config: ServerConfig,
+        ip: std::net::IpAddr,
+        rtp_port: u16,
+    ) -> std::io::Result<Arc<Self>> {
+        let udp_rtp = UdpSocket::bind((ip, rtp_port)).await?;
+        let udp_rtcp = UdpSocket::bind((ip, rtp_port + 1)).await?;
+        let server = Arc::new(RtspServer {
+            registry,
+            media: MediaRegistry::default(),
+            config,
+            udp_rtp: Arc::new(udp_rtp),
+            udp_rtcp: Arc::new(udp_rtcp),
+            rtp_port,
+            udp_activity: Mutex::new(HashMap::new()),
+            start: Instant::now(),
+        });
+        tokio::spawn(server.clone().drain_udp());
+        Ok(server)
+    }
+
+    /// Accepts connections for ever.
+    pub async fn run(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    tokio::spawn(self.clone().connection(socket, peer));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("RTSP accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Reads RTCP (receiver reports) from UDP readers to keep their sessions
+    /// alive, and discards anything sent to the RTP port (NAT keepalives).
+    async fn drain_udp(self: Arc<Self>) {
+        let rtcp = self.udp_rtcp.clone();
+        let rtp = self.udp_rtp.clone();
+        let mut buf = vec![0u8; 2048];
+        let mut buf2 = vec![0u8; 2048];
+        loop {
+            tokio::select! {
+                r = rtcp.recv_from(&mut buf) => {
+                    if let Ok((_, from)) = r {
+                        let map = self.udp_activity.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(seen) = map.get(&from) {
+                            seen.store(self.now_ms(), Ordering::Relaxed);
+                        }
+                    }
+                }
+                _ = rtp.recv_from(&mut buf2) => {}
+            }
+        }
+    }
+
+    async fn connection(self: Arc<Self>, socket: TcpStream, peer: SocketAddr) {
+        let local = socket
+            .local_addr()
+            .map(|a| a.ip())
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        tracing::debug!(%peer, "RTSP connection");
+        let mut c = Connection {
+            server: self.clone(),
+            socket,
+            peer,
+            local,
+            inbuf: BytesMut::with_capacity(4096),
+            outbuf: Vec::with_capacity(64 * 1024),
+            conn: Conn::new(self.config.session_timeout),
+            playing: None,
+        };
+        let reason = c.run().await;
+        c.stop_playing();
+        tracing::debug!(%peer, "RTSP connection closed: {reason}");
+    }
+}
+
+/// What one playing reader holds.
+struct Playing {
+    media: Arc<RtpMedia>,
+    sub: Subscriber<Arc<RtpBatch>>,
+    stream: Arc<crate::bus::Stream>,
+    /// Per bus track: where to send it (None: not set up).
+    transports: Vec<Option<TrackTransport>>,
+    /// Per track: (packets, payload octets) sent, for sender reports.
+    counts: Vec<(u32, u32)>,
+    /// UDP readers' RTCP activity cells.
+    udp_seen: Vec<(SocketAddr, Arc<AtomicU64>)>,
+}
+
+struct Connection {
+    server: Arc<RtspServer>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    local: std::net::IpAddr,
+    inbuf: BytesMut,
+    outbuf: Vec<u8>,
+    conn: Conn,
+    playing: Option<Playing>,
+}
+
+async fn next_batch(playing: &mut Option<Playing>) -> Option<Arc<RtpBatch>> {
+    match playing {
+        Some(p) => p.sub.recv().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+impl Connection {
+    /// Serves the connection until it ends; returns why.
+    async fn run(&mut self) -> String {
+        let mut sr = tokio::time::interval(SR_INTERVAL);
+        sr.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                r = self.socket.read_buf(&mut self.inbuf) => {
+                    match r {
+                        Ok(0) => return "client closed the connection".into(),
+                        Err(e) => return format!("read error: {e}"),
+                        Ok(_) => {}
+                    }
+                    if let Err(why) = self.process_input().await {
+                        return why;
+                    }
+                }
+                batch = next_batch(&mut self.playing) => {
+                    match batch {
+                        Some(b) => {
+                            if let Err(e) = self.send_batch(&b).await {
+                                return format!("write error: {e}");
+                            }
+                        }
+                        None => return "the stream ended or its source restarted with new tracks".into(),
+                    }
+                }
+                _ = sr.tick(), if self.playing.is_some() => {
+                    if let Err(e) = self.send_sender_reports().await {
+                        return format!("write error: {e}");
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    if let Some(p) = &self.playing {
+                        let timeout_ms = self.server.config.session_timeout.as_millis() as u64;
+                        let now_ms = self.server.now_ms();
+                        if p.udp_seen.iter().any(|(_, s)| now_ms.saturating_sub(s.load(Ordering::Relaxed)) < timeout_ms) {
+                            self.conn.touch(now);
+                        }
+                    }
+                    if self.conn.expired(now) {
+                        return "session timed out".into();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles every complete message in the input buffer.
+    async fn process_input(&mut self) -> Result<(), String> {
+        loop {
+            let parsed = Message::<Vec<u8>>::parse(&self.inbuf[..]);
+            match parsed {
+                Ok((msg, consumed)) => {
+                    self.inbuf.advance(consumed);
+                    match msg {
+                        Message::Request(req) => self.on_request(req).await?,
+                        // RTCP receiver reports on interleaved channels.
+                        Message::Data(_) => self.conn.touch(Instant::now()),
+                        Message::Response(_) => {}
+                    }
+                }
+                Err(ParseError::Incomplete(_)) => {
+                    if self.inbuf.len() > MAX_REQUEST {
+                        self.bad_request("request too large").await;
+                        return Err("request too large".into());
+                    }
+                    return Ok(());
+                }
+                Err(ParseError::Error) => {
+                    self.bad_request("malformed RTSP request").await;
+                    return Err("malformed request".into());
+                }
+            }
+        }
+    }
+
+    async fn bad_request(&mut self, why: &str) {
+        let resp = Response::builder(Version::V1_0, StatusCode::BadRequest)
+            .header(headers::CONTENT_TYPE, "text/plain")
+            .build(format!("{why}\r\n").into_bytes());
+        let _ = self.write_response(&resp).await;
+        tracing::info!(peer = %self.peer, "RTSP client sent a malformed request; disconnected");
+    }
+
+    async fn write_response(&mut self, resp: &Response<Vec<u8>>) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(512);
+        if resp.write(&mut buf).is_err() {
+            return Err(std::io::Error::other("response serialization failed"));
+        }
+        if self.server.config.log_messages {
+            tracing::info!(target: "rtspgate::rtsp::wire", peer = %self.peer, "response:\n{}", String::from_utf8_lossy(&buf).trim_end());
+        }
+        self.socket.write_all(&buf).await
+    }
+
+    async fn on_request(&mut self, req: Request<Vec<u8>>) -> Result<(), String> {
+        if self.server.config.log_messages {
+            let mut buf = Vec::new();
+            let _ = req.write(&mut buf);
+            tracing::info!(target: "rtspgate::rtsp::wire", peer = %self.peer, "request:\n{}", String::from_utf8_lossy(&buf).trim_end());
+        }
+        let server = self.server.clone();
+        // A client may DESCRIBE a path whose camera is still connecting: wait
+        // a little rather than fail its first try.
+        if matches!(req.method(), rtsp_types::Method::Describe | rtsp_types::Method::Setup) {
+            if let Some(target) = req.request_uri().and_then(super::session::parse_target) {
+                if let Some(stream) = server.registry.get(&target.path) {
+                    if stream.tracks().is_none() {
+                        stream.wait_for_tracks(server.config.describe_wait).await;
+                    }
+                }
+            }
+        }
+        // PLAY of a session whose source restarted with other tracks.
+        if matches!(req.method(), rtsp_types::Method::Play) {
+            if let Some(s) = self.conn.session() {
+                let current = server.registry.get(&s.path).and_then(|st| st.tracks());
+                if current.as_ref().map(|c| c.generation) != Some(s.generation) {
+                    let cseq = req
+                        .header(&headers::CSEQ)
+                        .map(|v| v.as_str().to_owned())
+                        .unwrap_or_default();
+                    let resp = Response::builder(Version::V1_0, StatusCode::ServiceUnavailable)
+                        .header(headers::CSEQ, cseq)
+                        .build(b"source not live or restarted with new tracks; DESCRIBE again\r\n".to_vec());
+                    return self.write_response(&resp).await.map_err(|e| e.to_string());
+                }
+            }
+        }
+        let mut out = {
+            let mut new_id = || format!("{:016x}", rand::random::<u64>());
+            let mut ctx = Ctx {
+                now: Instant::now(),
+                paths: &*server.registry,
+                peer: self.peer.ip(),
+                local: self.local,
+                server_rtp_port: server.rtp_port,
+                new_session_id: &mut new_id,
+            };
+            self.conn.handle(&req, &mut ctx)
+        };
+        match out.effect {
+            Effect::Play => {
+                if self.playing.is_none() {
+                    self.start_playing(&req, &mut out.response);
+                }
+            }
+            Effect::Pause | Effect::Teardown => self.stop_playing(),
+            Effect::None | Effect::Close => {}
+        }
+        self.write_response(&out.response)
+            .await
+            .map_err(|e| format!("write error: {e}"))?;
+        if out.effect == Effect::Close {
+            return Err("malformed request".into());
+        }
+        Ok(())
+    }
+
+    fn start_playing(&mut self, req: &Request<Vec<u8>>, response: &mut Response<Vec<u8>>) {
+        let Some(session) = self.conn.session() else {
+            return;
+        };
+        let Some(stream) = self.server.registry.get(&session.path) else {
+            return;
+        };
+        let Some(set) = stream.tracks() else { return };
+        let (media, sub) = self.server.media.subscribe(&stream, &set, self.server.config.mtu);
+        let transports = session.tracks.clone();
+
+        // RTP-Info (RFC 2326 §12.33): the first packet each track will get.
+        let base = req
+            .request_uri()
+            .map(|u| u.as_str().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        // PLAY on a track URL (single-track clients): RTP-Info names the path.
+        let base = match base.rsplit_once('/') {
+            Some((head, last)) if last.starts_with("trackID=") => head.to_owned(),
+            _ => base,
+        };
+        let mut infos = Vec::new();
+        for (i, t) in transports.iter().enumerate() {
+            if t.is_none() {
+                continue;
+            }
+            let first = sub.backlog().iter().find(|b| b.track == i);
+            let (seq, rtptime) = match first.and_then(|b| b.packets.first().map(|p| (p, b))) {
+                Some((p, b)) if p.len() >= 4 => (u16::from_be_bytes([p[2], p[3]]), b.rtp_timestamp),
+                _ => media.position(i),
+            };
+            infos.push(format!(
+                "url={base}/{};seq={seq};rtptime={rtptime}",
+                sdp::track_control(i)
+            ));
+        }
+        response.insert_header(headers::RTP_INFO, infos.join(","));
+
+        let mut udp_seen = Vec::new();
+        for t in transports.iter().flatten() {
+            if let TrackTransport::Udp { rtcp, .. } = t {
+                let cell = Arc::new(AtomicU64::new(self.server.now_ms()));
+                self.server
+                    .udp_activity
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(*rtcp, cell.clone());
+                udp_seen.push((*rtcp, cell));
+            }
+        }
+        stream.stats.rtsp_readers.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(peer = %self.peer, path = stream.name(), "RTSP reader started");
+        self.playing = Some(Playing {
+            counts: vec![(0, 0); transports.len()],
+            media,
+            sub,
+            stream,
+            transports,
+            udp_seen,
+        });
+    }
+
+    fn stop_playing(&mut self) {
+        if let Some(p) = self.playing.take() {
+            p.stream.stats.rtsp_readers.fetch_sub(1, Ordering::Relaxed);
+            let mut map = self
+                .server
+                .udp_activity
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (addr, cell) in &p.udp_seen {
+                if map.get(addr).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+                    map.remove(addr);
+                }
+            }
+            tracing::info!(peer = %self.peer, path = p.stream.name(), lagged = p.sub.lagged(), "RTSP reader stopped");
+        }
+    }
+
+    async fn send_batch(&mut self, batch: &RtpBatch) -> std::io::Result<()> {
+        let Some(p) = &mut self.playing else {
+            return Ok(());
+        };
+        let Some(Some(transport)) = p.transports.get(batch.track) else {
+            return Ok(());
+        };
+        let mut bytes = 0u64;
+        match *transport {
+            TrackTransport::Tcp { rtp_channel, .. } => {
+                self.outbuf.clear();
+                for pkt in &batch.packets {
+                    // RFC 2326 §10.12: '$', channel, 16-bit length, packet.
+                    let Ok(len) = u16::try_from(pkt.len()) else { continue };
+                    self.outbuf.push(b'$');
+                    self.outbuf.push(rtp_channel);
+                    self.outbuf.extend_from_slice(&len.to_be_bytes());
+                    self.outbuf.extend_from_slice(pkt);
+                    bytes += pkt.len() as u64;
+                }
+                self.socket.write_all(&self.outbuf).await?;
+            }
+            TrackTransport::Udp { rtp, .. } => {
+                for pkt in &batch.packets {
+                    // A UDP send error (e.g. ICMP port unreachable) drops the
+                    // packet; the session times out if the client is gone.
+                    if self.server.udp_rtp.send_to(pkt, rtp).await.is_ok() {
+                        bytes += pkt.len() as u64;
+                    }
+                }
+            }
+        }
+        let c = &mut p.counts[batch.track];
+        c.0 = c.0.wrapping_add(batch.packets.len() as u32);
+        c.1 = c.1.wrapping_add(
+            batch
+                .packets
+                .iter()
+                .map(|pk| pk.len().saturating_sub(12) as u32)
+                .sum::<u32>(),
+        );
+        p.stream.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn send_sender_reports(&mut self) -> std::io::Result<()> {
+        let Some(p) = &self.playing else {
+            return Ok(());
+        };
+        let now = SystemTime::now();
+        let ntp = rtcp::ntp_timestamp(now);
+        let mut tcp = Vec::new();
+        let mut udp = Vec::new();
+        for (i, t) in p.transports.iter().enumerate() {
+            let Some(t) = t else { continue };
+            let Some(rtp_ts) = p.media.rtp_timestamp_at(i, now) else {
+                continue;
+            };
+            let Some(track) = p.media.tracks.get(i) else { continue };
+            let (packets, octets) = p.counts[i];
+            let sr = rtcp::sender_report(track.ssrc, ntp, rtp_ts, packets, octets, "rtspgate");
+            match *t {
+                TrackTransport::Tcp { rtcp_channel, .. } => {
+                    tcp.push(b'$');
+                    tcp.push(rtcp_channel);
+                    tcp.extend_from_slice(&(sr.len() as u16).to_be_bytes());
+                    tcp.extend_from_slice(&sr);
+                }
+                TrackTransport::Udp { rtcp, .. } => udp.push((rtcp, sr)),
+            }
+        }
+        if !tcp.is_empty() {
+            self.socket.write_all(&tcp).await?;
+        }
+        for (addr, sr) in udp {
+            let _ = self.server.udp_rtcp.send_to(&sr, addr).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,471 @@
+//! The RTSP server's protocol core for one client connection: a pure state
+//! machine (RFC 2326 §A.1, server side) that turns a parsed request into a
+//! response and an [`Effect`] for the I/O shell. No sockets, no clock reads:
+//! time and stream lookups are passed in.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtsp_types::headers::{self, Transport, Transports};
+use rtsp_types::{Method, Request, Response, StatusCode, Version};
+
+use crate::bus::TrackSet;
+use crate::egress::rtsp::sdp;
+
+/// Methods this server answers, for the `Public` header of OPTIONS.
+pub const PUBLIC_METHODS: &str =
+    "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
+
+/// What the core knows of a path, as answered by the shell.
+#[derive(Clone, Debug)]
+pub enum PathStatus {
+    /// No such path: 404.
+    Unknown,
+    /// The path exists but its source is not live; the reason in plain words: 503.
+    NotReady(String),
+    /// Live, with these tracks.
+    Ready(Arc<TrackSet>),
+}
+
+/// Stream lookups the core needs; the shell implements it over the registry.
+pub trait Paths {
+    fn status(&self, path: &str) -> PathStatus;
+}
+
+/// How RTP for one track reaches the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrackTransport {
+    /// Interleaved on the RTSP connection (RFC 2326 §10.12).
+    Tcp { rtp_channel: u8, rtcp_channel: u8 },
+    /// UDP unicast to the client's ports.
+    Udp { rtp: SocketAddr, rtcp: SocketAddr },
+}
+
+/// Session state (RFC 2326 §A.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Ready,
+    Playing,
+}
+
+/// One RTSP session: set-up tracks of one path.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub id: String,
+    pub path: String,
+    /// Track-set generation the client was described with.
+    pub generation: u64,
+    pub state: State,
+    /// Per bus track index: `Some` once set up.
+    pub tracks: Vec<Option<TrackTransport>>,
+    last_activity: Instant,
+}
+
+/// What the shell must do after sending the response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    None,
+    /// Start (or resume) sending media of the session. The shell adds
+    /// `RTP-Info` to the response before sending it.
+    Play,
+    /// Stop sending media; keep the session.
+    Pause,
+    /// The session ended (TEARDOWN).
+    Teardown,
+    /// Send the response, then close the connection (malformed request).
+    Close,
+}
+
+/// Per-request inputs from the shell.
+pub struct Ctx<'a> {
+    pub now: Instant,
+    pub paths: &'a dyn Paths,
+    /// The client's address, for UDP destinations.
+    pub peer: IpAddr,
+    /// The server's address on this connection, for the SDP origin.
+    pub local: IpAddr,
+    /// Server RTP port for UDP readers; RTCP is the next port.
+    pub server_rtp_port: u16,
+    /// A fresh unguessable session id.
+    pub new_session_id: &'a mut dyn FnMut() -> String,
+}
+
+/// The connection's protocol state.
+#[derive(Debug)]
+pub struct Conn {
+    session: Option<Session>,
+    timeout: Duration,
+}
+
+/// The result of one request.
+pub struct Outcome {
+    pub response: Response<Vec<u8>>,
+    pub effect: Effect,
+}
+
+impl Conn {
+    /// `timeout`: a session with no request (or RTCP) for this long ends.
+    pub fn new(timeout: Duration) -> Self {
+        Conn {
+            session: None,
+            timeout,
+        }
+    }
+
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    /// Something arrived for the session (e.g. an RTCP receiver report).
+    pub fn touch(&mut self, now: Instant) {
+        if let Some(s) = &mut self.session {
+            s.last_activity = now;
+        }
+    }
+
+    /// Whether the session timed out at `now`.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| now.saturating_duration_since(s.last_activity) > self.timeout)
+    }
+
+    /// Answers one request. Never panics on client input.
+    pub fn handle(&mut self, req: &Request<Vec<u8>>, ctx: &mut Ctx<'_>) -> Outcome {
+        let Some(cseq) = req.header(&headers::CSEQ).map(|v| v.as_str().trim().to_owned()) else {
+            return reply(StatusCode::BadRequest, "missing CSeq").with_effect(Effect::Close);
+        };
+        let mut out = if req.version() == Version::V1_0 {
+            self.dispatch(req, ctx)
+        } else {
+            reply(StatusCode::RTSPVersionNotSupported, "RTSP/1.0 only")
+        };
+        out.response.insert_header(headers::CSEQ, cseq);
+        out.response.insert_header(
+            headers::SERVER,
+            concat!("rtspgate/", env!("CARGO_PKG_VERSION")),
+        );
+        out
+    }
+
+    fn dispatch(&mut self, req: &Request<Vec<u8>>, ctx: &mut Ctx<'_>) -> Outcome {
+        // Any request naming the session keeps it alive.
+        let session_hdr = match req.typed_header::<headers::Session>() {
+            Ok(s) => s.map(|s| s.0),
+            Err(_) => return reply(StatusCode::BadRequest, "malformed Session header"),
+        };
+        if let Some(id) = &session_hdr {
+            match &mut self.session {
+                Some(s) if &s.id == id => s.last_activity = ctx.now,
+                _ => return reply(StatusCode::SessionNotFound, ""),
+            }
+        }
+        match req.method() {
+            Method::Options => {
+                let mut out = reply(StatusCode::Ok, "");
+                out.response.insert_header(headers::PUBLIC, PUBLIC_METHODS);
+                out
+            }
+            Method::Describe => self.describe(req, ctx),
+            Method::Setup => self.setup(req, ctx, session_hdr.is_some()),
+            Method::Play => match (&mut self.session, session_hdr) {
+                (Some(s), Some(_)) => {
+                    if let Err(out) = check_path(req, &s.path) {
+                        return out;
+                    }
+                    s.state = State::Playing;
+                    let mut out = reply(StatusCode::Ok, "").with_effect(Effect::Play);
+                    out.response.insert_header(headers::RANGE, "npt=0.000-");
+                    add_session(&mut out, s, self.timeout);
+                    out
+                }
+                _ => reply(StatusCode::MethodNotValidInThisState, "SETUP first"),
+            },
+            Method::Pause => match (&mut self.session, session_hdr) {
+                (Some(s), Some(_)) => {
+                    s.state = State::Ready;
+                    let mut out = reply(StatusCode::Ok, "").with_effect(Effect::Pause);
+                    add_session(&mut out, s, self.timeout);
+                    out
+                }
+                _ => reply(StatusCode::MethodNotValidInThisState, "SETUP first"),
+            },
+            Method::Teardown => match session_hdr {
+                Some(_) => {
+                    self.session = None;
+                    reply(StatusCode::Ok, "").with_effect(Effect::Teardown)
+                }
+                None => reply(StatusCode::SessionNotFound, "no Session header"),
+            },
+            Method::GetParameter | Method::SetParameter => {
+                let mut out = reply(StatusCode::Ok, "");
+                if let Some(s) = &self.session {
+                    add_session(&mut out, s, self.timeout);
+                }
+                out
+            }
+            _ => {
+                let mut out = reply(StatusCode::NotImplemented, "");
+                out.response.insert_header(headers::ALLOW, PUBLIC_METHODS);
+                out
+            }
+        }
+    }
+
+    fn describe(&mut self, req: &Request<Vec<u8>>, ctx: &Ctx<'_>) -> Outcome {
+        let Some(target) = req.request_uri().and_then(parse_target) else {
+            return reply(StatusCode::BadRequest, "bad request URI");
+        };
+        let set = match ctx.paths.status(&target.path) {
+            PathStatus::Unknown => return reply(StatusCode::NotFound, "no such path"),
+            PathStatus::NotReady(why) => return reply(StatusCode::ServiceUnavailable, &why),
+            PathStatus::Ready(set) => set,
+        };
+        let body = sdp::describe(&target.path, ctx.local, &set.tracks).into_bytes();
+        let mut base = req
+            .request_uri()
+            .map(|u| u.as_str().to_owned())
+            .unwrap_or_default();
+        if !base.ends_with('/') {
+            base.push('/');
+        }
+        let response = Response::builder(Version::V1_0, StatusCode::Ok)
+            .header(headers::CONTENT_TYPE, "application/sdp")
+            .header(headers::CONTENT_BASE, base)
+            .build(body);
+        Outcome {
+            response,
+            effect: Effect::None,
+        }
+    }
+
+    fn setup(
+        &mut self,
+        req: &Request<Vec<u8>>,
+        ctx: &mut Ctx<'_>,
+        has_session_hdr: bool,
+    ) -> Outcome {
+        let Some(target) = req.request_uri().and_then(parse_target) else {
+            return reply(StatusCode::BadRequest, "bad request URI");
+        };
+        let set = match ctx.paths.status(&target.path) {
+            PathStatus::Unknown => return reply(StatusCode::NotFound, "no such path"),
+            PathStatus::NotReady(why) => return reply(StatusCode::ServiceUnavailable, &why),
+            PathStatus::Ready(set) => set,
+        };
+        let index = match target.track {
+            Some(i) if i < set.tracks.len() => i,
+            Some(_) => return reply(StatusCode::NotFound, "no such track"),
+            None if set.tracks.len() == 1 => 0,
+            None => {
+                return reply(
+                    StatusCode::AggregateOperationNotAllowed,
+                    "SETUP needs a track control URL",
+                )
+            }
+        };
+        if let Some(s) = &self.session {
+            if !has_session_hdr {
+                // One session per connection keeps the shell simple; clients
+                // aggregate tracks with the Session header.
+                return reply(
+                    StatusCode::AggregateOperationNotAllowed,
+                    "this connection already has a session; send its Session header",
+                );
+            }
+            if s.path != target.path {
+                return reply(
+                    StatusCode::AggregateOperationNotAllowed,
+                    "a session carries tracks of one path",
+                );
+            }
+            if s.state == State::Playing {
+                return reply(
+                    StatusCode::MethodNotValidInThisState,
+                    "cannot add tracks while playing",
+                );
+            }
+            if s.generation != set.generation {
+                return reply(
+                    StatusCode::ServiceUnavailable,
+                    "the source restarted with different tracks; DESCRIBE again",
+                );
+            }
+        }
+        let transports = match req.typed_header::<Transports>() {
+            Ok(Some(t)) => t,
+            Ok(None) => return reply(StatusCode::BadRequest, "missing Transport header"),
+            Err(_) => return reply(StatusCode::BadRequest, "malformed Transport header"),
+        };
+        let existing = self
+            .session
+            .as_ref()
+            .and_then(|s| s.tracks.iter().flatten().next().copied());
+        let Some((chosen, header)) =
+            choose_transport(&transports, index, existing, ctx.peer, ctx.server_rtp_port)
+        else {
+            return reply(
+                StatusCode::UnsupportedTransport,
+                "supported: RTP/AVP/TCP;interleaved and RTP/AVP;unicast;client_port",
+            );
+        };
+        if let TrackTransport::Tcp { rtp_channel, .. } = chosen {
+            let clash = self.session.as_ref().is_some_and(|s| {
+                s.tracks.iter().enumerate().any(|(i, t)| {
+                    i != index
+                        && matches!(t, Some(TrackTransport::Tcp { rtp_channel: c, rtcp_channel: r })
+                            if *c == rtp_channel || *r == rtp_channel)
+                })
+            });
+            if clash {
+                return reply(
+                    StatusCode::UnsupportedTransport,
+                    "interleaved channel already in use",
+                );
+            }
+        }
+        let session = self.session.get_or_insert_with(|| Session {
+            id: (ctx.new_session_id)(),
+            path: target.path.clone(),
+            generation: set.generation,
+            state: State::Ready,
+            tracks: vec![None; set.tracks.len()],
+            last_activity: ctx.now,
+        });
+        session.tracks[index] = Some(chosen);
+        session.last_activity = ctx.now;
+        let mut out = reply(StatusCode::Ok, "");
+        out.response.insert_header(headers::TRANSPORT, header);
+        add_session(&mut out, session, self.timeout);
+        out
+    }
+}
+
+impl Outcome {
+    fn with_effect(mut self, effect: Effect) -> Self {
+        self.effect = effect;
+        self
+    }
+}
+
+fn reply(status: StatusCode, reason: &str) -> Outcome {
+    let mut b = Response::builder(Version::V1_0, status);
+    let body = if reason.is_empty() || status == StatusCode::Ok {
+        Vec::new()
+    } else {
+        b = b.header(headers::CONTENT_TYPE, "text/plain");
+        format!("{reason}\r\n").into_bytes()
+    };
+    Outcome {
+        response: b.build(body),
+        effect: Effect::None,
+    }
+}
+
+fn add_session(out: &mut Outcome, s: &Session, timeout: Duration) {
+    out.response.insert_header(
+        headers::SESSION,
+        format!("{};timeout={}", s.id, timeout.as_secs()),
+    );
+}
+
+/// A request URI resolved to a path and, for SETUP, a track.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Target {
+    pub path: String,
+    pub track: Option<usize>,
+}
+
+/// Parses `rtsp://host[:port]/<path>[/trackID=<n>][/]`. Path names are
+/// `[A-Za-z0-9_-]+` (see config), so the first segment is the path.
+pub fn parse_target(uri: &url::Url) -> Option<Target> {
+    let mut segs = uri.path().split('/').filter(|s| !s.is_empty());
+    let path = segs.next()?.to_owned();
+    if !crate::config::valid_path_name(&path) {
+        return None;
+    }
+    let track = match segs.next() {
+        None => None,
+        Some(seg) => Some(seg.strip_prefix("trackID=")?.parse::<usize>().ok()?),
+    };
+    if segs.next().is_some() {
+        return None;
+    }
+    Some(Target { path, track })
+}
+
+fn check_path(req: &Request<Vec<u8>>, path: &str) -> Result<(), Outcome> {
+    // Aggregate control: PLAY names the path (some clients use `*` or the
+    // Content-Base with a trailing slash).
+    match req.request_uri().and_then(parse_target) {
+        Some(t) if t.path == path => Ok(()),
+        Some(_) => Err(reply(StatusCode::NotFound, "session is for another path")),
+        None => Ok(()),
+    }
+}
+
+/// Picks the first transport the client offers that we support. `existing`
+/// is a track already set up in this session: all tracks use one lower
+/// transport. Returns the transport and the `Transport` response header.
+fn choose_transport(
+    offered: &Transports,
+    index: usize,
+    existing: Option<TrackTransport>,
+    peer: IpAddr,
+    server_rtp_port: u16,
+) -> Option<(TrackTransport, String)> {
+    for t in offered.iter() {
+        let Transport::Rtp(rtp) = t else { continue };
+        if rtp.profile != headers::transport::RtpProfile::Avp || rtp.params.multicast {
+            continue;
+        }
+        let tcp = matches!(
+            rtp.lower_transport,
+            Some(headers::transport::RtpLowerTransport::Tcp)
+        );
+        match (tcp, existing) {
+            (true, Some(TrackTransport::Udp { .. })) | (false, Some(TrackTransport::Tcp { .. })) => {
+                continue
+            }
+            _ => {}
+        }
+        if tcp {
+            let (rtp_channel, rtcp_channel) = match rtp.params.interleaved {
+                Some((a, b)) => (a, b.unwrap_or(a.wrapping_add(1))),
+                None => {
+                    let base = u8::try_from(index * 2).ok()?;
+                    (base, base.wrapping_add(1))
+                }
+            };
+            let header = format!("RTP/AVP/TCP;unicast;interleaved={rtp_channel}-{rtcp_channel}");
+            return Some((
+                TrackTransport::Tcp {
+                    rtp_channel,
+                    rtcp_channel,
+                },
+                header,
+            ));
+        }
+        let Some((rtp_port, rtcp_port)) = rtp.params.client_port else {
+            continue;
+        };
+        let rtcp_port = rtcp_port.unwrap_or(rtp_port.wrapping_add(1));
+        if rtp_port == 0 {
+            continue;
+        }
+        let header = format!(
+            "RTP/AVP;unicast;client_port={rtp_port}-{rtcp_port};server_port={}-{}",
+            server_rtp_port,
+            server_rtp_port + 1
+        );
+        return Some((
+            TrackTransport::Udp {
+                rtp: SocketAddr::new(peer, rtp_port),
+                rtcp: SocketAddr::new(peer, rtcp_port),
+            },
+            header,
+        ));
+    }
+    None
+}

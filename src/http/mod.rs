@@ -1,0 +1,206 @@
+//! The HTTP server (axum): REST API now; viewer page, WHEP and HLS later.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::bus::{MediaKind, Registry, Stream, StreamState};
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    /// `rtsp://host:port` prefix for the URLs shown in the API.
+    pub rtsp_base: String,
+}
+
+/// The HTTP router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/streams", get(list_streams))
+        .route("/api/v1/streams/{name}", get(get_stream))
+        .with_state(state)
+}
+
+/// `GET /api/v1/streams` body.
+#[derive(Serialize)]
+pub struct StreamList {
+    pub streams: Vec<StreamInfo>,
+}
+
+/// One stream as shown by the API.
+#[derive(Serialize)]
+pub struct StreamInfo {
+    pub name: String,
+    /// Source URL, credentials redacted.
+    pub source: String,
+    /// `waiting`, `live`, `reconnecting` or `failed`.
+    pub state: &'static str,
+    /// Last error in plain words (reconnecting/failed), else null.
+    pub error: Option<String>,
+    /// Transport used to pull the source (`tcp`/`udp`), once connected.
+    pub transport: Option<String>,
+    /// Something the operator should know, e.g. why UDP was abandoned.
+    pub notice: Option<String>,
+    pub tracks: Vec<TrackInfo>,
+    pub readers: Readers,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub frames_in: u64,
+    pub packets_lost: u64,
+    pub reconnects: u64,
+    /// Where readers find it.
+    pub urls: Urls,
+}
+
+#[derive(Serialize)]
+pub struct Readers {
+    pub rtsp: u64,
+}
+
+#[derive(Serialize)]
+pub struct Urls {
+    pub rtsp: String,
+}
+
+/// One track as shown by the API.
+#[derive(Serialize)]
+pub struct TrackInfo {
+    pub kind: MediaKind,
+    /// `h264`, `h265`, `aac`, `pcma`, `pcmu`, `opus`.
+    pub codec: String,
+    /// RFC 6381 codec string when known.
+    pub codec_string: Option<String>,
+    /// Hz.
+    pub clock_rate: u32,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Frames per second, from the SPS VUI or the SDP.
+    pub fps: Option<f64>,
+    pub channels: Option<u16>,
+}
+
+fn stream_info(s: &Stream, rtsp_base: &str) -> StreamInfo {
+    let (state, error) = match s.state() {
+        StreamState::Waiting => ("waiting", None),
+        StreamState::Live => ("live", None),
+        StreamState::Reconnecting { error } => ("reconnecting", Some(error)),
+        StreamState::Failed { reason } => ("failed", Some(reason)),
+    };
+    let ingest = s.ingest_info();
+    let tracks = s
+        .tracks()
+        .map(|set| {
+            set.tracks
+                .iter()
+                .map(|t| TrackInfo {
+                    kind: t.kind(),
+                    codec: t.codec.name().to_owned(),
+                    codec_string: t.rfc6381.clone(),
+                    clock_rate: t.clock_rate,
+                    width: t.dimensions.map(|d| d.0),
+                    height: t.dimensions.map(|d| d.1),
+                    fps: t.frame_rate,
+                    channels: t.codec.channels(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let st = &s.stats;
+    StreamInfo {
+        name: s.name().to_owned(),
+        source: s.source().to_owned(),
+        state,
+        error,
+        transport: ingest.transport,
+        notice: ingest.notice,
+        tracks,
+        readers: Readers {
+            rtsp: st.rtsp_readers.load(Ordering::Relaxed),
+        },
+        bytes_in: st.bytes_in.load(Ordering::Relaxed),
+        bytes_out: st.bytes_out.load(Ordering::Relaxed),
+        frames_in: st.frames_in.load(Ordering::Relaxed),
+        packets_lost: st.packets_lost.load(Ordering::Relaxed),
+        reconnects: st.reconnects.load(Ordering::Relaxed),
+        urls: Urls {
+            rtsp: format!("{rtsp_base}/{}", s.name()),
+        },
+    }
+}
+
+async fn list_streams(State(app): State<AppState>) -> Json<StreamList> {
+    Json(StreamList {
+        streams: app
+            .registry
+            .list()
+            .iter()
+            .map(|s| stream_info(s, &app.rtsp_base))
+            .collect(),
+    })
+}
+
+async fn get_stream(
+    State(app): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Json<StreamInfo>, (axum::http::StatusCode, Json<serde_json::Value>)> {
+    match app.registry.get(&name) {
+        Some(s) => Ok(Json(stream_info(&s, &app.rtsp_base))),
+        None => Err((
+            axum::http::StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": format!("no stream named {name:?}") })),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn app() -> Router {
+        let registry = Registry::new();
+        let s = Stream::new("cam", "rtsp://***@10.0.0.1/s");
+        s.set_state(StreamState::Reconnecting {
+            error: "cannot connect to the camera: connection refused".into(),
+        });
+        registry.insert(s);
+        router(AppState {
+            registry,
+            rtsp_base: "rtsp://127.0.0.1:8554".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn lists_streams_with_state_and_error() {
+        let resp = app()
+            .oneshot(Request::get("/api/v1/streams").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let s = &v["streams"][0];
+        assert_eq!(s["name"], "cam");
+        assert_eq!(s["state"], "reconnecting");
+        assert!(s["error"].as_str().unwrap().contains("connection refused"));
+        assert_eq!(s["urls"]["rtsp"], "rtsp://127.0.0.1:8554/cam");
+        assert_eq!(s["source"], "rtsp://***@10.0.0.1/s");
+    }
+
+    #[tokio::test]
+    async fn unknown_stream_is_404() {
+        let resp = app()
+            .oneshot(Request::get("/api/v1/streams/nope").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404);
+    }
+}

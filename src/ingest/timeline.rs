@@ -1,0 +1,101 @@
+//! Turns a source's per-session timestamps into the bus's extended,
+//! monotonic per-track timeline, across reconnects and camera clock jumps.
+
+use std::time::Instant;
+
+/// Per-track timestamp continuity.
+///
+/// Within one source session, `elapsed` (RTP timestamp minus the session's
+/// start, in clock units) is offset so the track's timeline continues where
+/// the previous session stopped, advanced by the wall-clock time in between.
+/// A jump backwards or of more than 5 s forward inside a session (a camera
+/// that resets or steps its clock) is re-based to one typical frame
+/// duration after the last frame, so readers never see time run backwards.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    clock_rate: u32,
+    offset: Option<i64>,
+    last: Option<(i64, Instant)>,
+    last_delta: i64,
+}
+
+impl Timeline {
+    /// `clock_rate` in Hz.
+    pub fn new(clock_rate: u32) -> Self {
+        Timeline {
+            clock_rate,
+            offset: None,
+            last: None,
+            last_delta: (clock_rate / 25).max(1) as i64,
+        }
+    }
+
+    /// A new source session begins; its first frame is mapped relative to
+    /// `session_start` (when PLAY was answered).
+    pub fn new_session(&mut self, session_start: Instant) {
+        self.offset = self.last.map(|(pts, at)| {
+            let gap = session_start.saturating_duration_since(at);
+            pts + (gap.as_secs_f64() * self.clock_rate as f64) as i64
+        });
+    }
+
+    /// Maps a session-relative timestamp (clock units since the session's
+    /// start) received at `now` to the bus timestamp.
+    pub fn map(&mut self, elapsed: i64, now: Instant) -> i64 {
+        let offset = *self.offset.get_or_insert(0);
+        let mut pts = offset + elapsed;
+        if let Some((last, _)) = self.last {
+            let delta = pts - last;
+            let max_jump = 5 * self.clock_rate as i64;
+            if delta <= 0 || delta > max_jump {
+                if delta == 0 {
+                    // Same timestamp twice (e.g. audio frames of 0 length): keep order.
+                    pts = last + 1;
+                } else {
+                    tracing::debug!(delta, "source clock jumped; re-basing the timeline");
+                    let target = last + self.last_delta;
+                    self.offset = Some(offset + (target - pts));
+                    pts = target;
+                }
+            } else {
+                self.last_delta = delta;
+            }
+        }
+        self.last = Some((pts, now));
+        pts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn continues_across_sessions_by_wall_clock() {
+        let t0 = Instant::now();
+        let mut tl = Timeline::new(90_000);
+        tl.new_session(t0);
+        assert_eq!(tl.map(0, t0), 0);
+        assert_eq!(tl.map(3600, t0), 3600);
+        // Camera restarts 2 s later; new session timestamps start at 0 again.
+        let t1 = t0 + Duration::from_secs(2);
+        tl.new_session(t1);
+        assert_eq!(tl.map(0, t1), 3600 + 180_000);
+        assert_eq!(tl.map(3600, t1), 3600 + 180_000 + 3600);
+    }
+
+    #[test]
+    fn jumps_are_rebased_and_time_never_runs_backwards() {
+        let t0 = Instant::now();
+        let mut tl = Timeline::new(90_000);
+        tl.new_session(t0);
+        let mut prev = i64::MIN;
+        for elapsed in [0, 3600, 7200, 1_000_000_000, 1_000_003_600, 100, 3700] {
+            let pts = tl.map(elapsed, t0);
+            assert!(pts > prev, "{pts} after {prev}");
+            prev = pts;
+        }
+        assert_eq!(prev, 7200 + 4 * 3600);
+    }
+}
