@@ -1,0 +1,3 @@
+//! Egress: serving streams to readers.
+
+pub mod rtsp;
