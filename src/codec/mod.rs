@@ -14,7 +14,7 @@ mod payloader;
 mod rtp;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use aac::AAC_MAX_AU_SIZE;
 pub use h264::{
