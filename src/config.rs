@@ -323,7 +323,7 @@ impl Config {
                 return Err(err(key, "must be a port number from 1 to 65535"));
             }
         }
-        if cfg.rtp_port == u16::MAX || cfg.rtp_port % 2 != 0 {
+        if cfg.rtp_port == u16::MAX || !cfg.rtp_port.is_multiple_of(2) {
             return Err(err(
                 "rtp_port",
                 format!(
@@ -498,8 +498,14 @@ mod tests {
 
     #[test]
     fn percent_encoded_credentials() {
-        let s = parse_source("k", "rtsp://us%40r:p%3Ass@h/", TransportPref::Auto, None, None)
-            .unwrap();
+        let s = parse_source(
+            "k",
+            "rtsp://us%40r:p%3Ass@h/",
+            TransportPref::Auto,
+            None,
+            None,
+        )
+        .unwrap();
         assert_eq!(s.user.as_deref(), Some("us@r"));
         assert_eq!(s.pass.as_deref(), Some("p:ss"));
     }

@@ -109,7 +109,11 @@ impl Gateway {
             })?;
         let app = http::router(http::AppState {
             registry: registry.clone(),
-            rtsp_base: format!("rtsp://{}:{}", display_host(config.listen), config.rtsp_port),
+            rtsp_base: format!(
+                "rtsp://{}:{}",
+                display_host(config.listen),
+                config.rtsp_port
+            ),
         });
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(http_listener, app).await {

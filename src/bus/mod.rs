@@ -137,7 +137,10 @@ impl Stream {
     }
 
     pub fn ingest_info(&self) -> IngestInfo {
-        self.ingest.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.ingest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn set_ingest_info(&self, info: IngestInfo) {

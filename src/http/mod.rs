@@ -198,7 +198,11 @@ mod tests {
     #[tokio::test]
     async fn unknown_stream_is_404() {
         let resp = app()
-            .oneshot(Request::get("/api/v1/streams/nope").body(Body::empty()).unwrap())
+            .oneshot(
+                Request::get("/api/v1/streams/nope")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(resp.status(), 404);

@@ -104,10 +104,7 @@ async fn run(src: RtspPull, stream: Arc<Stream>) {
             ),
             SessionEnd::Failed(why) => why,
         };
-        pull.stream
-            .stats
-            .reconnects
-            .fetch_add(1, Ordering::Relaxed);
+        pull.stream.stats.reconnects.fetch_add(1, Ordering::Relaxed);
         let delay = backoff.next_delay();
         tracing::warn!(
             path = pull.stream.name(),
@@ -128,7 +125,10 @@ fn plain_error(what: &str, e: &retina::Error) -> String {
     let first_line = e.to_string();
     let first_line = first_line.lines().next().unwrap_or("").trim().to_owned();
     let detail = match e.status_code() {
-        Some(401) => "the camera refused the credentials (401 Unauthorized): check user and password".to_owned(),
+        Some(401) => {
+            "the camera refused the credentials (401 Unauthorized): check user and password"
+                .to_owned()
+        }
         Some(403) => "the camera forbids this stream (403 Forbidden)".to_owned(),
         Some(404) => "the camera has no stream at this path (404 Not Found)".to_owned(),
         Some(code) => format!("the camera answered {what} with {code}: {first_line}"),
@@ -180,10 +180,11 @@ impl Pull {
         let mut skipped = Vec::new();
         for (i, s) in session.streams().iter().enumerate() {
             let enc = s.encoding_name();
-            let ok = matches!(
-                (s.media(), enc),
-                ("video", "h264") | ("video", "h265")
-            ) || matches!((s.media(), enc), ("audio", "mpeg4-generic") | ("audio", "pcma") | ("audio", "pcmu"));
+            let ok = matches!((s.media(), enc), ("video", "h264") | ("video", "h265"))
+                || matches!(
+                    (s.media(), enc),
+                    ("audio", "mpeg4-generic") | ("audio", "pcma") | ("audio", "pcmu")
+                );
             if ok {
                 picked.push(i);
             } else {
@@ -191,7 +192,11 @@ impl Pull {
             }
         }
         if !skipped.is_empty() {
-            tracing::info!(path = self.stream.name(), "skipping unsupported tracks: {}", skipped.join(", "));
+            tracing::info!(
+                path = self.stream.name(),
+                "skipping unsupported tracks: {}",
+                skipped.join(", ")
+            );
         }
         if picked.is_empty() {
             return SessionEnd::Failed(format!(
@@ -216,7 +221,9 @@ impl Pull {
             )
             .await;
             match setup {
-                Err(_) => return SessionEnd::Failed("the camera did not answer SETUP in time".into()),
+                Err(_) => {
+                    return SessionEnd::Failed("the camera did not answer SETUP in time".into())
+                }
                 Ok(Err(e)) if !use_tcp && e.status_code() == Some(461) => {
                     return SessionEnd::UdpFailed(
                         "the camera refused RTP over UDP (461 Unsupported Transport)".into(),
@@ -228,7 +235,8 @@ impl Pull {
         }
         let playing = tokio::time::timeout(
             REQUEST_TIMEOUT,
-            session.play(PlayOptions::default().initial_timestamp(InitialTimestampPolicy::Permissive)),
+            session
+                .play(PlayOptions::default().initial_timestamp(InitialTimestampPolicy::Permissive)),
         )
         .await;
         let playing = match playing {
@@ -297,9 +305,20 @@ impl Pull {
             let (stream_id, keyframe, elapsed, data, loss, new_params) = match item {
                 CodecItem::VideoFrame(f) => {
                     let new_params = f.has_new_parameters();
-                    let (sid, key, ts, loss) =
-                        (f.stream_id(), f.is_random_access_point(), f.timestamp(), f.loss());
-                    (sid, key, ts.elapsed(), Bytes::from(f.into_data()), loss, new_params)
+                    let (sid, key, ts, loss) = (
+                        f.stream_id(),
+                        f.is_random_access_point(),
+                        f.timestamp(),
+                        f.loss(),
+                    );
+                    (
+                        sid,
+                        key,
+                        ts.elapsed(),
+                        Bytes::from(f.into_data()),
+                        loss,
+                        new_params,
+                    )
                 }
                 CodecItem::AudioFrame(f) => (
                     f.stream_id(),
@@ -354,7 +373,11 @@ impl Pull {
             let is_video = tracks[bus_i]
                 .as_ref()
                 .is_some_and(|t| t.kind() == MediaKind::Video);
-            let gop_start = if has_video { is_video && keyframe } else { true };
+            let gop_start = if has_video {
+                is_video && keyframe
+            } else {
+                true
+            };
             let pts = self.timelines[bus_i].map(elapsed, now);
             if !*live {
                 *live = true;

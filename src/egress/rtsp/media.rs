@@ -108,7 +108,11 @@ impl RtpMedia {
             payloaders.push(
                 Payloader::new(&t.codec, rtp.payload_type, rtp.ssrc, seq, mtu)
                     .map_err(|e| {
-                        tracing::warn!(path = stream.name(), codec = t.codec.name(), "no RTP payloader: {e}")
+                        tracing::warn!(
+                            path = stream.name(),
+                            codec = t.codec.name(),
+                            "no RTP payloader: {e}"
+                        )
                     })
                     .ok(),
             );
@@ -163,15 +167,13 @@ impl RtpMedia {
                         if epoch.is_none() {
                             let age = frame.received.elapsed();
                             let secs = frame.pts as f64 / f64::from(clock_rates[i].max(1));
-                            *epoch = SystemTime::now()
-                                .checked_sub(age)
-                                .and_then(|t| {
-                                    if secs >= 0.0 {
-                                        t.checked_sub(std::time::Duration::from_secs_f64(secs))
-                                    } else {
-                                        t.checked_add(std::time::Duration::from_secs_f64(-secs))
-                                    }
-                                });
+                            *epoch = SystemTime::now().checked_sub(age).and_then(|t| {
+                                if secs >= 0.0 {
+                                    t.checked_sub(std::time::Duration::from_secs_f64(secs))
+                                } else {
+                                    t.checked_add(std::time::Duration::from_secs_f64(-secs))
+                                }
+                            });
                         }
                     }
                     let ts = rtp.rtp_timestamp(frame.pts);

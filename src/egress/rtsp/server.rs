@@ -294,7 +294,10 @@ impl Connection {
         let server = self.server.clone();
         // A client may DESCRIBE a path whose camera is still connecting: wait
         // a little rather than fail its first try.
-        if matches!(req.method(), rtsp_types::Method::Describe | rtsp_types::Method::Setup) {
+        if matches!(
+            req.method(),
+            rtsp_types::Method::Describe | rtsp_types::Method::Setup
+        ) {
             if let Some(target) = req.request_uri().and_then(super::session::parse_target) {
                 if let Some(stream) = server.registry.get(&target.path) {
                     if stream.tracks().is_none() {
@@ -314,7 +317,10 @@ impl Connection {
                         .unwrap_or_default();
                     let resp = Response::builder(Version::V1_0, StatusCode::ServiceUnavailable)
                         .header(headers::CSEQ, cseq)
-                        .build(b"source not live or restarted with new tracks; DESCRIBE again\r\n".to_vec());
+                        .build(
+                            b"source not live or restarted with new tracks; DESCRIBE again\r\n"
+                                .to_vec(),
+                        );
                     return self.write_response(&resp).await.map_err(|e| e.to_string());
                 }
             }
@@ -357,7 +363,10 @@ impl Connection {
             return;
         };
         let Some(set) = stream.tracks() else { return };
-        let (media, sub) = self.server.media.subscribe(&stream, &set, self.server.config.mtu);
+        let (media, sub) = self
+            .server
+            .media
+            .subscribe(&stream, &set, self.server.config.mtu);
         let transports = session.tracks.clone();
 
         // RTP-Info (RFC 2326 §12.33): the first packet each track will get.
@@ -441,7 +450,9 @@ impl Connection {
                 self.outbuf.clear();
                 for pkt in &batch.packets {
                     // RFC 2326 §10.12: '$', channel, 16-bit length, packet.
-                    let Ok(len) = u16::try_from(pkt.len()) else { continue };
+                    let Ok(len) = u16::try_from(pkt.len()) else {
+                        continue;
+                    };
                     self.outbuf.push(b'$');
                     self.outbuf.push(rtp_channel);
                     self.outbuf.extend_from_slice(&len.to_be_bytes());
@@ -486,7 +497,9 @@ impl Connection {
             let Some(rtp_ts) = p.media.rtp_timestamp_at(i, now) else {
                 continue;
             };
-            let Some(track) = p.media.tracks.get(i) else { continue };
+            let Some(track) = p.media.tracks.get(i) else {
+                continue;
+            };
             let (packets, octets) = p.counts[i];
             let sr = rtcp::sender_report(track.ssrc, ntp, rtp_ts, packets, octets, "rtspgate");
             match *t {

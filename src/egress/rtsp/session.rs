@@ -133,7 +133,10 @@ impl Conn {
 
     /// Answers one request. Never panics on client input.
     pub fn handle(&mut self, req: &Request<Vec<u8>>, ctx: &mut Ctx<'_>) -> Outcome {
-        let Some(cseq) = req.header(&headers::CSEQ).map(|v| v.as_str().trim().to_owned()) else {
+        let Some(cseq) = req
+            .header(&headers::CSEQ)
+            .map(|v| v.as_str().trim().to_owned())
+        else {
             return reply(StatusCode::BadRequest, "missing CSeq").with_effect(Effect::Close);
         };
         let mut out = if req.version() == Version::V1_0 {
@@ -425,9 +428,8 @@ fn choose_transport(
             Some(headers::transport::RtpLowerTransport::Tcp)
         );
         match (tcp, existing) {
-            (true, Some(TrackTransport::Udp { .. })) | (false, Some(TrackTransport::Tcp { .. })) => {
-                continue
-            }
+            (true, Some(TrackTransport::Udp { .. }))
+            | (false, Some(TrackTransport::Tcp { .. })) => continue,
             _ => {}
         }
         if tcp {
@@ -468,4 +470,275 @@ fn choose_transport(
         ));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::{Codec, Track};
+    use std::collections::HashMap;
+
+    struct FakePaths(HashMap<String, PathStatus>);
+    impl Paths for FakePaths {
+        fn status(&self, path: &str) -> PathStatus {
+            self.0.get(path).cloned().unwrap_or(PathStatus::Unknown)
+        }
+    }
+
+    fn paths() -> FakePaths {
+        let t = crate::codec::tests::h264_codec();
+        let video = Arc::new(Track {
+            codec: t,
+            clock_rate: 90_000,
+            rfc6381: None,
+            dimensions: Some((640, 360)),
+            frame_rate: Some(25.0),
+        });
+        let audio = Arc::new(Track {
+            codec: Codec::Pcma { channels: 1 },
+            clock_rate: 8000,
+            rfc6381: None,
+            dimensions: None,
+            frame_rate: None,
+        });
+        let mut m = HashMap::new();
+        m.insert(
+            "cam".to_owned(),
+            PathStatus::Ready(Arc::new(TrackSet {
+                generation: 1,
+                tracks: vec![video, audio],
+            })),
+        );
+        m.insert(
+            "down".to_owned(),
+            PathStatus::NotReady("source not live: connection refused".into()),
+        );
+        FakePaths(m)
+    }
+
+    fn parse(text: &str) -> Request<Vec<u8>> {
+        let text = text.replace('\n', "\r\n") + "\r\n";
+        match rtsp_types::Message::<Vec<u8>>::parse(text.as_bytes()) {
+            Ok((rtsp_types::Message::Request(r), _)) => r,
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    struct Harness {
+        conn: Conn,
+        paths: FakePaths,
+        now: Instant,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Harness {
+                conn: Conn::new(Duration::from_secs(60)),
+                paths: paths(),
+                now: Instant::now(),
+            }
+        }
+        fn send(&mut self, text: &str) -> (u16, Effect, Response<Vec<u8>>) {
+            let req = parse(text);
+            let mut id = || "abc123".to_owned();
+            let mut ctx = Ctx {
+                now: self.now,
+                paths: &self.paths,
+                peer: "127.0.0.1".parse().unwrap(),
+                local: "127.0.0.1".parse().unwrap(),
+                server_rtp_port: 8000,
+                new_session_id: &mut id,
+            };
+            let out = self.conn.handle(&req, &mut ctx);
+            (u16::from(out.response.status()), out.effect, out.response)
+        }
+    }
+
+    fn header(resp: &Response<Vec<u8>>, name: &headers::HeaderName) -> String {
+        resp.header(name)
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn describe_setup_play_teardown_over_tcp() {
+        let mut h = Harness::new();
+        let (code, _, r) = h.send("OPTIONS rtsp://h/cam RTSP/1.0\nCSeq: 1\n");
+        assert_eq!(code, 200);
+        assert!(header(&r, &headers::PUBLIC).contains("DESCRIBE"));
+        assert_eq!(header(&r, &headers::CSEQ), "1");
+
+        let (code, _, r) = h.send("DESCRIBE rtsp://h/cam RTSP/1.0\nCSeq: 2\n");
+        assert_eq!(code, 200);
+        assert_eq!(header(&r, &headers::CONTENT_BASE), "rtsp://h/cam/");
+        let sdp = String::from_utf8(r.body().clone()).unwrap();
+        assert!(sdp.contains("a=control:trackID=1"), "{sdp}");
+
+        let (code, _, r) = h.send(
+            "SETUP rtsp://h/cam/trackID=0 RTSP/1.0\nCSeq: 3\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\n",
+        );
+        assert_eq!(code, 200);
+        assert_eq!(header(&r, &headers::SESSION), "abc123;timeout=60");
+        assert_eq!(
+            header(&r, &headers::TRANSPORT),
+            "RTP/AVP/TCP;unicast;interleaved=0-1"
+        );
+        let (code, _, _) = h.send(
+            "SETUP rtsp://h/cam/trackID=1 RTSP/1.0\nCSeq: 4\nSession: abc123\nTransport: RTP/AVP/TCP;unicast;interleaved=2-3\n",
+        );
+        assert_eq!(code, 200);
+        let (code, effect, _) = h.send("PLAY rtsp://h/cam/ RTSP/1.0\nCSeq: 5\nSession: abc123\n");
+        assert_eq!((code, effect), (200, Effect::Play));
+        let s = h.conn.session().unwrap();
+        assert_eq!(s.state, State::Playing);
+        assert_eq!(
+            s.tracks[1],
+            Some(TrackTransport::Tcp {
+                rtp_channel: 2,
+                rtcp_channel: 3
+            })
+        );
+        let (code, _, _) =
+            h.send("GET_PARAMETER rtsp://h/cam/ RTSP/1.0\nCSeq: 6\nSession: abc123\n");
+        assert_eq!(code, 200);
+        let (code, effect, _) =
+            h.send("TEARDOWN rtsp://h/cam/ RTSP/1.0\nCSeq: 7\nSession: abc123\n");
+        assert_eq!((code, effect), (200, Effect::Teardown));
+        assert!(h.conn.session().is_none());
+    }
+
+    #[test]
+    fn udp_setup_gives_server_ports() {
+        let mut h = Harness::new();
+        let (code, _, r) = h.send(
+            "SETUP rtsp://h/cam/trackID=0 RTSP/1.0\nCSeq: 1\nTransport: RTP/AVP;unicast;client_port=5000-5001\n",
+        );
+        assert_eq!(code, 200);
+        assert_eq!(
+            header(&r, &headers::TRANSPORT),
+            "RTP/AVP;unicast;client_port=5000-5001;server_port=8000-8001"
+        );
+        assert_eq!(
+            h.conn.session().unwrap().tracks[0],
+            Some(TrackTransport::Udp {
+                rtp: "127.0.0.1:5000".parse().unwrap(),
+                rtcp: "127.0.0.1:5001".parse().unwrap()
+            })
+        );
+    }
+
+    #[test]
+    fn error_statuses() {
+        let mut h = Harness::new();
+        // Unknown path.
+        assert_eq!(h.send("DESCRIBE rtsp://h/nope RTSP/1.0\nCSeq: 1\n").0, 404);
+        // Known path whose camera is down.
+        let (code, _, r) = h.send("DESCRIBE rtsp://h/down RTSP/1.0\nCSeq: 2\n");
+        assert_eq!(code, 503);
+        assert!(String::from_utf8_lossy(r.body()).contains("connection refused"));
+        // PLAY before SETUP.
+        assert_eq!(h.send("PLAY rtsp://h/cam RTSP/1.0\nCSeq: 3\n").0, 455);
+        // Unknown session.
+        assert_eq!(
+            h.send("PLAY rtsp://h/cam RTSP/1.0\nCSeq: 4\nSession: nosuch\n")
+                .0,
+            454
+        );
+        // Multicast only: unsupported transport.
+        assert_eq!(
+            h.send(
+                "SETUP rtsp://h/cam/trackID=0 RTSP/1.0\nCSeq: 5\nTransport: RTP/AVP;multicast\n"
+            )
+            .0,
+            461
+        );
+        // No Transport header.
+        assert_eq!(
+            h.send("SETUP rtsp://h/cam/trackID=0 RTSP/1.0\nCSeq: 6\n").0,
+            400
+        );
+        // Track out of range.
+        assert_eq!(
+            h.send("SETUP rtsp://h/cam/trackID=9 RTSP/1.0\nCSeq: 7\nTransport: RTP/AVP/TCP;interleaved=0-1\n")
+                .0,
+            404
+        );
+        // Missing CSeq: 400 and the connection closes.
+        let (code, effect, _) = h.send("OPTIONS rtsp://h/cam RTSP/1.0\n");
+        assert_eq!((code, effect), (400, Effect::Close));
+        // A method we don't serve.
+        assert_eq!(h.send("RECORD rtsp://h/cam RTSP/1.0\nCSeq: 8\n").0, 501);
+        // Teardown without a session.
+        assert_eq!(h.send("TEARDOWN rtsp://h/cam RTSP/1.0\nCSeq: 9\n").0, 454);
+    }
+
+    #[test]
+    fn out_of_order_requests() {
+        let mut h = Harness::new();
+        let setup0 =
+            "SETUP rtsp://h/cam/trackID=0 RTSP/1.0\nCSeq: 1\nTransport: RTP/AVP/TCP;interleaved=0-1\n";
+        assert_eq!(h.send(setup0).0, 200);
+        assert_eq!(
+            h.send("PLAY rtsp://h/cam RTSP/1.0\nCSeq: 2\nSession: abc123\n")
+                .0,
+            200
+        );
+        // SETUP while playing.
+        assert_eq!(
+            h.send("SETUP rtsp://h/cam/trackID=1 RTSP/1.0\nCSeq: 3\nSession: abc123\nTransport: RTP/AVP/TCP;interleaved=2-3\n")
+                .0,
+            455
+        );
+        // A second session on the same connection without naming the first.
+        assert_eq!(h.send(setup0).0, 459);
+        // PAUSE, then SETUP of the other track with a clashing channel.
+        assert_eq!(
+            h.send("PAUSE rtsp://h/cam RTSP/1.0\nCSeq: 4\nSession: abc123\n")
+                .1,
+            Effect::Pause
+        );
+        assert_eq!(
+            h.send("SETUP rtsp://h/cam/trackID=1 RTSP/1.0\nCSeq: 5\nSession: abc123\nTransport: RTP/AVP/TCP;interleaved=0-1\n")
+                .0,
+            461
+        );
+        // Mixing UDP into a TCP session is refused.
+        assert_eq!(
+            h.send("SETUP rtsp://h/cam/trackID=1 RTSP/1.0\nCSeq: 6\nSession: abc123\nTransport: RTP/AVP;unicast;client_port=5000-5001\n")
+                .0,
+            461
+        );
+    }
+
+    #[test]
+    fn sessions_time_out_without_requests() {
+        let mut h = Harness::new();
+        h.send("SETUP rtsp://h/cam/trackID=0 RTSP/1.0\nCSeq: 1\nTransport: RTP/AVP/TCP;interleaved=0-1\n");
+        assert!(!h.conn.expired(h.now + Duration::from_secs(59)));
+        assert!(h.conn.expired(h.now + Duration::from_secs(61)));
+        h.conn.touch(h.now + Duration::from_secs(50));
+        assert!(!h.conn.expired(h.now + Duration::from_secs(100)));
+    }
+
+    #[test]
+    fn request_targets() {
+        let t = |s: &str| parse_target(&url::Url::parse(s).unwrap());
+        assert_eq!(
+            t("rtsp://h:1/cam/trackID=2"),
+            Some(Target {
+                path: "cam".into(),
+                track: Some(2)
+            })
+        );
+        assert_eq!(
+            t("rtsp://h/cam/"),
+            Some(Target {
+                path: "cam".into(),
+                track: None
+            })
+        );
+        assert_eq!(t("rtsp://h/"), None);
+        assert_eq!(t("rtsp://h/cam/other"), None);
+        assert_eq!(t("rtsp://h/c%20m"), None);
+    }
 }
