@@ -17,6 +17,9 @@ pub struct Timeline {
     offset: Option<i64>,
     last: Option<(i64, Instant)>,
     last_delta: i64,
+    /// The next frame is the first of a session: its distance from the last
+    /// one is the wall-clock gap, not a clock jump.
+    session_start: bool,
 }
 
 impl Timeline {
@@ -27,6 +30,7 @@ impl Timeline {
             offset: None,
             last: None,
             last_delta: (clock_rate / 25).max(1) as i64,
+            session_start: false,
         }
     }
 
@@ -37,6 +41,7 @@ impl Timeline {
             let gap = session_start.saturating_duration_since(at);
             pts + (gap.as_secs_f64() * self.clock_rate as f64) as i64
         });
+        self.session_start = true;
     }
 
     /// Maps a session-relative timestamp (clock units since the session's
@@ -44,7 +49,8 @@ impl Timeline {
     pub fn map(&mut self, elapsed: i64, now: Instant) -> i64 {
         let offset = *self.offset.get_or_insert(0);
         let mut pts = offset + elapsed;
-        if let Some((last, _)) = self.last {
+        let first_of_session = std::mem::take(&mut self.session_start);
+        if let Some((last, _)) = self.last.filter(|_| !first_of_session || elapsed < 0) {
             let delta = pts - last;
             let max_jump = 5 * self.clock_rate as i64;
             if delta <= 0 || delta > max_jump {
@@ -83,6 +89,10 @@ mod tests {
         tl.new_session(t1);
         assert_eq!(tl.map(0, t1), 3600 + 180_000);
         assert_eq!(tl.map(3600, t1), 3600 + 180_000 + 3600);
+        // A 10 s outage is a gap, not a clock jump.
+        let t2 = t1 + Duration::from_secs(10);
+        tl.new_session(t2);
+        assert_eq!(tl.map(0, t2), 3600 + 180_000 + 3600 + 900_000);
     }
 
     #[test]
