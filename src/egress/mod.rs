@@ -1,0 +1,3 @@
+//! Egress: everything that serves a stream to viewers.
+
+pub mod hls;
