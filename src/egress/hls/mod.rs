@@ -2,6 +2,12 @@
 //! wall-clock time come in as values.
 
 pub mod params;
+pub mod playlist;
 
 #[cfg(test)]
 mod testutil;
+
+pub use playlist::{
+    init_uri, parse_uri, part_uri, segment_uri, write_multivariant, MediaPlaylist, PlaylistConfig,
+    ReloadDecision, Resource, StreamInfo,
+};

@@ -8,6 +8,8 @@
 //! and `testdata/h265_320x180_25fps.h265` likewise with `x265enc key-int-max=5`
 //! (10 frames, 320x180, Main).
 
+use std::time::{Duration, SystemTime};
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// One elementary stream read from an Annex B file.
@@ -103,4 +105,9 @@ pub fn h264_fixture() -> VideoFixture {
 
 pub fn h265_fixture() -> VideoFixture {
     read_fixture(include_bytes!("testdata/h265_320x180_25fps.h265"), true)
+}
+
+/// A wall clock that starts at 2024-01-01T00:00:00Z.
+pub fn wall(offset: Duration) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_704_067_200) + offset
 }
