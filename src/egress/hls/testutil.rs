@@ -8,9 +8,12 @@
 //! and `testdata/h265_320x180_25fps.h265` likewise with `x265enc key-int-max=5`
 //! (10 frames, 320x180, Main).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::bus::{Codec, Track};
 
 /// One elementary stream read from an Annex B file.
 pub struct VideoFixture {
@@ -105,6 +108,67 @@ pub fn h264_fixture() -> VideoFixture {
 
 pub fn h265_fixture() -> VideoFixture {
     read_fixture(include_bytes!("testdata/h265_320x180_25fps.h265"), true)
+}
+
+pub fn h264_track(fx: &VideoFixture) -> Arc<Track> {
+    Arc::new(Track {
+        codec: Codec::H264 {
+            sps: Bytes::from(fx.sps.clone()),
+            pps: Bytes::from(fx.pps.clone()),
+        },
+        clock_rate: 90_000,
+        rfc6381: None,
+        dimensions: Some((640, 360)),
+        frame_rate: Some(25.0),
+    })
+}
+
+pub fn h265_track(fx: &VideoFixture) -> Arc<Track> {
+    Arc::new(Track {
+        codec: Codec::H265 {
+            vps: Bytes::from(fx.vps.clone()),
+            sps: Bytes::from(fx.sps.clone()),
+            pps: Bytes::from(fx.pps.clone()),
+        },
+        clock_rate: 90_000,
+        rfc6381: None,
+        dimensions: Some((320, 180)),
+        frame_rate: Some(25.0),
+    })
+}
+
+/// AAC-LC, 48 kHz, stereo (AudioSpecificConfig `11 90`).
+pub fn aac_track() -> Arc<Track> {
+    Arc::new(Track {
+        codec: Codec::Aac {
+            config: Bytes::from_static(&[0x11, 0x90]),
+            channels: 2,
+        },
+        clock_rate: 48_000,
+        rfc6381: Some("mp4a.40.2".into()),
+        dimensions: None,
+        frame_rate: None,
+    })
+}
+
+pub fn opus_track() -> Arc<Track> {
+    Arc::new(Track {
+        codec: Codec::Opus { channels: 2 },
+        clock_rate: 48_000,
+        rfc6381: None,
+        dimensions: None,
+        frame_rate: None,
+    })
+}
+
+pub fn pcma_track() -> Arc<Track> {
+    Arc::new(Track {
+        codec: Codec::Pcma { channels: 1 },
+        clock_rate: 8_000,
+        rfc6381: None,
+        dimensions: None,
+        frame_rate: None,
+    })
 }
 
 /// A wall clock that starts at 2024-01-01T00:00:00Z.
