@@ -9,11 +9,11 @@
 //! (10 frames, 320x180, Main).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::bus::{Codec, Track};
+use crate::bus::{Codec, Frame, Track};
 
 /// One elementary stream read from an Annex B file.
 pub struct VideoFixture {
@@ -169,6 +169,33 @@ pub fn pcma_track() -> Arc<Track> {
         dimensions: None,
         frame_rate: None,
     })
+}
+
+/// A frame with `pts == dts`.
+pub fn frame(track: usize, dts: i64, keyframe: bool, data: Bytes) -> Frame {
+    frame_pts(track, dts, dts, keyframe, data)
+}
+
+pub fn frame_pts(track: usize, pts: i64, dts: i64, keyframe: bool, data: Bytes) -> Frame {
+    Frame {
+        track,
+        pts,
+        dts,
+        keyframe,
+        received: Instant::now(),
+        data,
+        new_track: None,
+    }
+}
+
+/// A one-NAL video access unit of `len` bytes (non-IDR slice or IDR by `key`),
+/// with a recognisable fill byte.
+pub fn synthetic_au(key: bool, len: usize, fill: u8) -> Bytes {
+    let mut b = BytesMut::with_capacity(len + 4);
+    b.put_u32(len as u32);
+    b.put_u8(if key { 0x65 } else { 0x41 });
+    b.put_bytes(fill, len - 1);
+    b.freeze()
 }
 
 /// A wall clock that starts at 2024-01-01T00:00:00Z.
