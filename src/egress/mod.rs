@@ -1,3 +1,4 @@
 //! Everything that reads the bus and serves viewers.
 
+pub mod hls;
 pub mod rtsp;
