@@ -64,6 +64,10 @@ pub struct Cli {
     /// Default transport for pulling sources.
     #[arg(long, value_enum, value_name = "MODE")]
     pub transport: Option<TransportPref>,
+    /// Port for WebRTC media: one UDP socket for all viewers, and ICE-TCP on
+    /// the same number.
+    #[arg(long, value_name = "PORT")]
+    pub webrtc_port: Option<u16>,
     /// More logging: -v for debug, -vv to also log every RTSP request and response.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -82,8 +86,27 @@ pub struct FileConfig {
     pub mtu: Option<usize>,
     /// Seconds without a request before an RTSP reader's session ends.
     pub rtsp_session_timeout: Option<u64>,
+    /// UDP port (and ICE-TCP port) for WebRTC media.
+    pub webrtc_port: Option<u16>,
+    /// Extra addresses (IPs or host names) announced as ICE host candidates
+    /// on `webrtc_port`, e.g. the public IP behind a NAT or a Docker host's IP.
+    pub webrtc_additional_hosts: Option<Vec<String>>,
+    /// STUN/TURN servers offered to WHEP clients in `Link` headers.
+    pub webrtc_ice_servers: Option<Vec<FileIceServer>>,
     #[serde(default)]
     pub paths: BTreeMap<String, FilePath>,
+}
+
+/// One entry of `webrtc_ice_servers`: a URL, or a table with credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FileIceServer {
+    Url(String),
+    WithCredentials {
+        url: String,
+        username: Option<String>,
+        credential: Option<String>,
+    },
 }
 
 /// `[paths.NAME]`.
@@ -128,6 +151,47 @@ impl std::fmt::Debug for SourceConfig {
     }
 }
 
+/// A STUN or TURN server for WebRTC clients (RFC 7064 / RFC 7065 URI).
+#[derive(Clone, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:`, `stuns:`, `turn:` or `turns:` URI, e.g. `stun:stun.l.google.com:19302`.
+    pub url: String,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+impl std::fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The TURN credential is a secret: never in logs.
+        f.debug_struct("IceServer")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// WebRTC (WHEP) settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebRtcSettings {
+    /// UDP port for all viewers; ICE-TCP listens on the same number.
+    pub port: u16,
+    /// Extra host-candidate addresses: IP literals or host names resolved
+    /// when a session starts.
+    pub additional_hosts: Vec<String>,
+    /// Offered to clients as `Link: <url>; rel="ice-server"` (RFC 9725 §4.6).
+    pub ice_servers: Vec<IceServer>,
+}
+
+impl Default for WebRtcSettings {
+    fn default() -> Self {
+        WebRtcSettings {
+            port: 8189,
+            additional_hosts: Vec::new(),
+            ice_servers: Vec::new(),
+        }
+    }
+}
+
 /// Everything the gateway needs to run.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -137,6 +201,7 @@ pub struct Config {
     pub rtp_port: u16,
     pub mtu: usize,
     pub rtsp_session_timeout: std::time::Duration,
+    pub webrtc: WebRtcSettings,
     pub verbose: u8,
     /// Path name → source, in name order.
     pub paths: BTreeMap<String, SourceConfig>,
@@ -153,6 +218,7 @@ impl Default for Config {
             rtp_port: 8000,
             mtu: 1400,
             rtsp_session_timeout: std::time::Duration::from_secs(60),
+            webrtc: WebRtcSettings::default(),
             verbose: 0,
             paths: BTreeMap::new(),
             file: None,
@@ -311,6 +377,10 @@ impl Config {
         cfg.rtsp_port = cli.rtsp_port.or(file.rtsp_port).unwrap_or(cfg.rtsp_port);
         cfg.http_port = cli.http_port.or(file.http_port).unwrap_or(cfg.http_port);
         cfg.rtp_port = cli.rtp_port.or(file.rtp_port).unwrap_or(cfg.rtp_port);
+        cfg.webrtc.port = cli
+            .webrtc_port
+            .or(file.webrtc_port)
+            .unwrap_or(cfg.webrtc.port);
         if let Some(listen) = cli.listen {
             cfg.listen = listen;
         }
@@ -318,6 +388,7 @@ impl Config {
             ("rtsp_port", cfg.rtsp_port),
             ("http_port", cfg.http_port),
             ("rtp_port", cfg.rtp_port),
+            ("webrtc_port", cfg.webrtc.port),
         ] {
             if port == 0 {
                 return Err(err(key, "must be a port number from 1 to 65535"));
@@ -337,6 +408,34 @@ impl Config {
                 "http_port",
                 format!("{} is also the RTSP port", cfg.http_port),
             ));
+        }
+        // ICE-TCP takes the same number on TCP; RTP/RTCP take two UDP ports.
+        if cfg.webrtc.port == cfg.rtsp_port || cfg.webrtc.port == cfg.http_port {
+            return Err(err(
+                "webrtc_port",
+                format!(
+                    "{} is also the RTSP or HTTP port (ICE-TCP listens on the same number)",
+                    cfg.webrtc.port
+                ),
+            ));
+        }
+        if cfg.webrtc.port == cfg.rtp_port || cfg.webrtc.port == cfg.rtp_port + 1 {
+            return Err(err(
+                "webrtc_port",
+                format!("{} is also an RTP/RTCP port", cfg.webrtc.port),
+            ));
+        }
+        if let Some(hosts) = file.webrtc_additional_hosts {
+            for (i, host) in hosts.into_iter().enumerate() {
+                let key = format!("webrtc_additional_hosts[{i}]");
+                cfg.webrtc.additional_hosts.push(parse_host(&key, &host)?);
+            }
+        }
+        if let Some(servers) = file.webrtc_ice_servers {
+            for (i, server) in servers.into_iter().enumerate() {
+                let key = format!("webrtc_ice_servers[{i}]");
+                cfg.webrtc.ice_servers.push(parse_ice_server(&key, server)?);
+            }
         }
         if let Some(mtu) = file.mtu {
             if !(576..=9000).contains(&mtu) {
@@ -392,6 +491,85 @@ impl Config {
         }
         Ok(cfg)
     }
+}
+
+/// Validates one `webrtc_additional_hosts` entry: an IP address or a DNS
+/// host name (RFC 1123 labels), without port or scheme.
+fn parse_host(key: &str, raw: &str) -> Result<String, ConfigError> {
+    let host = raw.trim();
+    if host.parse::<IpAddr>().is_ok() {
+        return Ok(host.to_owned());
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+        return Err(err(
+            key,
+            format!(
+                "{raw:?} is neither an IP address nor a host name (give the address only, without port or scheme)"
+            ),
+        ));
+    }
+    Ok(host.to_owned())
+}
+
+/// Validates one `webrtc_ice_servers` entry: a `stun:`/`stuns:`/`turn:`/
+/// `turns:` URI (RFC 7064, RFC 7065) with a host; TURN needs credentials.
+fn parse_ice_server(key: &str, raw: FileIceServer) -> Result<IceServer, ConfigError> {
+    let (url, username, credential) = match raw {
+        FileIceServer::Url(url) => (url, None, None),
+        FileIceServer::WithCredentials {
+            url,
+            username,
+            credential,
+        } => (url, username, credential),
+    };
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return Err(err(key, format!("{url:?} is not a stun: or turn: URI")));
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    if !matches!(scheme.as_str(), "stun" | "stuns" | "turn" | "turns") {
+        return Err(err(
+            key,
+            format!("unsupported scheme {scheme:?}: expected stun:, stuns:, turn: or turns:"),
+        ));
+    }
+    let host = rest.split(['?', ':']).next().unwrap_or("");
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty()
+        || rest.contains('"')
+        || rest.contains('>')
+        || rest.contains(char::is_whitespace)
+    {
+        return Err(err(key, format!("{url:?} has no valid host")));
+    }
+    let is_turn = scheme.starts_with("turn");
+    if is_turn && (username.is_none() || credential.is_none()) {
+        return Err(err(
+            key,
+            "a TURN server needs username and credential: { url = \"turn:...\", username = \"...\", credential = \"...\" }",
+        ));
+    }
+    for (what, v) in [("username", &username), ("credential", &credential)] {
+        if v.as_ref()
+            .is_some_and(|v| v.contains(['"', '\\', '\r', '\n']))
+        {
+            return Err(err(
+                key,
+                format!("{what} may not contain quotes, backslashes or line breaks"),
+            ));
+        }
+    }
+    Ok(IceServer {
+        url,
+        username,
+        credential,
+    })
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -485,6 +663,58 @@ mod tests {
         assert!(e.message.contains("twice"));
         let e: Result<FileConfig, _> = toml::from_str("rtsp_prot = 1");
         assert!(e.unwrap_err().to_string().contains("rtsp_prot"));
+    }
+
+    #[test]
+    fn webrtc_settings() {
+        let cfg = build_with(&[], "").unwrap();
+        assert_eq!(cfg.webrtc.port, 8189);
+        let cfg = build_with(
+            &["--webrtc-port", "9189"],
+            r#"
+            webrtc_port = 1
+            webrtc_additional_hosts = ["203.0.113.7", "gw.example.com", "::1"]
+            webrtc_ice_servers = [
+                "stun:stun.l.google.com:19302",
+                { url = "turn:turn.example.com:3478?transport=udp", username = "u", credential = "p" },
+            ]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.webrtc.port, 9189);
+        assert_eq!(
+            cfg.webrtc.additional_hosts,
+            ["203.0.113.7", "gw.example.com", "::1"]
+        );
+        assert_eq!(cfg.webrtc.ice_servers.len(), 2);
+        assert_eq!(cfg.webrtc.ice_servers[1].credential.as_deref(), Some("p"));
+        assert!(!format!("{:?}", cfg.webrtc.ice_servers[1]).contains("\"p\""));
+
+        for (text, key) in [
+            ("webrtc_port = 0", "webrtc_port"),
+            ("webrtc_port = 8554", "webrtc_port"),
+            ("webrtc_port = 8001", "webrtc_port"),
+            (
+                "webrtc_additional_hosts = [\"1.2.3.4:80\"]",
+                "webrtc_additional_hosts[0]",
+            ),
+            (
+                "webrtc_additional_hosts = [\"ok\", \"http://x\"]",
+                "webrtc_additional_hosts[1]",
+            ),
+            (
+                "webrtc_ice_servers = [\"http://stun.example.com\"]",
+                "webrtc_ice_servers[0]",
+            ),
+            ("webrtc_ice_servers = [\"stun:\"]", "webrtc_ice_servers[0]"),
+            (
+                "webrtc_ice_servers = [\"turn:t.example.com\"]",
+                "webrtc_ice_servers[0]",
+            ),
+        ] {
+            let e = build_with(&[], text).unwrap_err();
+            assert_eq!(e.key, key, "{text}: {e}");
+        }
     }
 
     #[test]
