@@ -1,0 +1,668 @@
+//! One WHEP viewer: a str0m [`Rtc`] plus what rtspgate sends it. Sans-IO:
+//! packets, frames and the current time go in through methods; datagrams
+//! to send come out in a caller-supplied `Vec<Transmit>`; the next time the
+//! session wants to be woken is [`Session::next_timeout`]. The socket task
+//! ([`super::driver`]) owns many of these and does the I/O.
+//!
+//! Every mutation is followed by a full `poll_output` drain, as str0m's
+//! single-mutation invariant requires (str0m crate docs, "Run loop").
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use str0m::change::SdpOffer;
+use str0m::format::Codec as RtcCodec;
+use str0m::media::{Frequency, KeyframeRequestKind, MediaTime, Mid, Pt};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+
+use crate::bus::{Codec, Frame, MediaKind, Track, TrackSet};
+
+use super::codecs::{Plan, SendCodec};
+use super::offer::{add_media_info, OfferSummary, SectionKind};
+
+/// A session id: 128 random bits, shown as 32 lowercase hex digits.
+pub type SessionId = u128;
+
+/// Formats a session id for URLs and the API.
+pub fn format_id(id: SessionId) -> String {
+    format!("{id:032x}")
+}
+
+/// Parses [`format_id`]'s output; `None` for anything else.
+pub fn parse_id(s: &str) -> Option<SessionId> {
+    if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u128::from_str_radix(s, 16).ok()
+}
+
+/// How long a viewer may take from the answer to a working DTLS connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A keyframe request (PLI/FIR) this soon after a keyframe was sent is
+/// about that keyframe still being delivered or repaired by NACK; it does
+/// not make the viewer skip to the next one.
+pub const KEYFRAME_REQUEST_GRACE: Duration = Duration::from_millis(300);
+
+/// How often str0m reports statistics (RTCP-derived RTT, NACK/PLI counts).
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a session could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// str0m rejected the offer (→ 400).
+    #[error("the offer was rejected: {0}")]
+    BadOffer(String),
+}
+
+/// What a session tells the socket task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// ICE and DTLS are up: media may flow; subscribe it to the bus now so
+    /// its first frame is the cached GOP's keyframe.
+    Connected,
+    /// The session is over and must be dropped; the reason in plain words.
+    Closed(String),
+}
+
+/// Live counters of one session, for the API (`GET /api/v1/webrtc/sessions`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SessionStats {
+    /// `connecting`, `connected` or `closed`.
+    pub state: &'static str,
+    /// Why it closed, once closed.
+    pub closed_reason: Option<String>,
+    /// The viewer's address on the selected ICE pair.
+    pub remote: Option<String>,
+    /// `udp` or `tcp` (ICE-TCP), once connected.
+    pub transport: Option<&'static str>,
+    pub video_codec: Option<String>,
+    pub audio_codec: Option<String>,
+    /// RTP packets sent, retransmissions included (all tracks).
+    pub packets_sent: u64,
+    /// RTP bytes sent, retransmissions included (all tracks).
+    pub bytes_sent: u64,
+    /// RTCP NACKs received (RFC 4585 §6.2.1).
+    pub nacks: u64,
+    /// RTCP PLIs received (RFC 4585 §6.3.1).
+    pub plis: u64,
+    /// RTCP FIRs received (RFC 5104 §4.3.1).
+    pub firs: u64,
+    /// Round-trip time from RTCP receiver reports, milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Fraction of packets the viewer reports lost, 0..=1.
+    pub loss: Option<f32>,
+    /// Video frames handed to str0m.
+    pub video_frames: u64,
+    /// Audio frames handed to str0m.
+    pub audio_frames: u64,
+    /// Video frames not sent while waiting for a keyframe (start or PLI/FIR).
+    pub frames_skipped: u64,
+    /// Milliseconds from the offer to the first video frame written (the
+    /// keyframe from the GOP cache), if any.
+    pub first_frame_ms: Option<u64>,
+    /// Tracks not sent to this viewer, and why.
+    pub skipped_tracks: Vec<String>,
+}
+
+/// Converts a video frame to what str0m's packetizer takes (Annex B with
+/// parameter sets) given the track's current codec; `None` skips the frame.
+pub type AnnexBFn<'a> = dyn FnMut(&Codec, &Arc<Frame>) -> Option<Arc<[u8]>> + 'a;
+
+/// One API row: identity plus the shared live counters.
+#[derive(Debug)]
+pub struct SessionHandle {
+    pub id: SessionId,
+    pub path: String,
+    pub created: SystemTime,
+    /// Our ICE ufrag; also the WHEP `ETag` of the ICE session (RFC 9725 §4.3.1).
+    pub ice_ufrag: String,
+    /// The viewer's ICE ufrag from the offer; a PATCH with another one is an
+    /// ICE restart.
+    pub remote_ufrag: Option<String>,
+    pub stats: Mutex<SessionStats>,
+}
+
+impl SessionHandle {
+    pub fn snapshot(&self) -> SessionStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Per-track sender state.
+#[derive(Debug)]
+struct Sender {
+    mid: Mid,
+    pt: Pt,
+    /// Bus track index.
+    track: usize,
+    clock: Frequency,
+    /// Video: drop delta frames until a keyframe (start, or after PLI/FIR).
+    waiting_keyframe: bool,
+    last_keyframe: Option<Instant>,
+}
+
+/// One WHEP viewer. See the module docs.
+pub struct Session {
+    pub id: SessionId,
+    pub path: String,
+    rtc: Rtc,
+    /// Our ICE ufrag: STUN from this viewer carries it (demux key).
+    ufrag: String,
+    /// Track set the session was negotiated for.
+    generation: u64,
+    tracks: Vec<Arc<Track>>,
+    video: Option<Sender>,
+    audio: Option<Sender>,
+    created: Instant,
+    connected: bool,
+    closed: Option<String>,
+    next_timeout: Instant,
+    events: Vec<SessionEvent>,
+    handle: Arc<SessionHandle>,
+    /// Media-level totals per mid, summed for the API.
+    egress: [(Option<Mid>, EgressTotals); 2],
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct EgressTotals {
+    packets: u64,
+    bytes: u64,
+    nacks: u64,
+    plis: u64,
+    firs: u64,
+}
+
+/// Everything needed to create a session; see [`Session::new`].
+pub struct SessionParams<'a> {
+    pub id: SessionId,
+    pub path: String,
+    /// The offer as received (WHEP POST body).
+    pub offer: &'a str,
+    pub summary: &'a OfferSummary,
+    pub plan: &'a Plan,
+    pub tracks: &'a TrackSet,
+    /// Local ICE candidates (UDP host candidates, ICE-TCP passive ones).
+    pub candidates: Vec<Candidate>,
+    pub now: Instant,
+}
+
+impl Session {
+    /// Builds the viewer's `Rtc` (ICE-lite, only the planned codecs),
+    /// accepts the offer and returns the session with the SDP answer.
+    ///
+    /// The answer gets an `a=rtspgate-info:` line on sections whose track
+    /// is not sent, saying why (e.g. AAC); see [`add_media_info`].
+    pub fn new(p: SessionParams<'_>) -> Result<(Session, String), SessionError> {
+        let mut config = RtcConfig::new()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .set_stats_interval(Some(STATS_INTERVAL));
+        let codecs = config.codec_config();
+        for choice in p.plan.video.iter().chain(p.plan.audio.iter()) {
+            let pt = Pt::from(choice.pt);
+            let rtx = choice.rtx.map(Pt::from);
+            match choice.codec {
+                SendCodec::H264 { profile_level_id } => {
+                    codecs.add_h264(pt, rtx, true, profile_level_id)
+                }
+                SendCodec::H265 {
+                    profile_id,
+                    tier,
+                    level,
+                } => codecs.add_h265(pt, rtx, profile_id, tier, level),
+                SendCodec::Opus { .. } => codecs.enable_opus(true, false),
+                SendCodec::Pcmu => codecs.enable_pcmu(true, false),
+                SendCodec::Pcma => codecs.enable_pcma(true, false),
+            }
+        }
+        let mut rtc = config.build(p.now);
+        for c in p.candidates {
+            rtc.add_local_candidate(c);
+        }
+        let offer = SdpOffer::from_sdp_string(p.offer)
+            .map_err(|e| SessionError::BadOffer(e.to_string()))?;
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SessionError::BadOffer(e.to_string()))?;
+        let mut answer = answer.to_sdp_string();
+
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        let mut sender = |choice: &super::codecs::Choice| -> Option<Sender> {
+            let mid = Mid::from(choice.mid.as_str());
+            let track = p.tracks.tracks.get(choice.track)?;
+            let want = match choice.codec {
+                SendCodec::H264 { .. } => RtcCodec::H264,
+                SendCodec::H265 { .. } => RtcCodec::H265,
+                SendCodec::Opus { .. } => RtcCodec::Opus,
+                SendCodec::Pcmu => RtcCodec::PCMU,
+                SendCodec::Pcma => RtcCodec::PCMA,
+            };
+            let writer = rtc.writer(mid)?;
+            let pt = writer
+                .payload_params()
+                .find(|pp| pp.spec().codec == want)
+                .map(|pp| pp.pt())?;
+            Some(Sender {
+                mid,
+                pt,
+                track: choice.track,
+                clock: Frequency::new(track.clock_rate).unwrap_or(Frequency::NINETY_KHZ),
+                waiting_keyframe: track.kind() == MediaKind::Video,
+                last_keyframe: None,
+            })
+        };
+        let video = p.plan.video.as_ref().and_then(&mut sender);
+        let audio = p.plan.audio.as_ref().and_then(&mut sender);
+        if video.is_none() && audio.is_none() {
+            return Err(SessionError::BadOffer(
+                "no m= section was accepted with a codec rtspgate can send".to_owned(),
+            ));
+        }
+
+        let mut skipped_tracks = Vec::new();
+        for s in &p.plan.skipped {
+            let codec = p.tracks.tracks.get(s.track).map_or("?", |t| t.codec.name());
+            let text = format!("track {} ({codec}) not sent: {}", s.track, s.reason);
+            let kind = match s.kind {
+                MediaKind::Video => SectionKind::Video,
+                MediaKind::Audio => SectionKind::Audio,
+            };
+            if let Some(mid) = p
+                .summary
+                .sections
+                .iter()
+                .find(|sec| sec.kind == kind)
+                .and_then(|sec| sec.mid.as_deref())
+            {
+                answer = add_media_info(&answer, mid, &text);
+            }
+            skipped_tracks.push(text);
+        }
+
+        let name = |s: &Option<Sender>, choice: &Option<super::codecs::Choice>| {
+            s.as_ref()
+                .and(choice.as_ref())
+                .map(|c| c.codec.name().to_owned())
+        };
+        let handle = Arc::new(SessionHandle {
+            id: p.id,
+            path: p.path.clone(),
+            created: SystemTime::now(),
+            ice_ufrag: ufrag.clone(),
+            remote_ufrag: p.summary.ice_ufrag.clone(),
+            stats: Mutex::new(SessionStats {
+                state: "connecting",
+                video_codec: name(&video, &p.plan.video),
+                audio_codec: name(&audio, &p.plan.audio),
+                skipped_tracks,
+                ..SessionStats::default()
+            }),
+        });
+        let egress = [
+            (video.as_ref().map(|s| s.mid), EgressTotals::default()),
+            (audio.as_ref().map(|s| s.mid), EgressTotals::default()),
+        ];
+        let mut session = Session {
+            id: p.id,
+            path: p.path,
+            rtc,
+            ufrag,
+            generation: p.tracks.generation,
+            tracks: p.tracks.tracks.clone(),
+            video,
+            audio,
+            created: p.now,
+            connected: false,
+            closed: None,
+            next_timeout: p.now,
+            events: Vec::new(),
+            handle,
+            egress,
+        };
+        // Nothing to transmit before the viewer's first STUN request (we
+        // are ICE-lite), but the drain sets the first timeout.
+        let mut none = Vec::new();
+        session.drain(p.now, &mut none);
+        Ok((session, answer))
+    }
+
+    /// Our ICE ufrag (the demultiplexing key for STUN).
+    pub fn ufrag(&self) -> &str {
+        &self.ufrag
+    }
+
+    /// The API row shared with the HTTP handlers.
+    pub fn handle(&self) -> &Arc<SessionHandle> {
+        &self.handle
+    }
+
+    /// Track-set generation the session was negotiated for.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_some()
+    }
+
+    /// When [`Session::handle_timeout`] must be called next.
+    pub fn next_timeout(&self) -> Instant {
+        self.next_timeout
+    }
+
+    /// Events since the last call.
+    pub fn take_events(&mut self) -> Vec<SessionEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Whether the packet is for this session (str0m's check: STUN ufrag,
+    /// or a source address of a validated ICE pair).
+    pub fn accepts(
+        &self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        let Ok(contents) = data.try_into() else {
+            return false;
+        };
+        self.rtc.accepts(&Input::Receive(
+            now,
+            Receive {
+                proto,
+                source,
+                destination,
+                contents,
+            },
+        ))
+    }
+
+    /// Feeds one received datagram (or ICE-TCP frame). Returns false if it
+    /// is not STUN/DTLS/RTP or not for this session; such input is ignored.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+        out: &mut Vec<Transmit>,
+    ) -> bool {
+        if self.closed.is_some() {
+            return false;
+        }
+        let Ok(contents) = data.try_into() else {
+            return false;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto,
+                source,
+                destination,
+                contents,
+            },
+        );
+        if !self.rtc.accepts(&input) {
+            return false;
+        }
+        if let Err(e) = self.rtc.handle_input(input) {
+            // Malformed input from the network is dropped by str0m; an
+            // error here means the session cannot go on (e.g. DTLS failure).
+            self.fail(format!("WebRTC error: {e}"));
+        }
+        self.drain(now, out);
+        true
+    }
+
+    /// Advances time: retransmissions, RTCP, ICE consent, our connect timeout.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Transmit>) {
+        if self.closed.is_some() {
+            return;
+        }
+        if !self.connected && now.saturating_duration_since(self.created) >= CONNECT_TIMEOUT {
+            self.fail(format!(
+                "the viewer did not connect within {} s (ICE or DTLS failed: is UDP/TCP port reachable?)",
+                CONNECT_TIMEOUT.as_secs()
+            ));
+            return;
+        }
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            self.fail(format!("WebRTC error: {e}"));
+        }
+        self.drain(now, out);
+    }
+
+    /// Adds a trickled remote candidate (WHEP PATCH).
+    pub fn add_remote_candidate(&mut self, now: Instant, c: Candidate, out: &mut Vec<Transmit>) {
+        if self.closed.is_some() {
+            return;
+        }
+        self.rtc.add_remote_candidate(c);
+        self.drain(now, out);
+    }
+
+    /// Sends one bus frame if it belongs to a sent track.
+    ///
+    /// `from_backlog`: the frame is from the GOP cache, not live. Cached
+    /// video goes out at once so the first picture is immediate; cached
+    /// audio is dropped, since playing it would delay all audio after it.
+    ///
+    /// `annex_b` converts a video frame to Annex B with parameter sets (the
+    /// socket task caches it so each frame is converted once for all
+    /// viewers); `None` from it means the frame is malformed and skipped.
+    pub fn write_frame(
+        &mut self,
+        now: Instant,
+        frame: &Arc<Frame>,
+        from_backlog: bool,
+        annex_b: &mut AnnexBFn<'_>,
+        out: &mut Vec<Transmit>,
+    ) {
+        if self.closed.is_some() || !self.connected {
+            return;
+        }
+        if let (Some(t), Some(slot)) = (&frame.new_track, self.tracks.get_mut(frame.track)) {
+            *slot = t.clone();
+        }
+        let Some(track) = self.tracks.get(frame.track).cloned() else {
+            return;
+        };
+        let pts = u64::try_from(frame.pts).unwrap_or(0);
+        let mut stats = self.handle.stats.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = self.video.as_mut().filter(|v| v.track == frame.track) {
+            if v.waiting_keyframe && !frame.keyframe {
+                stats.frames_skipped += 1;
+                return;
+            }
+            let Some(data) = annex_b(&track.codec, frame) else {
+                stats.frames_skipped += 1;
+                return;
+            };
+            if frame.keyframe {
+                v.waiting_keyframe = false;
+                v.last_keyframe = Some(now);
+            }
+            let (mid, pt, clock) = (v.mid, v.pt, v.clock);
+            if let Some(w) = self.rtc.writer(mid) {
+                if w.write(pt, frame.received, MediaTime::new(pts, clock), data)
+                    .is_ok()
+                {
+                    stats.video_frames += 1;
+                    if stats.first_frame_ms.is_none() {
+                        let ms = now.saturating_duration_since(self.created).as_millis();
+                        stats.first_frame_ms = Some(u64::try_from(ms).unwrap_or(u64::MAX));
+                    }
+                }
+            }
+        } else if let Some(a) = self.audio.as_ref().filter(|a| a.track == frame.track) {
+            if from_backlog && self.video.is_some() {
+                return;
+            }
+            let (mid, pt, clock) = (a.mid, a.pt, a.clock);
+            if let Some(w) = self.rtc.writer(mid) {
+                let data: Arc<[u8]> = Arc::from(&frame.data[..]);
+                if w.write(pt, frame.received, MediaTime::new(pts, clock), data)
+                    .is_ok()
+                {
+                    stats.audio_frames += 1;
+                }
+            }
+        } else {
+            return;
+        }
+        drop(stats);
+        self.drain(now, out);
+    }
+
+    /// Ends the session (WHEP DELETE, stream gone): RTCP BYE and DTLS
+    /// close_notify go out in `out`.
+    pub fn close(&mut self, now: Instant, reason: &str, out: &mut Vec<Transmit>) {
+        if self.closed.is_some() {
+            return;
+        }
+        // Reason first: the drain below sees str0m closed and would report
+        // a generic one.
+        self.fail(reason.to_owned());
+        let _ = self.rtc.close();
+        self.drain(now, out);
+    }
+
+    fn fail(&mut self, reason: String) {
+        if self.closed.is_some() {
+            return;
+        }
+        let mut stats = self.handle.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.state = "closed";
+        stats.closed_reason = Some(reason.clone());
+        drop(stats);
+        self.closed = Some(reason.clone());
+        self.events.push(SessionEvent::Closed(reason));
+    }
+
+    /// Drains str0m's output until its next timeout.
+    fn drain(&mut self, now: Instant, out: &mut Vec<Transmit>) {
+        loop {
+            let output = match self.rtc.poll_output() {
+                Ok(o) => o,
+                Err(e) => {
+                    self.fail(format!("WebRTC error: {e}"));
+                    return;
+                }
+            };
+            match output {
+                Output::Timeout(t) => {
+                    let connect_deadline = self.created + CONNECT_TIMEOUT;
+                    self.next_timeout = if self.connected {
+                        t
+                    } else {
+                        t.min(connect_deadline)
+                    };
+                    break;
+                }
+                Output::Transmit(t) => out.push(t),
+                Output::Event(e) => self.on_event(now, e),
+            }
+        }
+        if !self.rtc.is_alive() && self.closed.is_none() {
+            self.fail("the connection was closed".to_owned());
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, e: Event) {
+        match e {
+            Event::Connected => {
+                self.connected = true;
+                self.stats_mut().state = "connected";
+                self.events.push(SessionEvent::Connected);
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                let reason = if self.connected {
+                    "the viewer stopped answering (ICE consent expired)"
+                } else {
+                    "ICE failed: no working path to the viewer"
+                };
+                self.fail(reason.to_owned());
+            }
+            Event::KeyframeRequest(req) => {
+                if let Some(v) = self.video.as_mut().filter(|v| v.mid == req.mid) {
+                    // Skip to the next keyframe from the source: we cannot
+                    // make one, and the P-frames until then would not decode.
+                    let recent = v
+                        .last_keyframe
+                        .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_GRACE);
+                    if !recent {
+                        v.waiting_keyframe = true;
+                    }
+                    tracing::debug!(
+                        session = %format_id(self.id),
+                        kind = match req.kind { KeyframeRequestKind::Pli => "PLI", KeyframeRequestKind::Fir => "FIR" },
+                        ignored = recent,
+                        "keyframe request"
+                    );
+                }
+            }
+            Event::MediaEgressStats(s) => {
+                let mut stats = self.handle.stats.lock().unwrap_or_else(|e| e.into_inner());
+                for (mid, totals) in &mut self.egress {
+                    if *mid == Some(s.mid) {
+                        *totals = EgressTotals {
+                            packets: s.packets,
+                            bytes: s.bytes,
+                            nacks: s.nacks,
+                            plis: s.plis,
+                            firs: s.firs,
+                        };
+                    }
+                }
+                let sum = |f: fn(&EgressTotals) -> u64| self.egress.iter().map(|(_, t)| f(t)).sum();
+                stats.packets_sent = sum(|t| t.packets);
+                stats.bytes_sent = sum(|t| t.bytes);
+                stats.nacks = sum(|t| t.nacks);
+                stats.plis = sum(|t| t.plis);
+                stats.firs = sum(|t| t.firs);
+                if let Some(rtt) = s.rtt {
+                    stats.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+                }
+                if s.loss.is_some() {
+                    stats.loss = s.loss;
+                }
+            }
+            Event::PeerStats(p) => {
+                let mut stats = self.stats_mut();
+                if let Some(pair) = p.selected_candidate_pair {
+                    stats.remote = Some(pair.remote.addr.to_string());
+                    stats.transport = Some(match pair.protocol {
+                        Protocol::Udp => "udp",
+                        _ => "tcp",
+                    });
+                    if stats.rtt_ms.is_none() {
+                        if let Some(rtt) = pair.current_round_trip_time {
+                            stats.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+                        }
+                    }
+                }
+            }
+            Event::Closed => self.fail("the viewer closed the connection".to_owned()),
+            _ => {}
+        }
+    }
+
+    fn stats_mut(&self) -> std::sync::MutexGuard<'_, SessionStats> {
+        self.handle.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests;
