@@ -34,6 +34,9 @@ pub struct Gateway {
     pub registry: Arc<Registry>,
     pub rtsp_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// WebRTC UDP address (ICE-TCP on the same port number).
+    pub webrtc_addr: SocketAddr,
+    pub webrtc: Arc<egress::webrtc::WebRtcEngine>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -99,6 +102,15 @@ impl Gateway {
         })?;
         tasks.push(tokio::spawn(server.run(rtsp_listener)));
 
+        let webrtc = egress::webrtc::WebRtcEngine::start(config.listen, config.webrtc.clone())
+            .await
+            .map_err(|e| StartError::Bind {
+                what: e.what,
+                addr: e.addr,
+                source: e.source,
+            })?;
+        let webrtc_addr = webrtc.local_addr();
+
         let http_addr = SocketAddr::new(config.listen, config.http_port);
         let http_listener = tokio::net::TcpListener::bind(http_addr)
             .await
@@ -114,6 +126,7 @@ impl Gateway {
                 display_host(config.listen),
                 config.rtsp_port
             ),
+            webrtc: Some(webrtc.clone()),
         });
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(http_listener, app).await {
@@ -124,6 +137,8 @@ impl Gateway {
             registry,
             rtsp_addr,
             http_addr,
+            webrtc_addr,
+            webrtc,
             tasks,
         })
     }
@@ -132,20 +147,22 @@ impl Gateway {
     pub fn banner(&self, config: &Config) -> Vec<String> {
         let host = display_host(config.listen);
         let mut lines = vec![format!(
-            "rtspgate {}: RTSP on rtsp://{host}:{}/, HTTP on http://{host}:{}/ (API: /api/v1/streams)",
+            "rtspgate {}: RTSP on rtsp://{host}:{}/, HTTP on http://{host}:{}/ (API: /api/v1/streams), WebRTC on UDP/TCP {}",
             env!("CARGO_PKG_VERSION"),
             config.rtsp_port,
-            config.http_port
+            config.http_port,
+            self.webrtc_addr.port()
         )];
         if config.paths.is_empty() {
             lines.push("No sources: give camera URLs, e.g. `rtspgate cam=rtsp://user:pass@192.0.2.10/stream`, or --config rtspgate.toml.".into());
         }
         for (name, src) in &config.paths {
             lines.push(format!(
-                "Proxying {} ({}). Play it at rtsp://{host}:{}/{name}",
+                "Proxying {} ({}). Play it at rtsp://{host}:{}/{name} or with WHEP at http://{host}:{}/{name}/whep",
                 src.display_url(),
                 src.transport,
-                config.rtsp_port
+                config.rtsp_port,
+                config.http_port
             ));
         }
         if config.listen.is_unspecified() {

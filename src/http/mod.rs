@@ -1,4 +1,6 @@
-//! The HTTP server (axum): REST API now; viewer page, WHEP and HLS later.
+//! The HTTP server (axum): REST API and WHEP; viewer page and HLS later.
+
+pub mod whep;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,6 +11,8 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::bus::{MediaKind, Registry, Stream, StreamState};
+use crate::egress::webrtc::codecs::webrtc_support;
+use crate::egress::webrtc::WebRtcEngine;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -16,6 +20,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// `rtsp://host:port` prefix for the URLs shown in the API.
     pub rtsp_base: String,
+    /// The WebRTC (WHEP) engine; `None` serves 503 on the WHEP endpoints.
+    pub webrtc: Option<Arc<WebRtcEngine>>,
 }
 
 /// The HTTP router.
@@ -23,6 +29,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/streams", get(list_streams))
         .route("/api/v1/streams/{name}", get(get_stream))
+        .merge(whep::routes())
         .with_state(state)
 }
 
@@ -55,16 +62,29 @@ pub struct StreamInfo {
     pub reconnects: u64,
     /// Where readers find it.
     pub urls: Urls,
+    pub webrtc: WebRtcNotes,
 }
 
 #[derive(Serialize)]
 pub struct Readers {
     pub rtsp: u64,
+    /// WHEP sessions (negotiating or connected).
+    pub webrtc: u64,
 }
 
 #[derive(Serialize)]
 pub struct Urls {
     pub rtsp: String,
+    /// WHEP endpoint, relative to the HTTP server.
+    pub whep: String,
+}
+
+/// What WebRTC viewers get of this stream.
+#[derive(Serialize)]
+pub struct WebRtcNotes {
+    /// Plain-words notes: tracks not sent over WebRTC and why (e.g. AAC),
+    /// and problems seen while sending (e.g. B-frames).
+    pub notes: Vec<String>,
 }
 
 /// One track as shown by the API.
@@ -84,7 +104,8 @@ pub struct TrackInfo {
     pub channels: Option<u16>,
 }
 
-fn stream_info(s: &Stream, rtsp_base: &str) -> StreamInfo {
+fn stream_info(s: &Stream, app: &AppState) -> StreamInfo {
+    let rtsp_base = &app.rtsp_base;
     let (state, error) = match s.state() {
         StreamState::Waiting => ("waiting", None),
         StreamState::Live => ("live", None),
@@ -110,6 +131,23 @@ fn stream_info(s: &Stream, rtsp_base: &str) -> StreamInfo {
                 .collect()
         })
         .unwrap_or_default();
+    let mut notes: Vec<String> = s
+        .tracks()
+        .map(|set| {
+            set.tracks
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| {
+                    webrtc_support(&t.codec, t.clock_rate)
+                        .err()
+                        .map(|why| format!("track {i} ({}) not sent: {why}", t.codec.name()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(e) = &app.webrtc {
+        notes.extend(e.warnings(s.name()));
+    }
     let st = &s.stats;
     StreamInfo {
         name: s.name().to_owned(),
@@ -121,6 +159,10 @@ fn stream_info(s: &Stream, rtsp_base: &str) -> StreamInfo {
         tracks,
         readers: Readers {
             rtsp: st.rtsp_readers.load(Ordering::Relaxed),
+            webrtc: app
+                .webrtc
+                .as_ref()
+                .map_or(0, |e| e.readers(s.name()) as u64),
         },
         bytes_in: st.bytes_in.load(Ordering::Relaxed),
         bytes_out: st.bytes_out.load(Ordering::Relaxed),
@@ -129,7 +171,9 @@ fn stream_info(s: &Stream, rtsp_base: &str) -> StreamInfo {
         reconnects: st.reconnects.load(Ordering::Relaxed),
         urls: Urls {
             rtsp: format!("{rtsp_base}/{}", s.name()),
+            whep: format!("/{}/whep", s.name()),
         },
+        webrtc: WebRtcNotes { notes },
     }
 }
 
@@ -139,7 +183,7 @@ async fn list_streams(State(app): State<AppState>) -> Json<StreamList> {
             .registry
             .list()
             .iter()
-            .map(|s| stream_info(s, &app.rtsp_base))
+            .map(|s| stream_info(s, &app))
             .collect(),
     })
 }
@@ -149,7 +193,7 @@ async fn get_stream(
     axum::extract::Path(name): axum::extract::Path<String>,
 ) -> Result<Json<StreamInfo>, (axum::http::StatusCode, Json<serde_json::Value>)> {
     match app.registry.get(&name) {
-        Some(s) => Ok(Json(stream_info(&s, &app.rtsp_base))),
+        Some(s) => Ok(Json(stream_info(&s, &app))),
         None => Err((
             axum::http::StatusCode::NOT_FOUND,
             Json(serde_json::json!({ "error": format!("no stream named {name:?}") })),
@@ -175,6 +219,7 @@ mod tests {
         router(AppState {
             registry,
             rtsp_base: "rtsp://127.0.0.1:8554".into(),
+            webrtc: None,
         })
     }
 

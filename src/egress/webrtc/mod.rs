@@ -1,8 +1,555 @@
-//! WebRTC egress over WHEP (draft-ietf-wish-whep): one str0m `Rtc` per
-//! viewer. This is the sans-IO core; the socket task comes next.
+//! WebRTC egress over WHEP (draft-ietf-wish-whep; session handling as in
+//! WHIP, RFC 9725 §4): one str0m `Rtc` per viewer, all on one UDP port (and
+//! ICE-TCP on the same number), driven by one socket task.
+//!
+//! - [`offer`]: the parts of an SDP offer used for codec choice; trickle
+//!   fragments.
+//! - [`codecs`]: which track goes out with which offered codec (pure).
+//! - [`annexb`]: AVCC → Annex B with parameter sets; B-frame detection.
+//! - [`demux`]: STUN ufrag / remote address → session; RFC 4571 framing.
+//! - [`session`]: one viewer, sans-IO around str0m.
+//! - [`driver`]: the socket task.
+//!
+//! [`WebRtcEngine`] is what the HTTP handlers use: it negotiates a session
+//! (offer in, answer out) and hands it to the driver.
+//!
+//! ICE: rtspgate is ICE-lite (RFC 8445 §2.5): it announces host candidates
+//! (the listening address(es) and `webrtc_additional_hosts`) and answers the
+//! browser's checks; STUN/TURN servers are only offered to the browser.
 
 pub mod annexb;
 pub mod codecs;
 pub mod demux;
+mod driver;
 pub mod offer;
 pub mod session;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+use str0m::net::TcpType;
+use str0m::Candidate;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::bus::{Stream, StreamState};
+use crate::config::{IceServer, WebRtcSettings};
+
+use driver::{Command, Driver};
+pub use session::{format_id, parse_id, SessionHandle, SessionId, SessionStats};
+
+/// Why a WHEP request failed; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum WhepError {
+    /// 400: unparsable offer or fragment.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404: no such path or session.
+    #[error("{0}")]
+    NotFound(String),
+    /// 412: `If-Match` names another ICE session.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// 422: nothing in the offer can be sent, or an unsupported ICE restart.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 503: the stream is not live, or the WebRTC engine stopped.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A negotiated session, for the `201 Created` response.
+#[derive(Debug)]
+pub struct Created {
+    pub id: SessionId,
+    /// SDP answer (RFC 8866, CRLF line ends).
+    pub answer: String,
+    /// Entity tag of the ICE session (quoted), RFC 9110 §8.8.3.
+    pub etag: String,
+}
+
+/// State shared by the HTTP side and the socket task.
+pub(crate) struct Shared {
+    sessions: Mutex<HashMap<SessionId, Arc<SessionHandle>>>,
+    /// Per-path warnings found while sending (B-frames).
+    warnings: Mutex<HashMap<String, Vec<String>>>,
+    /// Packets dropped because a socket buffer or a TCP queue was full.
+    drops: AtomicU64,
+}
+
+impl Shared {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<SessionHandle>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn remove_session(&self, id: SessionId) {
+        self.sessions().remove(&id);
+    }
+
+    pub(crate) fn note_drop(&self) {
+        self.drops.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_warning(&self, path: &str, text: &str) {
+        let mut w = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+        let list = w.entry(path.to_owned()).or_default();
+        if !list.iter().any(|t| t == text) {
+            list.push(text.to_owned());
+        }
+    }
+}
+
+/// One row of `GET /api/v1/webrtc/sessions`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionInfo {
+    pub id: String,
+    pub path: String,
+    /// Seconds since the offer.
+    pub age_s: f64,
+    #[serde(flatten)]
+    pub stats: SessionStats,
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {what} {addr}: {source}")]
+pub struct BindError {
+    pub what: &'static str,
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// The WebRTC side of the gateway: negotiates WHEP sessions and owns the
+/// socket task. Dropping it stops the task and closes every session.
+pub struct WebRtcEngine {
+    settings: WebRtcSettings,
+    /// Bound UDP (and ICE-TCP) address.
+    local: SocketAddr,
+    /// IPs announced as host candidates from the listening address.
+    host_ips: Vec<IpAddr>,
+    tcp: bool,
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+    started: Instant,
+}
+
+impl Drop for WebRtcEngine {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl WebRtcEngine {
+    /// Binds UDP `listen:settings.port` and ICE-TCP on the same number, and
+    /// starts the socket task. Port 0 picks a free port for both (tests).
+    /// Must run inside a tokio runtime.
+    pub async fn start(listen: IpAddr, settings: WebRtcSettings) -> Result<Arc<Self>, BindError> {
+        let (udp, tcp) = bind(listen, settings.port).await?;
+        let local = udp.local_addr().map_err(|source| BindError {
+            what: "WebRTC UDP port",
+            addr: SocketAddr::new(listen, settings.port),
+            source,
+        })?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            sessions: Mutex::new(HashMap::new()),
+            warnings: Mutex::new(HashMap::new()),
+            drops: AtomicU64::new(0),
+        });
+        let tcp_enabled = tcp.is_some();
+        let driver = Driver::new(udp, tcp, rx, shared.clone()).map_err(|source| BindError {
+            what: "WebRTC UDP port",
+            addr: local,
+            source,
+        })?;
+        let task = tokio::spawn(driver.run());
+        Ok(Arc::new(WebRtcEngine {
+            settings,
+            local,
+            host_ips: host_ips(listen),
+            tcp: tcp_enabled,
+            commands: tx,
+            shared,
+            task,
+            started: Instant::now(),
+        }))
+    }
+
+    /// The bound UDP address (ICE-TCP listens on the same port number).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// STUN/TURN servers to offer clients.
+    pub fn ice_servers(&self) -> &[IceServer] {
+        &self.settings.ice_servers
+    }
+
+    /// Local candidates for a new session: UDP host candidates and ICE-TCP
+    /// passive ones (RFC 6544 §4.5) on every host IP and on each configured
+    /// additional host (host names resolved now).
+    async fn candidates(&self) -> Vec<Candidate> {
+        let port = self.local.port();
+        let mut ips = self.host_ips.clone();
+        for host in &self.settings.additional_hosts {
+            match host.parse::<IpAddr>() {
+                Ok(ip) => ips.push(ip),
+                Err(_) => match tokio::net::lookup_host((host.as_str(), port)).await {
+                    Ok(addrs) => ips.extend(addrs.map(|a| a.ip())),
+                    Err(e) => tracing::warn!(
+                        "webrtc_additional_hosts: cannot resolve {host:?}: {e}; not announced"
+                    ),
+                },
+            }
+        }
+        let mut seen = Vec::new();
+        ips.retain(|ip| {
+            let new = !seen.contains(ip);
+            seen.push(*ip);
+            new
+        });
+        let mut out = Vec::new();
+        for ip in ips {
+            let addr = SocketAddr::new(ip, port);
+            match Candidate::host(addr, "udp") {
+                Ok(c) => out.push(c),
+                Err(e) => tracing::debug!("no UDP candidate for {addr}: {e}"),
+            }
+            if self.tcp {
+                match Candidate::builder()
+                    .tcp()
+                    .host(addr)
+                    .tcptype(TcpType::Passive)
+                    .build()
+                {
+                    Ok(c) => out.push(c),
+                    Err(e) => tracing::debug!("no ICE-TCP candidate for {addr}: {e}"),
+                }
+            }
+        }
+        out
+    }
+
+    /// Negotiates a viewer of `stream`: WHEP `POST` (draft-ietf-wish-whep §4.2).
+    ///
+    /// Errors: 503 when the stream is not live, 400 for an unparsable offer,
+    /// 422 when no track can be sent with the offered codecs.
+    pub async fn create_session(
+        &self,
+        stream: Arc<Stream>,
+        offer: &str,
+    ) -> Result<Created, WhepError> {
+        let tracks = match (stream.state(), stream.tracks()) {
+            (StreamState::Live, Some(t)) => t,
+            (StreamState::Live, None) => {
+                return Err(WhepError::Unavailable(
+                    "the stream has no tracks yet".to_owned(),
+                ))
+            }
+            (StreamState::Waiting, _) => {
+                return Err(WhepError::Unavailable(
+                    "the stream is not live yet: rtspgate is still connecting to the source"
+                        .to_owned(),
+                ))
+            }
+            (StreamState::Reconnecting { error }, _) => {
+                return Err(WhepError::Unavailable(format!(
+                    "the stream is not live: {error}; retrying"
+                )))
+            }
+            (StreamState::Failed { reason }, _) => {
+                return Err(WhepError::Unavailable(format!(
+                    "the stream is not live: {reason}"
+                )))
+            }
+        };
+        let summary = offer::parse_offer(offer)
+            .map_err(|e| WhepError::BadRequest(format!("bad SDP offer: {e}")))?;
+        let plan = codecs::plan(&tracks.tracks, &summary)
+            .map_err(|e| WhepError::Unprocessable(e.to_string()))?;
+        let candidates = self.candidates().await;
+        let id: SessionId = rand::random();
+        let (session, answer) = session::Session::new(session::SessionParams {
+            id,
+            path: stream.name().to_owned(),
+            offer,
+            summary: &summary,
+            plan: &plan,
+            tracks: &tracks,
+            candidates,
+            now: Instant::now(),
+        })
+        .map_err(|e| WhepError::BadRequest(e.to_string()))?;
+        let handle = session.handle().clone();
+        let etag = format!("\"{}\"", handle.ice_ufrag);
+        self.shared.sessions().insert(id, handle);
+        if self
+            .commands
+            .send(Command::Add {
+                session: Box::new(session),
+                stream,
+            })
+            .is_err()
+        {
+            self.shared.remove_session(id);
+            return Err(WhepError::Unavailable(
+                "the WebRTC engine has stopped".to_owned(),
+            ));
+        }
+        Ok(Created { id, answer, etag })
+    }
+
+    fn session(&self, path: &str, id: SessionId) -> Result<Arc<SessionHandle>, WhepError> {
+        self.shared
+            .sessions()
+            .get(&id)
+            .filter(|h| h.path == path)
+            .cloned()
+            .ok_or_else(|| WhepError::NotFound("no such WHEP session".to_owned()))
+    }
+
+    /// Trickle ICE: WHEP `PATCH` with an `application/trickle-ice-sdpfrag`
+    /// body (RFC 8840 §9, RFC 9725 §4.3.1).
+    ///
+    /// `if_match` is the request's `If-Match` value: `*` or a different
+    /// ICE ufrag means an ICE restart, which is not supported (422, the
+    /// client should start a new session); another entity tag is 412.
+    pub fn patch(
+        &self,
+        path: &str,
+        id: SessionId,
+        if_match: Option<&str>,
+        body: &str,
+    ) -> Result<(), WhepError> {
+        let handle = self.session(path, id)?;
+        let frag = offer::parse_sdpfrag(body)
+            .map_err(|e| WhepError::BadRequest(format!("bad SDP fragment: {e}")))?;
+        const RESTART: &str =
+            "ICE restarts are not supported: DELETE this session and POST a new offer";
+        match if_match.map(str::trim) {
+            Some("*") => return Err(WhepError::Unprocessable(RESTART.to_owned())),
+            Some(tag) => {
+                let etag = format!("\"{}\"", handle.ice_ufrag);
+                let tag = tag.strip_prefix("W/").unwrap_or(tag);
+                if tag != etag {
+                    return Err(WhepError::PreconditionFailed(format!(
+                        "If-Match {tag} does not match this ICE session's ETag {etag}"
+                    )));
+                }
+            }
+            None => {}
+        }
+        if let (Some(new), Some(old)) = (&frag.ice_ufrag, &handle.remote_ufrag) {
+            if new != old {
+                return Err(WhepError::Unprocessable(RESTART.to_owned()));
+            }
+        }
+        let mut candidates = Vec::new();
+        for line in &frag.candidates {
+            match Candidate::from_sdp_string(line) {
+                Ok(c) => candidates.push(c),
+                // mDNS host names (RFC 8828 §5.2) cannot be resolved here; as
+                // an ICE-lite agent we learn the browser's address from its
+                // STUN checks anyway.
+                Err(_) if line.contains(".local ") => {}
+                Err(e) => {
+                    return Err(WhepError::BadRequest(format!(
+                        "bad candidate {line:?}: {e}"
+                    )))
+                }
+            }
+        }
+        if !candidates.is_empty() {
+            self.commands
+                .send(Command::Candidates { id, candidates })
+                .map_err(|_| WhepError::Unavailable("the WebRTC engine has stopped".to_owned()))?;
+        }
+        Ok(())
+    }
+
+    /// Ends a session: WHEP `DELETE` (RFC 9725 §4.2). Its resources are
+    /// freed by the socket task right away.
+    pub fn delete(&self, path: &str, id: SessionId) -> Result<(), WhepError> {
+        let handle = self.session(path, id)?;
+        self.shared.remove_session(handle.id);
+        let _ = self.commands.send(Command::Remove {
+            id,
+            reason: "ended by the viewer (DELETE)".to_owned(),
+        });
+        Ok(())
+    }
+
+    /// All live sessions, oldest first.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let now = SystemTime::now();
+        let mut v: Vec<(SystemTime, SessionInfo)> = self
+            .shared
+            .sessions()
+            .values()
+            .map(|h| {
+                (
+                    h.created,
+                    SessionInfo {
+                        id: format_id(h.id),
+                        path: h.path.clone(),
+                        age_s: now
+                            .duration_since(h.created)
+                            .map_or(0.0, |d| (d.as_secs_f64() * 10.0).round() / 10.0),
+                        stats: h.snapshot(),
+                    },
+                )
+            })
+            .collect();
+        v.sort_by_key(|(c, _)| *c);
+        v.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Number of WebRTC viewers of a path.
+    pub fn readers(&self, path: &str) -> usize {
+        self.shared
+            .sessions()
+            .values()
+            .filter(|h| h.path == path)
+            .count()
+    }
+
+    /// Warnings about a path's stream found while sending (e.g. B-frames).
+    pub fn warnings(&self, path: &str) -> Vec<String> {
+        self.shared
+            .warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Packets dropped since start because a socket buffer or a viewer's
+    /// TCP queue was full.
+    pub fn dropped_packets(&self) -> u64 {
+        self.shared.drops.load(Ordering::Relaxed)
+    }
+
+    /// Time since the engine started.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+}
+
+/// Binds UDP and TCP on the same port number. With port 0, retries a few
+/// ephemeral UDP ports until TCP can take the same number.
+async fn bind(listen: IpAddr, port: u16) -> Result<(UdpSocket, Option<TcpListener>), BindError> {
+    let addr = SocketAddr::new(listen, port);
+    for _ in 0..20 {
+        let udp = UdpSocket::bind(addr).await.map_err(|source| BindError {
+            what: "WebRTC UDP port",
+            addr,
+            source,
+        })?;
+        let bound = udp.local_addr().map_err(|source| BindError {
+            what: "WebRTC UDP port",
+            addr,
+            source,
+        })?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, Some(tcp))),
+            Err(_) if port == 0 => continue,
+            Err(source) => {
+                return Err(BindError {
+                    what: "WebRTC ICE-TCP port",
+                    addr: bound,
+                    source,
+                })
+            }
+        }
+    }
+    // Could not pair an ephemeral UDP port with TCP: run UDP-only.
+    let udp = UdpSocket::bind(addr).await.map_err(|source| BindError {
+        what: "WebRTC UDP port",
+        addr,
+        source,
+    })?;
+    Ok((udp, None))
+}
+
+/// Host-candidate IPs for the listening address: the address itself, or,
+/// for a wildcard, every interface address of that family except loopback
+/// and link-local (loopback only if there is nothing else).
+fn host_ips(listen: IpAddr) -> Vec<IpAddr> {
+    if !listen.is_unspecified() {
+        return vec![listen];
+    }
+    let v4 = listen.is_ipv4();
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| ip.is_ipv4() == v4 && !ip.is_loopback())
+        .filter(|ip| match ip {
+            IpAddr::V4(a) => !a.is_link_local(),
+            IpAddr::V6(a) => (a.segments()[0] & 0xffc0) != 0xfe80,
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    if ips.is_empty() {
+        ips.push(if v4 {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+        });
+    }
+    ips
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ips_for_specific_and_wildcard() {
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(host_ips(lo), vec![lo]);
+        let any = host_ips(IpAddr::from([0, 0, 0, 0]));
+        assert!(!any.is_empty());
+        assert!(any.iter().all(|ip| ip.is_ipv4() && !ip.is_unspecified()));
+    }
+
+    #[tokio::test]
+    async fn binds_udp_and_tcp_on_one_port() {
+        let e = WebRtcEngine::start(
+            IpAddr::from([127, 0, 0, 1]),
+            WebRtcSettings {
+                port: 0,
+                ..WebRtcSettings::default()
+            },
+        )
+        .await
+        .unwrap();
+        let port = e.local_addr().port();
+        assert_ne!(port, 0);
+        let c = e.candidates().await;
+        assert_eq!(c.len(), 2, "UDP + ICE-TCP passive: {c:?}");
+        assert!(c.iter().all(|c| c.addr().port() == port));
+        assert!(
+            c[1].to_sdp_string().contains("tcptype passive"),
+            "{}",
+            c[1].to_sdp_string()
+        );
+        // The same port is now taken for a second engine.
+        let second = WebRtcEngine::start(
+            IpAddr::from([127, 0, 0, 1]),
+            WebRtcSettings {
+                port,
+                ..WebRtcSettings::default()
+            },
+        )
+        .await;
+        assert!(second.is_err());
+    }
+}

@@ -1,0 +1,609 @@
+//! The socket task: one UDP socket and one ICE-TCP listener for all WHEP
+//! viewers, and every viewer's [`Session`] driven from here.
+//!
+//! Inputs, each handled to completion before the next (no per-viewer task,
+//! no locks around str0m): datagrams and ICE-TCP frames (demultiplexed by
+//! [`Demux`]: STUN ufrag, then remote address, both hash lookups), bus frames
+//! (one subscriber per connected viewer, merged with `SelectAll`, which only
+//! polls the subscribers that were woken), commands from the HTTP handlers,
+//! and timers (a min-heap of each session's next timeout, stale entries
+//! skipped lazily).
+//!
+//! Nothing here waits on a viewer: UDP sends are non-blocking and a packet
+//! that does not fit in the socket buffer is dropped (str0m's NACK/RTX
+//! repairs it); each ICE-TCP connection has a bounded queue, and a full
+//! queue drops packets for that viewer only. A viewer that stops answering
+//! is closed by its session at the ICE consent timeout and everything it
+//! held (session, subscriber, demux entries, TCP connection) is freed.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io::IoSliceMut;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::stream::{AbortHandle, BoxStream, SelectAll};
+use futures::StreamExt;
+use str0m::net::{Protocol, Transmit};
+use str0m::Candidate;
+use tokio::io::Interest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::bus::{Codec, Frame, MediaKind, Stream};
+
+use super::annexb::{to_annex_b, ReorderDetector, B_FRAMES_WARNING};
+use super::demux::{is_stun, rfc4571_frame, Demux, Rfc4571Decoder, Transport};
+use super::session::{format_id, Session, SessionEvent, SessionId};
+use super::Shared;
+
+/// Commands from the HTTP handlers.
+pub enum Command {
+    /// A negotiated session: start answering its STUN.
+    Add {
+        session: Box<Session>,
+        stream: Arc<Stream>,
+    },
+    /// Trickled remote candidates (WHEP PATCH).
+    Candidates {
+        id: SessionId,
+        candidates: Vec<Candidate>,
+    },
+    /// End a session (WHEP DELETE).
+    Remove { id: SessionId, reason: String },
+}
+
+/// From ICE-TCP connection tasks.
+enum TcpEvent {
+    Packet {
+        remote: SocketAddr,
+        local: SocketAddr,
+        data: Vec<u8>,
+    },
+    Closed {
+        remote: SocketAddr,
+    },
+}
+
+/// Datagrams read per `recvmmsg` call.
+const BATCH: usize = 16;
+/// Per-datagram receive buffer; 64 KiB also holds a GRO-coalesced batch.
+const RECV_BUF: usize = 64 * 1024;
+/// Packets queued for one ICE-TCP viewer before its packets are dropped.
+const TCP_QUEUE: usize = 512;
+/// ICE-TCP connections at once; more are refused.
+const MAX_TCP_CONNECTIONS: usize = 1024;
+/// Largest RFC 4571 frame accepted (the 16-bit length allows 65535).
+const TCP_READ_BUF: usize = 16 * 1024;
+/// Converted frames remembered per path, so that every viewer of a frame
+/// reuses one Annex B conversion.
+const ANNEXB_CACHE: usize = 8;
+
+struct Entry {
+    session: Session,
+    stream: Arc<Stream>,
+    /// Ends the session's bus subscription stream.
+    subscription: Option<AbortHandle>,
+    /// The timeout last pushed onto the timer heap.
+    scheduled: Option<Instant>,
+}
+
+/// Per-path state shared by that path's viewers.
+#[derive(Default)]
+struct PathState {
+    /// Recent conversions: (frame, Annex B bytes).
+    annexb: VecDeque<(Arc<Frame>, Arc<[u8]>)>,
+    reorder: ReorderDetector,
+    /// The last frame examined by `reorder`, so each frame is looked at once.
+    last_checked: Option<Arc<Frame>>,
+}
+
+type FrameItem = (SessionId, Option<(Arc<Frame>, bool)>);
+
+pub(super) struct Driver {
+    udp: UdpSocket,
+    udp_state: quinn_udp::UdpSocketState,
+    /// Bound address; its IP is unspecified when listening on all interfaces.
+    udp_local: SocketAddr,
+    tcp: Option<TcpListener>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    tcp_tx: mpsc::Sender<TcpEvent>,
+    tcp_rx: mpsc::Receiver<TcpEvent>,
+    tcp_conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    sessions: HashMap<SessionId, Entry>,
+    demux: Demux<SessionId>,
+    timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    frames: SelectAll<BoxStream<'static, FrameItem>>,
+    paths: HashMap<String, PathState>,
+    shared: Arc<Shared>,
+    out: Vec<Transmit>,
+}
+
+impl Driver {
+    pub(super) fn new(
+        udp: UdpSocket,
+        tcp: Option<TcpListener>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<Driver> {
+        let udp_state = quinn_udp::UdpSocketState::new((&udp).into())?;
+        // Room for a GOP burst to new viewers and for many viewers' packets
+        // between two polls; the kernel caps it at net.core.wmem_max.
+        let _ = udp_state.set_send_buffer_size((&udp).into(), 4 << 20);
+        let _ = udp_state.set_recv_buffer_size((&udp).into(), 2 << 20);
+        let udp_local = udp.local_addr()?;
+        let (tcp_tx, tcp_rx) = mpsc::channel(1024);
+        Ok(Driver {
+            udp,
+            udp_state,
+            udp_local,
+            tcp,
+            commands,
+            tcp_tx,
+            tcp_rx,
+            tcp_conns: HashMap::new(),
+            sessions: HashMap::new(),
+            demux: Demux::default(),
+            timers: BinaryHeap::new(),
+            frames: SelectAll::new(),
+            paths: HashMap::new(),
+            shared,
+            out: Vec::new(),
+        })
+    }
+
+    /// Runs until the engine (the command sender) is dropped.
+    pub(super) async fn run(mut self) {
+        let mut bufs = vec![vec![0u8; RECV_BUF]; BATCH];
+        loop {
+            let next_timer = self.timers.peek().map(|Reverse((t, _))| *t);
+            let sleep = tokio::time::sleep_until(
+                next_timer
+                    .map(tokio::time::Instant::from_std)
+                    .unwrap_or_else(|| {
+                        tokio::time::Instant::now() + std::time::Duration::from_secs(3600)
+                    }),
+            );
+            tokio::select! {
+                r = self.udp.readable() => {
+                    if let Err(e) = r {
+                        tracing::error!("WebRTC UDP socket failed: {e}");
+                        return;
+                    }
+                    self.read_udp(&mut bufs);
+                }
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                Some(ev) = self.tcp_rx.recv() => self.on_tcp(ev),
+                Some((id, item)) = self.frames.next(), if !self.frames.is_empty() => {
+                    self.on_frame(id, item);
+                }
+                accepted = accept(&self.tcp), if self.tcp.is_some() => self.on_accept(accepted),
+                _ = sleep, if next_timer.is_some() => self.on_timers(),
+            }
+        }
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.remove(id, "the gateway is shutting down");
+        }
+    }
+
+    fn read_udp(&mut self, bufs: &mut [Vec<u8>]) {
+        // Bounded work per wake-up so timers and frames are not starved.
+        for _ in 0..8 {
+            let mut meta = [quinn_udp::RecvMeta::default(); BATCH];
+            let mut slices: Vec<IoSliceMut<'_>> =
+                bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+            let udp = &self.udp;
+            let state = &self.udp_state;
+            let n = match udp.try_io(Interest::READABLE, || {
+                state.recv(udp.into(), &mut slices, &mut meta)
+            }) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // ICMP errors (e.g. port unreachable from a closed
+                    // viewer) surface here; they concern one peer only.
+                    tracing::debug!("WebRTC UDP receive: {e}");
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
+                let local_ip = m.dst_ip.unwrap_or(self.udp_local.ip());
+                let local = SocketAddr::new(local_ip, self.udp_local.port());
+                let stride = m.stride.max(1);
+                for seg in buf[..m.len].chunks(stride) {
+                    self.on_packet(now, Transport::Udp, m.addr, local, seg);
+                }
+            }
+        }
+    }
+
+    fn on_packet(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        remote: SocketAddr,
+        local: SocketAddr,
+        data: &[u8],
+    ) {
+        let Some(id) = self.demux.lookup(transport, remote, data) else {
+            if transport == Transport::Tcp {
+                // Not for any session: this connection is of no use.
+                self.tcp_conns.remove(&remote);
+            }
+            return;
+        };
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let proto = match transport {
+            Transport::Udp => Protocol::Udp,
+            Transport::Tcp => Protocol::Tcp,
+        };
+        let mut out = std::mem::take(&mut self.out);
+        let accepted = entry
+            .session
+            .handle_receive(now, proto, remote, local, data, &mut out);
+        if accepted && is_stun(data) {
+            self.demux.learn(transport, remote, id);
+        }
+        self.out = out;
+        self.after(id);
+    }
+
+    /// Sends what the session produced, handles its events, re-arms its timer.
+    fn after(&mut self, id: SessionId) {
+        let out = std::mem::take(&mut self.out);
+        for t in &out {
+            self.send(t);
+        }
+        let mut out = out;
+        out.clear();
+        self.out = out;
+
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let events = entry.session.take_events();
+        let t = entry.session.next_timeout();
+        if entry.scheduled != Some(t) {
+            entry.scheduled = Some(t);
+            self.timers.push(Reverse((t, id)));
+        }
+        for ev in events {
+            match ev {
+                SessionEvent::Connected => self.subscribe(id),
+                SessionEvent::Closed(reason) => {
+                    self.remove(id, &reason);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, t: &Transmit) {
+        match t.proto {
+            Protocol::Udp => {
+                let transmit = quinn_udp::Transmit {
+                    destination: t.destination,
+                    ecn: None,
+                    contents: &t.contents,
+                    segment_size: None,
+                    // On a wildcard socket, answer from the address the
+                    // viewer talks to (the candidate str0m chose).
+                    src_ip: self
+                        .udp_local
+                        .ip()
+                        .is_unspecified()
+                        .then_some(t.source.ip()),
+                };
+                let udp = &self.udp;
+                let state = &self.udp_state;
+                match udp.try_io(Interest::WRITABLE, || state.try_send(udp.into(), &transmit)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // Socket buffer full: drop; NACK/RTX repairs video.
+                        self.shared.note_drop();
+                    }
+                    Err(e) => tracing::debug!(to = %t.destination, "WebRTC UDP send: {e}"),
+                }
+            }
+            _ => {
+                if let Some(tx) = self.tcp_conns.get(&t.destination) {
+                    match rfc4571_frame(&t.contents) {
+                        Some(framed) => {
+                            if tx.try_send(framed).is_err() {
+                                // This viewer's TCP queue is full: its loss only.
+                                self.shared.note_drop();
+                            }
+                        }
+                        None => tracing::debug!("packet too large for ICE-TCP framing"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Add { session, stream } => {
+                let id = session.id;
+                self.demux.add_session(session.ufrag(), id);
+                tracing::info!(
+                    path = %session.path,
+                    session = %format_id(id),
+                    "WebRTC viewer negotiated"
+                );
+                self.sessions.insert(
+                    id,
+                    Entry {
+                        session: *session,
+                        stream,
+                        subscription: None,
+                        scheduled: None,
+                    },
+                );
+                self.after(id);
+            }
+            Command::Candidates { id, candidates } => {
+                let Some(entry) = self.sessions.get_mut(&id) else {
+                    return;
+                };
+                let mut out = std::mem::take(&mut self.out);
+                for c in candidates {
+                    entry.session.add_remote_candidate(now, c, &mut out);
+                }
+                self.out = out;
+                self.after(id);
+            }
+            Command::Remove { id, reason } => {
+                if let Some(entry) = self.sessions.get_mut(&id) {
+                    let mut out = std::mem::take(&mut self.out);
+                    entry.session.close(now, &reason, &mut out);
+                    self.out = out;
+                    self.after(id);
+                }
+            }
+        }
+    }
+
+    /// Subscribes a newly connected session to its stream's bus. The
+    /// subscriber starts with the cached GOP (from its keyframe).
+    fn subscribe(&mut self, id: SessionId) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if entry.subscription.is_some() {
+            return;
+        }
+        let sub = entry.stream.subscribe();
+        let s = futures::stream::unfold(Some(sub), move |state| async move {
+            let mut sub = state?;
+            let from_backlog = !sub.backlog().is_empty();
+            match sub.recv().await {
+                Ok(f) => Some(((id, Some((f, from_backlog))), Some(sub))),
+                // Report the end once, then finish.
+                Err(_) => Some(((id, None), None)),
+            }
+        });
+        let (s, abort) = futures::stream::abortable(s);
+        entry.subscription = Some(abort);
+        self.frames.push(s.boxed());
+        tracing::info!(path = %entry.session.path, session = %format_id(id), "WebRTC viewer connected");
+    }
+
+    fn on_frame(&mut self, id: SessionId, item: Option<(Arc<Frame>, bool)>) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some((frame, from_backlog)) = item else {
+            self.remove(id, "the stream was removed");
+            return;
+        };
+        if frame.keyframe && !from_backlog {
+            // A source that restarted with other codecs: this viewer's
+            // negotiation no longer holds.
+            let current = entry.stream.tracks().map(|t| t.generation);
+            if current.is_some_and(|g| g != entry.session.generation()) {
+                self.remove(id, "the source restarted with different tracks; reconnect");
+                return;
+            }
+        }
+        let now = Instant::now();
+        let session_path = entry.session.path.clone();
+        let path = self.paths.entry(session_path.clone()).or_default();
+        let shared = &self.shared;
+        let session_path = &session_path;
+        let mut convert = |codec: &Codec, f: &Arc<Frame>| -> Option<Arc<[u8]>> {
+            if codec.kind() != MediaKind::Video {
+                return None;
+            }
+            if !path
+                .last_checked
+                .as_ref()
+                .is_some_and(|l| Arc::ptr_eq(l, f))
+            {
+                path.last_checked = Some(f.clone());
+                if path.reorder.check(codec, &f.data) {
+                    tracing::warn!(path = %session_path, "{B_FRAMES_WARNING}");
+                    shared.set_warning(session_path, B_FRAMES_WARNING);
+                }
+            }
+            if let Some((_, data)) = path.annexb.iter().find(|(g, _)| Arc::ptr_eq(g, f)) {
+                return Some(data.clone());
+            }
+            match to_annex_b(codec, &f.data, f.keyframe) {
+                Ok(v) => {
+                    let data: Arc<[u8]> = Arc::from(v);
+                    if path.annexb.len() >= ANNEXB_CACHE {
+                        path.annexb.pop_front();
+                    }
+                    path.annexb.push_back((f.clone(), data.clone()));
+                    Some(data)
+                }
+                Err(e) => {
+                    tracing::debug!(path = %session_path, "video frame not sent: {e}");
+                    None
+                }
+            }
+        };
+        let mut out = std::mem::take(&mut self.out);
+        entry
+            .session
+            .write_frame(now, &frame, from_backlog, &mut convert, &mut out);
+        self.out = out;
+        self.after(id);
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((t, id))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(entry) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if entry.scheduled != Some(t) {
+                // Superseded by a later push for this session.
+                continue;
+            }
+            entry.scheduled = None;
+            let mut out = std::mem::take(&mut self.out);
+            entry.session.handle_timeout(now, &mut out);
+            self.out = out;
+            self.after(id);
+        }
+    }
+
+    fn remove(&mut self, id: SessionId, reason: &str) {
+        let Some(mut entry) = self.sessions.remove(&id) else {
+            return;
+        };
+        if !entry.session.is_closed() {
+            let mut out = Vec::new();
+            entry.session.close(Instant::now(), reason, &mut out);
+            for t in &out {
+                self.send(t);
+            }
+        }
+        if let Some(a) = entry.subscription.take() {
+            a.abort();
+        }
+        self.demux.remove_session(entry.session.ufrag(), id);
+        let path = entry.session.path.clone();
+        self.shared.remove_session(id);
+        if !self.sessions.values().any(|e| e.session.path == path) {
+            // Last viewer of this path: drop the cached conversions.
+            self.paths.remove(&path);
+        }
+        tracing::info!(path = %path, session = %format_id(id), "WebRTC viewer gone: {reason}");
+    }
+
+    fn on_accept(&mut self, accepted: std::io::Result<(TcpStream, SocketAddr)>) {
+        let (stream, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!("ICE-TCP accept: {e}");
+                return;
+            }
+        };
+        if self.tcp_conns.len() >= MAX_TCP_CONNECTIONS {
+            return;
+        }
+        let Ok(local) = stream.local_addr() else {
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        let (tx, rx) = mpsc::channel(TCP_QUEUE);
+        self.tcp_conns.insert(remote, tx);
+        tokio::spawn(tcp_connection(
+            stream,
+            remote,
+            local,
+            self.tcp_tx.clone(),
+            rx,
+        ));
+    }
+
+    fn on_tcp(&mut self, ev: TcpEvent) {
+        match ev {
+            TcpEvent::Packet {
+                remote,
+                local,
+                data,
+            } => {
+                if !self.tcp_conns.contains_key(&remote) {
+                    return;
+                }
+                self.on_packet(Instant::now(), Transport::Tcp, remote, local, &data);
+            }
+            TcpEvent::Closed { remote } => {
+                self.tcp_conns.remove(&remote);
+                self.demux.forget_addr(Transport::Tcp, remote);
+            }
+        }
+    }
+}
+
+async fn accept(l: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One ICE-TCP connection (RFC 6544, passive side): RFC 4571 frames in to
+/// the driver, framed packets from the driver out. Ends when the peer
+/// closes, on an I/O error, or when the driver drops its sender.
+async fn tcp_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    local: SocketAddr,
+    events: mpsc::Sender<TcpEvent>,
+    mut outgoing: mpsc::Receiver<Vec<u8>>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let reader_events = events.clone();
+    let reader = async move {
+        let mut dec = Rfc4571Decoder::default();
+        let mut buf = vec![0u8; TCP_READ_BUF];
+        loop {
+            let n = match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            dec.push(&buf[..n]);
+            while let Some(data) = dec.next_packet() {
+                let ev = TcpEvent::Packet {
+                    remote,
+                    local,
+                    data,
+                };
+                if reader_events.send(ev).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let writer = async move {
+        while let Some(framed) = outgoing.recv().await {
+            if wr.write_all(&framed).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = reader => {}
+        _ = writer => {}
+    }
+    let _ = events.send(TcpEvent::Closed { remote }).await;
+}

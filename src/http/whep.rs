@@ -1,0 +1,289 @@
+//! WHEP (draft-ietf-wish-whep) endpoints and the WebRTC session API.
+//!
+//! | method | path | |
+//! |---|---|---|
+//! | `POST` | `/<path>/whep` | `application/sdp` offer → `201 Created`, answer, `Location`, `ETag`, `Link` |
+//! | `PATCH` | `/<path>/whep/<id>` | `application/trickle-ice-sdpfrag` → `204` |
+//! | `DELETE` | `/<path>/whep/<id>` | ends the session → `200` |
+//! | `OPTIONS` | both | CORS preflight, `Accept-Post: application/sdp` |
+//! | `GET` | `/api/v1/webrtc/sessions` | per-session counters (JSON) |
+//!
+//! Session resources follow WHIP's rules (RFC 9725 §4.2–§4.3). Every
+//! response allows any origin (a player page may live elsewhere) and
+//! exposes the WHEP headers to scripts.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::AppState;
+use crate::config::IceServer;
+use crate::egress::webrtc::{format_id, parse_id, SessionInfo, WebRtcEngine, WhepError};
+
+const SDP: &str = "application/sdp";
+const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
+
+/// The WHEP routes and `GET /api/v1/webrtc/sessions`, to merge into the router.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/{path}/whep", post(create).options(preflight_endpoint))
+        .route(
+            "/{path}/whep/{id}",
+            axum::routing::patch(trickle)
+                .delete(end)
+                .options(preflight_resource),
+        )
+        .route("/api/v1/webrtc/sessions", get(list))
+        .layer(axum::middleware::map_response(cors))
+}
+
+/// CORS on every response (RFC 9725 §4.1 leaves the origin policy to the
+/// server; a WHEP player is often served from another origin).
+async fn cors(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, ETag, Link, Accept-Post, Accept-Patch"),
+    );
+    resp
+}
+
+/// A plain-text error with `status`.
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    let mut msg = msg.into();
+    msg.push('\n');
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        msg,
+    )
+        .into_response()
+}
+
+fn whep_error(e: WhepError) -> Response {
+    let status = match &e {
+        WhepError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        WhepError::NotFound(_) => StatusCode::NOT_FOUND,
+        WhepError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+        WhepError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        WhepError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, e.to_string())
+}
+
+fn engine(app: &AppState) -> Result<&Arc<WebRtcEngine>, Box<Response>> {
+    app.webrtc.as_ref().ok_or_else(|| {
+        Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "WebRTC is not enabled on this gateway",
+        ))
+    })
+}
+
+/// Whether the request's media type (parameters ignored, RFC 9110 §8.3.1)
+/// is `want`.
+fn has_content_type(headers: &HeaderMap, want: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(want))
+}
+
+/// `Link: <url>; rel="ice-server"` values (RFC 9725 §4.6), with TURN
+/// credentials as `username`/`credential`/`credential-type` parameters.
+fn ice_server_links(servers: &[IceServer]) -> Vec<HeaderValue> {
+    servers
+        .iter()
+        .filter_map(|s| {
+            let mut v = format!("<{}>; rel=\"ice-server\"", s.url);
+            if let (Some(u), Some(c)) = (&s.username, &s.credential) {
+                v.push_str(&format!(
+                    "; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""
+                ));
+            }
+            HeaderValue::from_str(&v).ok()
+        })
+        .collect()
+}
+
+/// `POST /<path>/whep`: offer in, answer out.
+async fn create(
+    State(app): State<AppState>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let engine = match engine(&app) {
+        Ok(e) => e,
+        Err(r) => return *r,
+    };
+    if !has_content_type(&headers, SDP) {
+        let mut r = error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a WHEP offer must be sent with Content-Type: application/sdp",
+        );
+        r.headers_mut().insert(
+            HeaderName::from_static("accept-post"),
+            HeaderValue::from_static(SDP),
+        );
+        return r;
+    }
+    let Some(stream) = app.registry.get(&path) else {
+        return error(StatusCode::NOT_FOUND, format!("no stream named {path:?}"));
+    };
+    let Ok(offer) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, "bad SDP offer: not UTF-8 text");
+    };
+    let created = match engine.create_session(stream, offer).await {
+        Ok(c) => c,
+        Err(e) => return whep_error(e),
+    };
+    let location = format!("/{path}/whep/{}", format_id(created.id));
+    let mut resp = (StatusCode::CREATED, created.answer).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&created.etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(
+        HeaderName::from_static("accept-patch"),
+        HeaderValue::from_static(SDPFRAG),
+    );
+    for link in ice_server_links(engine.ice_servers()) {
+        h.append(header::LINK, link);
+    }
+    resp
+}
+
+/// `PATCH /<path>/whep/<id>`: trickled candidates.
+async fn trickle(
+    State(app): State<AppState>,
+    Path((path, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let engine = match engine(&app) {
+        Ok(e) => e,
+        Err(r) => return *r,
+    };
+    let Some(id) = parse_id(&id) else {
+        return error(StatusCode::NOT_FOUND, "no such WHEP session");
+    };
+    if !has_content_type(&headers, SDPFRAG) {
+        let mut r = error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "PATCH takes Content-Type: application/trickle-ice-sdpfrag",
+        );
+        r.headers_mut().insert(
+            HeaderName::from_static("accept-patch"),
+            HeaderValue::from_static(SDPFRAG),
+        );
+        return r;
+    }
+    let Ok(body) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, "bad SDP fragment: not UTF-8 text");
+    };
+    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
+    match engine.patch(&path, id, if_match, body) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => whep_error(e),
+    }
+}
+
+/// `DELETE /<path>/whep/<id>`.
+async fn end(State(app): State<AppState>, Path((path, id)): Path<(String, String)>) -> Response {
+    let engine = match engine(&app) {
+        Ok(e) => e,
+        Err(r) => return *r,
+    };
+    let Some(id) = parse_id(&id) else {
+        return error(StatusCode::NOT_FOUND, "no such WHEP session");
+    };
+    match engine.delete(&path, id) {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => whep_error(e),
+    }
+}
+
+fn preflight(app: &AppState, methods: &'static str) -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(methods),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type, If-Match, Authorization"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    h.insert(
+        HeaderName::from_static("accept-post"),
+        HeaderValue::from_static(SDP),
+    );
+    h.insert(
+        HeaderName::from_static("accept-patch"),
+        HeaderValue::from_static(SDPFRAG),
+    );
+    if let Some(e) = &app.webrtc {
+        for link in ice_server_links(e.ice_servers()) {
+            h.append(header::LINK, link);
+        }
+    }
+    resp
+}
+
+/// `OPTIONS /<path>/whep`: CORS preflight (answered for any path, so that
+/// a browser's actual POST gets the informative 404/503).
+async fn preflight_endpoint(State(app): State<AppState>) -> Response {
+    preflight(&app, "OPTIONS, POST")
+}
+
+/// `OPTIONS /<path>/whep/<id>`.
+async fn preflight_resource(State(app): State<AppState>) -> Response {
+    preflight(&app, "OPTIONS, PATCH, DELETE")
+}
+
+/// `GET /api/v1/webrtc/sessions` body.
+#[derive(Serialize)]
+pub struct SessionList {
+    pub sessions: Vec<SessionInfo>,
+    /// Packets dropped because a socket buffer or a viewer's TCP queue was full.
+    pub dropped_packets: u64,
+}
+
+async fn list(State(app): State<AppState>) -> Response {
+    match &app.webrtc {
+        Some(e) => Json(SessionList {
+            sessions: e.sessions(),
+            dropped_packets: e.dropped_packets(),
+        })
+        .into_response(),
+        None => Json(SessionList {
+            sessions: Vec::new(),
+            dropped_packets: 0,
+        })
+        .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,432 @@
+//! WHEP handlers through the router with `oneshot`: status codes, headers,
+//! bad offers. The engine is real (bound to 127.0.0.1, ephemeral port); no
+//! peer ever connects.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use crate::bus::{Codec, Registry, Stream, StreamState, Track};
+use crate::config::{IceServer, WebRtcSettings};
+use crate::egress::webrtc::WebRtcEngine;
+use crate::http::{router, AppState};
+
+const OFFER: &str = include_str!("../../egress/webrtc/testdata/chrome_offer.sdp");
+
+fn h264_track() -> Arc<Track> {
+    Arc::new(Track {
+        codec: Codec::H264 {
+            sps: Bytes::from_static(&[0x67, 0x64, 0x00, 0x1f, 0xac]),
+            pps: Bytes::from_static(&[0x68, 0xeb, 0xe3]),
+        },
+        clock_rate: 90000,
+        rfc6381: Some("avc1.64001F".into()),
+        dimensions: Some((640, 360)),
+        frame_rate: Some(25.0),
+    })
+}
+
+fn aac_track() -> Arc<Track> {
+    Arc::new(Track {
+        codec: Codec::Aac {
+            config: Bytes::from_static(&[0x11, 0x90]),
+            channels: 2,
+        },
+        clock_rate: 48000,
+        rfc6381: Some("mp4a.40.2".into()),
+        dimensions: None,
+        frame_rate: None,
+    })
+}
+
+struct Fixture {
+    app: axum::Router,
+    engine: Arc<WebRtcEngine>,
+}
+
+async fn fixture() -> Fixture {
+    let registry = Registry::new();
+    let cam = Stream::new("cam", "rtsp://10.0.0.1/s");
+    cam.set_tracks(vec![h264_track(), aac_track()]);
+    cam.set_state(StreamState::Live);
+    registry.insert(cam);
+    let down = Stream::new("down", "rtsp://10.0.0.2/s");
+    down.set_state(StreamState::Reconnecting {
+        error: "cannot connect to the camera: connection refused".into(),
+    });
+    registry.insert(down);
+    let engine = WebRtcEngine::start(
+        IpAddr::from([127, 0, 0, 1]),
+        WebRtcSettings {
+            port: 0,
+            additional_hosts: vec!["203.0.113.9".into()],
+            ice_servers: vec![
+                IceServer {
+                    url: "stun:stun.example.com:3478".into(),
+                    username: None,
+                    credential: None,
+                },
+                IceServer {
+                    url: "turn:turn.example.com:3478".into(),
+                    username: Some("u".into()),
+                    credential: Some("p".into()),
+                },
+            ],
+        },
+    )
+    .await
+    .unwrap();
+    let app = router(AppState {
+        registry,
+        rtsp_base: "rtsp://127.0.0.1:8554".into(),
+        webrtc: Some(engine.clone()),
+    });
+    Fixture { app, engine }
+}
+
+async fn send(app: &axum::Router, req: Request<Body>) -> (Response<Body>, String) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    (Response::from_parts(parts, Body::empty()), text)
+}
+
+fn post(path: &str, ctype: &str, body: &str) -> Request<Body> {
+    Request::post(path)
+        .header("content-type", ctype)
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+fn header<'a>(r: &'a Response<Body>, name: &str) -> Option<&'a str> {
+    r.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// POSTs the Chromium offer to /cam/whep; returns (location, etag).
+async fn create(f: &Fixture) -> (String, String) {
+    let (r, body) = send(&f.app, post("/cam/whep", "application/sdp", OFFER)).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{body}");
+    (
+        header(&r, "location").unwrap().to_owned(),
+        header(&r, "etag").unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn post_creates_a_session_with_answer_and_headers() {
+    let f = fixture().await;
+    let (r, body) = send(
+        &f.app,
+        post("/cam/whep", "application/sdp; charset=utf-8", OFFER),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{body}");
+    assert_eq!(header(&r, "content-type"), Some("application/sdp"));
+    let loc = header(&r, "location").unwrap();
+    let id = loc.strip_prefix("/cam/whep/").expect(loc);
+    assert_eq!(id.len(), 32);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    let etag = header(&r, "etag").unwrap();
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"') && etag.len() > 2,
+        "{etag}"
+    );
+    assert_eq!(
+        header(&r, "accept-patch"),
+        Some("application/trickle-ice-sdpfrag")
+    );
+    assert_eq!(header(&r, "access-control-allow-origin"), Some("*"));
+    assert!(header(&r, "access-control-expose-headers")
+        .unwrap()
+        .contains("Location"));
+    let links: Vec<&str> = r
+        .headers()
+        .get_all("link")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(
+        links,
+        [
+            "<stun:stun.example.com:3478>; rel=\"ice-server\"",
+            "<turn:turn.example.com:3478>; rel=\"ice-server\"; username=\"u\"; credential=\"p\"; credential-type=\"password\"",
+        ]
+    );
+    // The answer: H.264 as f4001f (Chromium's only High-capable entry),
+    // ICE-lite, host candidates on the engine's port, AAC explained.
+    assert!(body.starts_with("v=0\r\n"), "{body}");
+    assert!(body.contains("a=ice-lite"), "{body}");
+    assert!(body.contains("profile-level-id=f4001f"), "{body}");
+    let port = f.engine.local_addr().port();
+    assert!(
+        body.contains(&format!("127.0.0.1 {port} typ host")),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("203.0.113.9 {port} typ host")),
+        "{body}"
+    );
+    assert!(body.contains("tcptype passive"), "{body}");
+    assert!(
+        body.contains("a=rtspgate-info:track 1 (aac) not sent"),
+        "{body}"
+    );
+
+    // The API shows the session and the reader count.
+    let (r, list) = send(
+        &f.app,
+        Request::get("/api/v1/webrtc/sessions")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v["sessions"][0]["id"], id);
+    assert_eq!(v["sessions"][0]["path"], "cam");
+    assert_eq!(v["sessions"][0]["state"], "connecting");
+    assert_eq!(v["sessions"][0]["video_codec"], "h264");
+    assert!(v["sessions"][0]["audio_codec"].is_null());
+    assert_eq!(v["sessions"][0]["packets_sent"], 0);
+    let (_, streams) = send(
+        &f.app,
+        Request::get("/api/v1/streams/cam")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let s: serde_json::Value = serde_json::from_str(&streams).unwrap();
+    assert_eq!(s["readers"]["webrtc"], 1);
+    assert_eq!(s["urls"]["whep"], "/cam/whep");
+    assert!(s["webrtc"]["notes"][0]
+        .as_str()
+        .unwrap()
+        .contains("AAC is not sent over WebRTC"));
+}
+
+#[tokio::test]
+async fn post_errors() {
+    let f = fixture().await;
+    // Wrong content type: 415 and what to send instead.
+    let (r, _) = send(&f.app, post("/cam/whep", "text/plain", OFFER)).await;
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(header(&r, "accept-post"), Some("application/sdp"));
+    let (r, _) = send(
+        &f.app,
+        Request::post("/cam/whep").body(Body::from(OFFER)).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Unknown path.
+    let (r, body) = send(&f.app, post("/nope/whep", "application/sdp", OFFER)).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(body.contains("nope"), "{body}");
+    // Unparsable offers.
+    for bad in ["hello", "v=0\r\ns=-\r\n", "v=0\r\nm=video x\r\n"] {
+        let (r, body) = send(&f.app, post("/cam/whep", "application/sdp", bad)).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad:?}: {body}");
+    }
+    // Parsable by us, rejected by str0m (no DTLS fingerprint).
+    let no_fp: String = OFFER
+        .split("\r\n")
+        .filter(|l| !l.starts_with("a=fingerprint"))
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    let (r, body) = send(&f.app, post("/cam/whep", "application/sdp", &no_fp)).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+    // Not live: 503 with the reason.
+    let (r, body) = send(&f.app, post("/down/whep", "application/sdp", OFFER)).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("connection refused"), "{body}");
+    // Nothing sendable: the offer receives VP8 video only.
+    let vp8_only: String = OFFER
+        .split("\r\n")
+        .filter(|l| !l.contains("H264") && !l.starts_with("m=audio"))
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    let vp8_only = vp8_only.split("m=audio").next().unwrap().to_owned();
+    let (r, body) = send(&f.app, post("/cam/whep", "application/sdp", &vp8_only)).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("the stream has h264 + aac"), "{body}");
+    // GET on the endpoint is not a WHEP method.
+    let (r, _) = send(
+        &f.app,
+        Request::get("/cam/whep").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(f.engine.sessions().is_empty());
+}
+
+#[tokio::test]
+async fn patch_trickles_candidates_and_refuses_restarts() {
+    let f = fixture().await;
+    let (loc, etag) = create(&f).await;
+    let frag = "a=ice-ufrag:Qx7w\r\na=ice-pwd:4ZcT7PjNzCqO9fSsBoP0QfJk\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\na=candidate:2 1 udp 2122260223 1c9e6d2b-4a8e-4a63-bd77-8d2f7ad70f13.local 50001 typ host\r\na=end-of-candidates\r\n";
+    let patch = |body: &str, ctype: &str, if_match: Option<&str>| {
+        let mut b = Request::patch(loc.as_str()).header("content-type", ctype);
+        if let Some(m) = if_match {
+            b = b.header("if-match", m);
+        }
+        b.body(Body::from(body.to_owned())).unwrap()
+    };
+    let (r, body) = send(
+        &f.app,
+        patch(frag, "application/trickle-ice-sdpfrag", Some(&etag)),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{body}");
+    let (r, _) = send(&f.app, patch(frag, "application/trickle-ice-sdpfrag", None)).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (r, _) = send(&f.app, patch(frag, "application/sdp", Some(&etag))).await;
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (r, _) = send(
+        &f.app,
+        patch(frag, "application/trickle-ice-sdpfrag", Some("\"other\"")),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    let (r, body) = send(
+        &f.app,
+        patch(frag, "application/trickle-ice-sdpfrag", Some("*")),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("ICE restarts are not supported"), "{body}");
+    let restart = frag.replace("ice-ufrag:Qx7w", "ice-ufrag:NEW1");
+    let (r, _) = send(
+        &f.app,
+        patch(&restart, "application/trickle-ice-sdpfrag", None),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let (r, _) = send(
+        &f.app,
+        patch(
+            "a=candidate:garbage\r\n",
+            "application/trickle-ice-sdpfrag",
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let (r, _) = send(
+        &f.app,
+        patch("not a fragment", "application/trickle-ice-sdpfrag", None),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Unknown session id, malformed id, or the right id under another path.
+    let unknown = format!("/cam/whep/{}", "0".repeat(32));
+    let (r, _) = send(
+        &f.app,
+        Request::patch(unknown.as_str())
+            .header("content-type", "application/trickle-ice-sdpfrag")
+            .body(Body::from(frag))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let (r, _) = send(
+        &f.app,
+        Request::patch("/cam/whep/xyz")
+            .header("content-type", "application/trickle-ice-sdpfrag")
+            .body(Body::from(frag))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let other = loc.replace("/cam/", "/down/");
+    let (r, _) = send(
+        &f.app,
+        Request::patch(other.as_str())
+            .header("content-type", "application/trickle-ice-sdpfrag")
+            .body(Body::from(frag))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn delete_ends_the_session() {
+    let f = fixture().await;
+    let (loc, _) = create(&f).await;
+    assert_eq!(f.engine.readers("cam"), 1);
+    let (r, _) = send(
+        &f.app,
+        Request::delete(loc.as_str()).body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(f.engine.readers("cam"), 0);
+    assert!(f.engine.sessions().is_empty());
+    let (r, _) = send(
+        &f.app,
+        Request::delete(loc.as_str()).body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let (r, _) = send(
+        &f.app,
+        Request::delete("/cam/whep/1234")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn options_is_a_cors_preflight() {
+    let f = fixture().await;
+    let (r, _) = send(
+        &f.app,
+        Request::options("/cam/whep")
+            .header("origin", "https://player.example")
+            .header("access-control-request-method", "POST")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "accept-post"), Some("application/sdp"));
+    assert_eq!(header(&r, "access-control-allow-origin"), Some("*"));
+    assert!(header(&r, "access-control-allow-methods")
+        .unwrap()
+        .contains("POST"));
+    assert!(header(&r, "access-control-allow-headers")
+        .unwrap()
+        .contains("Content-Type"));
+    assert_eq!(r.headers().get_all("link").iter().count(), 2);
+    let (r, _) = send(
+        &f.app,
+        Request::options(format!("/cam/whep/{}", "a".repeat(32)))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(header(&r, "access-control-allow-methods")
+        .unwrap()
+        .contains("DELETE"));
+}
+
+#[tokio::test]
+async fn without_an_engine_whep_is_503() {
+    let registry = Registry::new();
+    let app = router(AppState {
+        registry,
+        rtsp_base: "rtsp://127.0.0.1:8554".into(),
+        webrtc: None,
+    });
+    let (r, body) = send(&app, post("/cam/whep", "application/sdp", OFFER)).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("not enabled"), "{body}");
+}
