@@ -19,6 +19,7 @@ use retina::client::{
 };
 use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoParametersCodec};
 
+use super::opus_side::{self, AbortOnDrop, OpusSide};
 use super::{Backoff, Source, Timeline};
 use crate::bus::{Codec, Frame, IngestInfo, MediaKind, Stream, StreamState, Track};
 use crate::config::{redact, SourceConfig, TransportPref};
@@ -70,6 +71,8 @@ struct Pull {
     /// UDP failed once: use TCP from now on.
     tcp_only: bool,
     notice: Option<String>,
+    /// Timestamp continuity of the Opus track read by [`opus_side`].
+    opus_timeline: Arc<std::sync::Mutex<Timeline>>,
 }
 
 async fn run(src: RtspPull, stream: Arc<Stream>) {
@@ -81,6 +84,7 @@ async fn run(src: RtspPull, stream: Arc<Stream>) {
         stream,
         timelines: Vec::new(),
         notice: None,
+        opus_timeline: Arc::new(std::sync::Mutex::new(Timeline::new(48000))),
     };
     let mut backoff = Backoff::default();
     loop {
@@ -150,15 +154,19 @@ impl Pull {
         (end, live)
     }
 
-    async fn session_inner(&mut self, use_tcp: bool, live: &mut bool) -> SessionEnd {
+    fn session_options(&self) -> SessionOptions {
         let creds = self.config.user.as_ref().map(|u| Credentials {
             username: u.clone(),
             password: self.config.pass.clone().unwrap_or_default(),
         });
-        let options = SessionOptions::default()
+        SessionOptions::default()
             .creds(creds)
             .user_agent(format!("rtspgate/{}", env!("CARGO_PKG_VERSION")))
-            .session_group(self.group.clone());
+            .session_group(self.group.clone())
+    }
+
+    async fn session_inner(&mut self, use_tcp: bool, live: &mut bool) -> SessionEnd {
+        let options = self.session_options();
         let described = tokio::time::timeout(
             REQUEST_TIMEOUT,
             retina::client::Session::describe(self.config.url.clone(), options),
@@ -178,8 +186,14 @@ impl Pull {
         // Pick the streams we can carry; the rest are skipped with a note.
         let mut picked = Vec::new(); // (retina stream index, kind)
         let mut skipped = Vec::new();
+        // Opus: read by a second session (see `opus_side`); (index, channels).
+        let mut opus = None;
         for (i, s) in session.streams().iter().enumerate() {
             let enc = s.encoding_name();
+            if (s.media(), enc) == ("audio", "opus") && opus.is_none() {
+                opus = Some((i, s.channels().map_or(2, NonZeroU16::get)));
+                continue;
+            }
             let ok = matches!((s.media(), enc), ("video", "h264") | ("video", "h265"))
                 || matches!(
                     (s.media(), enc),
@@ -196,6 +210,11 @@ impl Pull {
                 path = self.stream.name(),
                 "skipping unsupported tracks: {}",
                 skipped.join(", ")
+            );
+        }
+        if picked.is_empty() && opus.is_some() {
+            return SessionEnd::Failed(
+                "the camera offers only Opus audio; rtspgate reads Opus only beside a video or other audio track".into(),
             );
         }
         if picked.is_empty() {
@@ -266,6 +285,32 @@ impl Pull {
         let has_video = picked
             .iter()
             .any(|&i| demuxed.streams()[i].media() == "video");
+        // The Opus track comes last on the bus; a second session feeds it.
+        let _opus_side = opus.map(|(retina_index, channels)| {
+            tracks.push(Some(Arc::new(Track {
+                codec: Codec::Opus { channels },
+                clock_rate: 48000,
+                rfc6381: Some("opus".to_owned()),
+                dimensions: None,
+                frame_rate: None,
+            })));
+            self.opus_timeline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .new_session(play_at);
+            AbortOnDrop(tokio::spawn(opus_side::run(
+                OpusSide {
+                    url: self.config.url.clone(),
+                    options: self.session_options(),
+                    transport: transport.clone(),
+                    retina_index,
+                    bus_track: picked.len(),
+                    has_video,
+                    timeline: self.opus_timeline.clone(),
+                },
+                self.stream.clone(),
+            )))
+        });
         let mut published = false;
         let mut got_media = false;
         if self.timelines.len() != picked.len() {

@@ -1,0 +1,141 @@
+//! Opus audio from an RTSP camera, read beside the main session.
+//!
+//! retina 0.4 has no Opus depacketizer, and `Session::demuxed` refuses a
+//! session in which any set-up stream lacks one, so the main session
+//! ([`super::rtsp_pull`]) cannot SETUP the Opus stream. This module opens a
+//! second RTSP session to the same URL that sets up only the Opus stream
+//! and reads retina's raw RTP packets: RFC 7587 §4.2 puts exactly one Opus
+//! packet in each RTP payload, so the payload is the bus frame as is.
+//!
+//! Timestamps go through the same kind of [`Timeline`] as the main
+//! session's tracks (persisted across reconnects by the caller), anchored at
+//! the main session's PLAY time, so audio and video stay on one clock as
+//! closely as two sessions to one camera allow (within network jitter).
+//!
+//! The task lives as long as the main session: the caller aborts it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use retina::client::{InitialTimestampPolicy, Session};
+use retina::client::{PacketItem, PlayOptions, SessionOptions, SetupOptions, Transport};
+
+use super::Timeline;
+use crate::bus::{Frame, Stream};
+
+/// How long an RTSP request of the side session may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the side session needs.
+pub struct OpusSide {
+    pub url: url::Url,
+    pub options: SessionOptions,
+    pub transport: Transport,
+    /// Index of the Opus stream in the camera's DESCRIBE answer.
+    pub retina_index: usize,
+    /// Bus track index the frames are published as.
+    pub bus_track: usize,
+    /// Whether the stream has video: then audio frames never start a GOP.
+    pub has_video: bool,
+    /// 48 kHz timeline shared across reconnects.
+    pub timeline: Arc<Mutex<Timeline>>,
+}
+
+/// Runs the side session until the camera fails it or the task is
+/// aborted. Failures are logged, not retried: the main session's next
+/// reconnect starts a new side session.
+pub async fn run(side: OpusSide, stream: Arc<Stream>) {
+    if let Err(e) = run_inner(side, &stream).await {
+        tracing::warn!(
+            path = stream.name(),
+            "Opus audio not available: {}",
+            crate::config::redact(&e)
+        );
+    }
+}
+
+async fn run_inner(side: OpusSide, stream: &Arc<Stream>) -> Result<(), String> {
+    let mut session = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        Session::describe(side.url.clone(), side.options),
+    )
+    .await
+    .map_err(|_| "the camera did not answer DESCRIBE for the Opus stream in time".to_owned())?
+    .map_err(|e| format!("DESCRIBE for the Opus stream failed: {e}"))?;
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        session.setup(
+            side.retina_index,
+            SetupOptions::default().transport(side.transport),
+        ),
+    )
+    .await
+    .map_err(|_| "the camera did not answer SETUP for the Opus stream in time".to_owned())?
+    .map_err(|e| format!("SETUP of the Opus stream failed: {e}"))?;
+    let playing = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        session.play(PlayOptions::default().initial_timestamp(InitialTimestampPolicy::Permissive)),
+    )
+    .await
+    .map_err(|_| "the camera did not answer PLAY for the Opus stream in time".to_owned())?
+    .map_err(|e| format!("PLAY of the Opus stream failed: {e}"))?;
+    let mut playing = Box::pin(playing);
+    tracing::info!(
+        path = stream.name(),
+        "reading Opus audio in a second RTSP session"
+    );
+    loop {
+        let item = match tokio::time::timeout(REQUEST_TIMEOUT, playing.next()).await {
+            Err(_) => return Err("no Opus packets for 10 s".to_owned()),
+            Ok(None) => return Err("the camera closed the Opus session".to_owned()),
+            Ok(Some(Err(e))) => return Err(format!("Opus session: {e}")),
+            Ok(Some(Ok(item))) => item,
+        };
+        let PacketItem::Rtp(pkt) = item else {
+            continue;
+        };
+        if pkt.stream_id() != side.retina_index {
+            continue;
+        }
+        // Published tracks must include ours before frames are sent.
+        if stream
+            .tracks()
+            .is_none_or(|set| set.tracks.len() <= side.bus_track)
+        {
+            continue;
+        }
+        let now = Instant::now();
+        let elapsed = pkt.timestamp().elapsed();
+        let pts = side
+            .timeline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(elapsed, now);
+        let data = pkt.into_payload_bytes();
+        if data.is_empty() {
+            continue;
+        }
+        stream.publish(
+            Frame {
+                track: side.bus_track,
+                pts,
+                dts: pts,
+                keyframe: true,
+                received: now,
+                data,
+                new_track: None,
+            },
+            !side.has_video,
+        );
+    }
+}
+
+/// Aborts the side task when the main session ends.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
