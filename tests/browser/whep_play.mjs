@@ -1,0 +1,250 @@
+// Headless Chromium as a WHEP viewer, for rtspgate's end-to-end tests and
+// benchmark.
+//
+//   node whep_play.mjs --page http://127.0.0.1:H/api/v1/streams \
+//     --url http://127.0.0.1:H/cam/whep [--url ...] [--viewers N] \
+//     [--seconds S] [--delete | --vanish] [--timeout S]
+//
+// Opens one page on the gateway's origin (same-origin WHEP requests), and
+// for every --url starts N RTCPeerConnections (recvonly video + audio),
+// each POSTing its offer once ICE gathering is complete (no trickle). After
+// --seconds of playback it reads getStats(), optionally DELETEs each
+// session, and prints one JSON object on stdout:
+//   {"ok": true, "viewers": [{url, status, location, postMs, firstFrameMs,
+//     framesDecoded, keyFramesDecoded, frameWidth, frameHeight, videoCodec,
+//     audioCodec, audioPackets, audioSamples, deleteStatus, error}], ...}
+// firstFrameMs is measured from sending the POST to the first decoded
+// video frame (requestVideoFrameCallback, else framesDecoded polling).
+// --vanish leaves the peer connections open and exits at once, which kills
+// Chromium without a DTLS close_notify or RTCP BYE: a viewer that vanished.
+// Exits 2 on a usage error, 3 on the hard timeout.
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+function parseArgs(argv) {
+  const a = { urls: [], viewers: 1, seconds: 6, del: false, vanish: false, timeout: 90, page: null };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    const v = () => {
+      if (i + 1 >= argv.length) usage(`${k} needs a value`);
+      return argv[++i];
+    };
+    if (k === '--url') a.urls.push(v());
+    else if (k === '--page') a.page = v();
+    else if (k === '--viewers') a.viewers = Number(v());
+    else if (k === '--seconds') a.seconds = Number(v());
+    else if (k === '--timeout') a.timeout = Number(v());
+    else if (k === '--delete') a.del = true;
+    else if (k === '--vanish') a.vanish = true;
+    else usage(`unknown argument ${k}`);
+  }
+  if (!a.urls.length || !a.page) usage('need --page and at least one --url');
+  return a;
+}
+
+function usage(msg) {
+  console.error(`whep_play.mjs: ${msg}`);
+  process.exit(2);
+}
+
+const args = parseArgs(process.argv.slice(2));
+const hardTimer = setTimeout(() => {
+  console.log(JSON.stringify({ ok: false, error: `hard timeout after ${args.timeout} s` }));
+  process.exit(3);
+}, args.timeout * 1000);
+
+const profile = mkdtempSync(join(tmpdir(), 'rtspgate-chromium-'));
+let context;
+try {
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--autoplay-policy=no-user-gesture-required',
+      '--allow-loopback-in-peer-connection',
+      '--disable-features=WebRtcHideLocalIpsWithMdns',
+    ],
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  const consoleLines = [];
+  page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
+  await page.goto(args.page);
+
+  const result = await page.evaluate(
+    async ({ urls, viewers, seconds, del, vanish }) => {
+      const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+      async function gatheringComplete(pc, ms) {
+        if (pc.iceGatheringState === 'complete') return;
+        await Promise.race([
+          new Promise((r) =>
+            pc.addEventListener('icegatheringstatechange', () => {
+              if (pc.iceGatheringState === 'complete') r();
+            }),
+          ),
+          sleep(ms),
+        ]);
+      }
+
+      async function start(url) {
+        const v = { url, status: null, location: null, error: null };
+        const pc = new RTCPeerConnection({ iceServers: [] });
+        pc.addTransceiver('video', { direction: 'recvonly' });
+        pc.addTransceiver('audio', { direction: 'recvonly' });
+        const video = document.createElement('video');
+        video.muted = true;
+        video.autoplay = true;
+        video.playsInline = true;
+        document.body.appendChild(video);
+        const ms = new MediaStream();
+        pc.ontrack = (e) => {
+          ms.addTrack(e.track);
+          video.srcObject = ms;
+          video.play().catch(() => {});
+        };
+        v.pc = pc;
+        v.video = video;
+        try {
+          await pc.setLocalDescription(await pc.createOffer());
+          await gatheringComplete(pc, 3000);
+          const t0 = performance.now();
+          v.t0 = t0;
+          if ('requestVideoFrameCallback' in video) {
+            video.requestVideoFrameCallback(() => {
+              if (v.firstFrameMs == null) v.firstFrameMs = performance.now() - t0;
+            });
+          }
+          const resp = await fetch(url, {
+            method: 'POST',
+            headers: { 'Content-Type': 'application/sdp' },
+            body: pc.localDescription.sdp,
+          });
+          v.status = resp.status;
+          v.postMs = performance.now() - t0;
+          v.location = resp.headers.get('Location');
+          v.etag = resp.headers.get('ETag');
+          const text = await resp.text();
+          if (resp.status !== 201) {
+            v.error = `POST ${url}: ${resp.status} ${text.trim()}`;
+            return v;
+          }
+          v.answerNotes = text
+            .split('\r\n')
+            .filter((l) => l.startsWith('a=rtspgate-info:'))
+            .map((l) => l.slice('a=rtspgate-info:'.length));
+          await pc.setRemoteDescription({ type: 'answer', sdp: text });
+        } catch (e) {
+          v.error = `${e}`;
+        }
+        return v;
+      }
+
+      async function stats(v) {
+        const out = { framesDecoded: 0, audioPackets: 0, audioSamples: 0 };
+        const report = await v.pc.getStats();
+        const codecs = {};
+        report.forEach((s) => {
+          if (s.type === 'codec') codecs[s.id] = s.mimeType;
+        });
+        report.forEach((s) => {
+          if (s.type !== 'inbound-rtp') return;
+          if (s.kind === 'video') {
+            out.framesDecoded = s.framesDecoded ?? 0;
+            out.keyFramesDecoded = s.keyFramesDecoded ?? 0;
+            out.framesReceived = s.framesReceived ?? 0;
+            out.frameWidth = s.frameWidth ?? null;
+            out.frameHeight = s.frameHeight ?? null;
+            out.videoPackets = s.packetsReceived ?? 0;
+            out.videoPacketsLost = s.packetsLost ?? 0;
+            out.nackCount = s.nackCount ?? 0;
+            out.pliCount = s.pliCount ?? 0;
+            out.jitterBufferDelayMs =
+              s.jitterBufferEmittedCount > 0
+                ? (1000 * s.jitterBufferDelay) / s.jitterBufferEmittedCount
+                : null;
+            out.videoCodec = codecs[s.codecId] ?? null;
+          } else if (s.kind === 'audio') {
+            out.audioPackets = s.packetsReceived ?? 0;
+            out.audioSamples = s.totalSamplesReceived ?? 0;
+            out.concealedSamples = s.concealedSamples ?? 0;
+            out.audioCodec = codecs[s.codecId] ?? null;
+          }
+        });
+        return out;
+      }
+
+      const all = [];
+      for (const url of urls) for (let i = 0; i < viewers; i++) all.push(start(url));
+      const vs = await Promise.all(all);
+
+      // Poll framesDecoded for the first frame (fallback to rVFC timing).
+      const end = performance.now() + seconds * 1000;
+      while (performance.now() < end) {
+        for (const v of vs) {
+          if (v.status !== 201 || v.firstFrameMsStats != null) continue;
+          const s = await stats(v);
+          if (s.framesDecoded > 0) v.firstFrameMsStats = performance.now() - v.t0;
+        }
+        await sleep(20);
+      }
+
+      const out = [];
+      for (const v of vs) {
+        const row = {
+          url: v.url,
+          status: v.status,
+          location: v.location,
+          etag: v.etag ?? null,
+          postMs: v.postMs ?? null,
+          firstFrameMs: v.firstFrameMs ?? v.firstFrameMsStats ?? null,
+          firstFrameMsStats: v.firstFrameMsStats ?? null,
+          answerNotes: v.answerNotes ?? [],
+          connectionState: v.pc.connectionState,
+          error: v.error,
+        };
+        if (v.status === 201) Object.assign(row, await stats(v));
+        if (del && v.location) {
+          const r = await fetch(v.location, { method: 'DELETE' });
+          row.deleteStatus = r.status;
+        }
+        if (!vanish) v.pc.close();
+        out.push(row);
+      }
+      return out;
+    },
+    { urls: args.urls, viewers: args.viewers, seconds: args.seconds, del: args.del, vanish: args.vanish },
+  );
+
+  console.log(
+    JSON.stringify({
+      ok: result.every((v) => !v.error),
+      viewers: result,
+      console: consoleLines.slice(-50),
+      chromium: context.browser()?.version() ?? null,
+    }),
+  );
+  if (args.vanish) {
+    // Playwright's exit hook SIGKILLs Chromium: no goodbye reaches the gateway.
+    rmSync(profile, { recursive: true, force: true });
+    process.exit(0);
+  }
+} catch (e) {
+  console.log(JSON.stringify({ ok: false, error: `${e?.stack ?? e}` }));
+  process.exitCode = 1;
+} finally {
+  clearTimeout(hardTimer);
+  if (context) await context.close().catch(() => {});
+  rmSync(profile, { recursive: true, force: true });
+}

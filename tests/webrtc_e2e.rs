@@ -1,0 +1,418 @@
+//! WebRTC end to end with real peers: GStreamer camera → rtspgate →
+//! headless Chromium (Debian's /usr/bin/chromium driven by playwright-core
+//! from tests/browser) negotiating through WHEP.
+//!
+//! Needs: the GStreamer camera's packages (see .ci/run), `chromium`, `node`
+//! and `npm ci --prefix tests/browser`. All traffic stays on 127.0.0.1.
+
+mod common;
+
+use std::io::Read;
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// Seconds of playback per browser run: 25 fps × 6 s = 150 frames, plus the
+/// cached GOP sent at once.
+const PLAY_SECONDS: u64 = 6;
+const MIN_FRAMES: u64 = 100;
+
+fn browser_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"))
+}
+
+fn require_browser() {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: apt-get install -y chromium (see .ci/run)"
+    );
+    assert!(
+        browser_dir().join("node_modules/playwright-core").exists(),
+        "playwright-core is missing: npm ci --prefix tests/browser (see .ci/run)"
+    );
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 (WebRTC uses both).
+fn free_webrtc_port() -> u16 {
+    for _ in 0..100 {
+        let p = free_port();
+        if UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no port free for UDP and TCP on 127.0.0.1");
+}
+
+fn start_gateway(sources: &[String]) -> Gateway {
+    let (rtp, _) = free_udp_port_pair();
+    let mut args = vec![
+        "--rtp-port".to_owned(),
+        rtp.to_string(),
+        "--webrtc-port".to_owned(),
+        free_webrtc_port().to_string(),
+    ];
+    args.extend(sources.iter().cloned());
+    Gateway::start(args)
+}
+
+/// What the browser run reported.
+struct Play {
+    json: serde_json::Value,
+    stderr: String,
+}
+
+impl Play {
+    fn viewers(&self) -> &Vec<serde_json::Value> {
+        self.json["viewers"].as_array().unwrap_or_else(|| {
+            panic!(
+                "no viewers in browser output: {}\n{}",
+                self.json, self.stderr
+            )
+        })
+    }
+}
+
+fn u(v: &serde_json::Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or(0)
+}
+
+/// How the browser leaves after playing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// WHEP DELETE on each session, then close the peer connections.
+    Delete,
+    /// Chromium is killed with the peer connections open: no goodbye.
+    Vanish,
+}
+
+/// Spawns the browser script (see tests/browser/whep_play.mjs). Returns the
+/// child; [`finish`] collects its result. Killed after `seconds + 60` s.
+fn spawn_play(gw: &Gateway, paths: &[&str], viewers: u32, end: End) -> std::process::Child {
+    require_browser();
+    let mut cmd = Command::new("node");
+    cmd.arg(browser_dir().join("whep_play.mjs"))
+        .arg("--page")
+        .arg(gw.http_url("/api/v1/streams"))
+        .arg("--viewers")
+        .arg(viewers.to_string())
+        .arg("--seconds")
+        .arg(PLAY_SECONDS.to_string())
+        .arg("--timeout")
+        .arg((PLAY_SECONDS + 50).to_string());
+    for p in paths {
+        cmd.arg("--url").arg(gw.http_url(&format!("/{p}/whep")));
+    }
+    cmd.arg(match end {
+        End::Delete => "--delete",
+        End::Vanish => "--vanish",
+    });
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node (is nodejs installed?)")
+}
+
+fn finish(mut child: std::process::Child, gw: &mut Gateway) -> Play {
+    let deadline = Instant::now() + Duration::from_secs(PLAY_SECONDS + 60);
+    let mut out = child.stdout.take().expect("stdout is piped");
+    let mut err = child.stderr.take().expect("stderr is piped");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                gw.fail("the browser script did not finish in time");
+            }
+        }
+    }
+    let stdout = reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    let json: serde_json::Value = match stdout.lines().last().map(serde_json::from_str) {
+        Some(Ok(v)) => v,
+        _ => gw.fail(&format!(
+            "browser script printed no result\nstdout: {stdout}\nstderr: {stderr}"
+        )),
+    };
+    if json["ok"] != true {
+        gw.fail(&format!("browser run failed: {json}\nstderr: {stderr}"));
+    }
+    Play { json, stderr }
+}
+
+fn play(gw: &mut Gateway, paths: &[&str], viewers: u32, end: End) -> Play {
+    let child = spawn_play(gw, paths, viewers, end);
+    finish(child, gw)
+}
+
+#[track_caller]
+fn assert_video(gw: &mut Gateway, v: &serde_json::Value, width: u64) {
+    if u(v, "framesDecoded") < MIN_FRAMES || u(v, "frameWidth") != width {
+        gw.fail(&format!(
+            "want ≥ {MIN_FRAMES} decoded {width}-wide frames, got: {v}"
+        ));
+    }
+    assert_eq!(v["status"], 201, "{v}");
+    assert_eq!(v["videoCodec"], "video/H264", "{v}");
+    assert!(
+        v["location"].as_str().is_some_and(|l| l.contains("/whep/")),
+        "{v}"
+    );
+    println!(
+        "viewer {}: POST→answer {:.0} ms, POST→first decoded frame {:.0} ms, {} frames, {} audio packets",
+        v["location"],
+        v["postMs"].as_f64().unwrap_or(-1.0),
+        v["firstFrameMs"].as_f64().unwrap_or(-1.0),
+        u(v, "framesDecoded"),
+        u(v, "audioPackets")
+    );
+}
+
+fn sessions(gw: &Gateway) -> Vec<serde_json::Value> {
+    let r = gw
+        .http_get("/api/v1/webrtc/sessions")
+        .expect("GET sessions");
+    assert_eq!(r.status, 200);
+    r.json().expect("JSON")["sessions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn h264_opus_camera_plays_in_chromium_with_audio_and_delete_frees_it() {
+    let _guard = serial();
+    let cam = Camera::start(CameraOpts::new(VideoCodec::H264, AudioCodec::Opus));
+    let mut gw = start_gateway(&[format!("cam={}", cam.url())]);
+    let live = gw.wait_live("cam", Duration::from_secs(20));
+    let codecs: Vec<&str> = live["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["codec"].as_str())
+        .collect();
+    assert_eq!(codecs, ["h264", "opus"], "{live}");
+
+    let p = play(&mut gw, &["cam"], 1, End::Delete);
+    let v = &p.viewers()[0];
+    assert_video(&mut gw, v, 640);
+    if u(v, "audioPackets") < 100 || v["audioCodec"] != "audio/opus" || u(v, "audioSamples") == 0 {
+        gw.fail(&format!("want Opus audio, got: {v}"));
+    }
+    assert!(v["firstFrameMs"].as_f64().is_some(), "{v}");
+    assert_eq!(v["deleteStatus"], 200, "{v}");
+
+    // DELETE freed everything: no session, no WebRTC reader, no subscriber.
+    let gone = poll_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        let s = gw.stream("cam")?;
+        (sessions(&gw).is_empty() && s["readers"]["webrtc"] == 0).then_some(())
+    });
+    if gone.is_none() {
+        gw.fail("session still listed after DELETE");
+    }
+    let log = gw.log();
+    assert!(
+        log.contains("WebRTC viewer gone: ended by the viewer (DELETE)"),
+        "{}",
+        tail(&log, 40)
+    );
+}
+
+#[test]
+fn h264_aac_camera_plays_video_and_says_why_there_is_no_audio() {
+    let _guard = serial();
+    let cam = Camera::start(CameraOpts::new(VideoCodec::H264, AudioCodec::Aac));
+    let mut gw = start_gateway(&[format!("cam={}", cam.url())]);
+    gw.wait_live("cam", Duration::from_secs(20));
+
+    let p = play(&mut gw, &["cam"], 1, End::Delete);
+    let v = &p.viewers()[0];
+    assert_video(&mut gw, v, 640);
+    assert_eq!(u(v, "audioPackets"), 0, "{v}");
+    let notes = v["answerNotes"].to_string();
+    assert!(
+        notes.contains("AAC is not sent over WebRTC"),
+        "answer notes: {notes}"
+    );
+    let stream = gw.stream("cam").expect("stream listed");
+    assert!(
+        stream["webrtc"]["notes"]
+            .to_string()
+            .contains("AAC is not sent over WebRTC"),
+        "{stream}"
+    );
+}
+
+#[test]
+fn five_viewers_at_once() {
+    let _guard = serial();
+    let cam = Camera::start(CameraOpts::new(VideoCodec::H264, AudioCodec::Opus));
+    let mut gw = start_gateway(&[format!("cam={}", cam.url())]);
+    gw.wait_live("cam", Duration::from_secs(20));
+
+    let child = spawn_play(&gw, &["cam"], 5, End::Vanish);
+    // While they play, the API counts five connected WebRTC readers.
+    let seen = poll_until(
+        Duration::from_secs(PLAY_SECONDS + 10),
+        Duration::from_millis(200),
+        || {
+            let list = sessions(&gw);
+            let connected = list.iter().filter(|s| s["state"] == "connected").count();
+            (connected == 5 && gw.stream("cam")?["readers"]["webrtc"] == 5).then_some(list)
+        },
+    );
+    let p = finish(child, &mut gw);
+    let Some(list) = seen else {
+        gw.fail("never saw 5 connected sessions in the API");
+    };
+    for s in &list {
+        assert_eq!(s["path"], "cam");
+        assert_eq!(s["video_codec"], "h264");
+        assert_eq!(s["audio_codec"], "opus");
+    }
+    assert_eq!(p.viewers().len(), 5);
+    for v in p.viewers() {
+        assert_video(&mut gw, v, 640);
+        assert!(u(v, "audioPackets") > 100, "{v}");
+    }
+    // Chromium was killed without DELETE or DTLS close_notify: the sessions
+    // go away at the ICE consent timeout (15 s without STUN), not before.
+    let after = sessions(&gw);
+    assert!(!after.is_empty() && after.len() <= 5, "{after:?}");
+    let stats = &after[0];
+    // The test camera's ball scene encodes to about 100 kbit/s.
+    assert!(
+        u(stats, "packets_sent") > 300 && u(stats, "bytes_sent") > 20_000,
+        "{stats}"
+    );
+    assert!(stats["rtt_ms"].as_f64().is_some(), "{stats}");
+    let dropped = poll_until(Duration::from_secs(40), Duration::from_millis(500), || {
+        sessions(&gw).is_empty().then_some(())
+    });
+    if dropped.is_none() {
+        gw.fail("vanished viewers were not dropped at the ICE consent timeout");
+    }
+    assert!(
+        gw.log().contains("the viewer stopped answering"),
+        "{}",
+        tail(&gw.log(), 30)
+    );
+}
+
+#[test]
+fn two_stream_paths_at_once() {
+    let _guard = serial();
+    let big = Camera::start(CameraOpts::new(VideoCodec::H264, AudioCodec::Opus));
+    let small = Camera::start(CameraOpts {
+        width: 320,
+        height: 180,
+        ..CameraOpts::new(VideoCodec::H264, AudioCodec::None)
+    });
+    let mut gw = start_gateway(&[format!("a={}", big.url()), format!("b={}", small.url())]);
+    gw.wait_live("a", Duration::from_secs(20));
+    gw.wait_live("b", Duration::from_secs(20));
+
+    let p = play(&mut gw, &["a", "b"], 2, End::Delete);
+    let vs = p.viewers().clone();
+    assert_eq!(vs.len(), 4);
+    for v in &vs {
+        let url = v["url"].as_str().unwrap_or_default();
+        if url.ends_with("/a/whep") {
+            assert_video(&mut gw, v, 640);
+            assert!(u(v, "audioPackets") > 100, "{v}");
+        } else {
+            assert_video(&mut gw, v, 320);
+            assert_eq!(u(v, "audioPackets"), 0, "{v}");
+        }
+    }
+}
+
+#[test]
+fn b_frames_are_reported() {
+    let _guard = serial();
+    let cam = Camera::start(CameraOpts {
+        bframes: true,
+        ..CameraOpts::new(VideoCodec::H264, AudioCodec::None)
+    });
+    let mut gw = start_gateway(&[format!("cam={}", cam.url())]);
+    gw.wait_live("cam", Duration::from_secs(20));
+    let p = play(&mut gw, &["cam"], 1, End::Delete);
+    assert_eq!(p.viewers()[0]["status"], 201);
+    let stream = gw.stream("cam").expect("stream listed");
+    let notes = stream["webrtc"]["notes"].to_string();
+    assert!(notes.contains("B-frames"), "{stream}");
+    assert!(
+        gw.log().contains("the video has B-frames"),
+        "{}",
+        tail(&gw.log(), 30)
+    );
+}
+
+#[test]
+fn whep_errors_from_a_real_gateway() {
+    let _guard = serial();
+    let cam = Camera::start(CameraOpts::new(VideoCodec::H264, AudioCodec::None));
+    let mut gw = start_gateway(&[
+        format!("cam={}", cam.url()),
+        "down=rtsp://127.0.0.1:9/none".to_owned(),
+    ]);
+    gw.wait_live("cam", Duration::from_secs(20));
+    let port = gw.http_port();
+    let r = http_request(
+        port,
+        "POST",
+        "/cam/whep",
+        &[("Content-Type", "text/plain")],
+        b"v=0",
+    )
+    .unwrap();
+    assert_eq!(r.status, 415);
+    assert_eq!(r.header("accept-post"), Some("application/sdp"));
+    let r = http_request(
+        port,
+        "POST",
+        "/nope/whep",
+        &[("Content-Type", "application/sdp")],
+        b"v=0",
+    )
+    .unwrap();
+    assert_eq!(r.status, 404);
+    let r = http_request(
+        port,
+        "POST",
+        "/cam/whep",
+        &[("Content-Type", "application/sdp")],
+        b"garbage",
+    )
+    .unwrap();
+    assert_eq!(r.status, 400);
+    let r = http_request(
+        port,
+        "POST",
+        "/down/whep",
+        &[("Content-Type", "application/sdp")],
+        b"v=0",
+    )
+    .unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("not live"), "{}", r.text());
+    let r = http_request(port, "OPTIONS", "/cam/whep", &[], b"").unwrap();
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("accept-post"), Some("application/sdp"));
+}
