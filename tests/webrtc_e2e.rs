@@ -6,6 +6,7 @@
 //! and `npm ci --prefix tests/browser`. All traffic stays on 127.0.0.1.
 
 mod common;
+mod whep_client;
 
 use std::io::Read;
 use std::net::UdpSocket;
@@ -415,4 +416,71 @@ fn whep_errors_from_a_real_gateway() {
     let r = http_request(port, "OPTIONS", "/cam/whep", &[], b"").unwrap();
     assert_eq!(r.status, 204);
     assert_eq!(r.header("accept-post"), Some("application/sdp"));
+}
+
+/// ICE-TCP (RFC 6544) on the same port number, with a str0m viewer that
+/// only connects over TCP: media flows and the API says `tcp`.
+#[test]
+fn ice_tcp_viewer_receives_media() {
+    let _guard = serial();
+    let cam = Camera::start(CameraOpts::new(VideoCodec::H264, AudioCodec::Opus));
+    let mut gw = start_gateway(&[format!("cam={}", cam.url())]);
+    gw.wait_live("cam", Duration::from_secs(20));
+    let http = std::net::SocketAddr::from(([127, 0, 0, 1], gw.http_port()));
+    let handle = std::thread::spawn(move || {
+        whep_client::play(
+            http,
+            "cam",
+            whep_client::Via::Tcp,
+            Duration::from_secs(5),
+            false,
+            None,
+        )
+    });
+    let seen = poll_until(Duration::from_secs(8), Duration::from_millis(200), || {
+        sessions(&gw)
+            .into_iter()
+            .find(|s| s["state"] == "connected" && s["transport"] == "tcp")
+    });
+    let r = handle.join().expect("viewer thread");
+    if r.error.is_some() || r.video_frames < MIN_FRAMES || r.audio_frames < 100 || seen.is_none() {
+        gw.fail(&format!(
+            "ICE-TCP viewer: {r:?}; API saw tcp session: {seen:?}"
+        ));
+    }
+    assert!(
+        r.first_frame_has_sps,
+        "the first frame carries SPS/PPS: {r:?}"
+    );
+    println!(
+        "ICE-TCP viewer: connected {:?}, first frame {:?}, {} video / {} audio frames, {} packets",
+        r.connected, r.first_frame, r.video_frames, r.audio_frames, r.packets
+    );
+}
+
+/// The same over UDP with the str0m viewer: every frame of the GOP is
+/// received and the first is a keyframe with parameter sets.
+#[test]
+fn str0m_udp_viewer_starts_at_a_keyframe() {
+    let _guard = serial();
+    let cam = Camera::start(CameraOpts::new(VideoCodec::H264, AudioCodec::None));
+    let mut gw = start_gateway(&[format!("cam={}", cam.url())]);
+    gw.wait_live("cam", Duration::from_secs(20));
+    let http = std::net::SocketAddr::from(([127, 0, 0, 1], gw.http_port()));
+    let r = whep_client::play(
+        http,
+        "cam",
+        whep_client::Via::Udp,
+        Duration::from_secs(5),
+        true,
+        None,
+    );
+    if r.error.is_some() || r.video_frames < MIN_FRAMES || !r.first_frame_has_sps || r.keyframes < 4
+    {
+        gw.fail(&format!("UDP viewer: {r:?}"));
+    }
+    let gone = poll_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        sessions(&gw).is_empty().then_some(())
+    });
+    assert!(gone.is_some(), "DELETE frees the session");
 }

@@ -1,0 +1,352 @@
+//! A minimal WHEP viewer built on str0m, for tests and `examples/whep_load.rs`:
+//! POSTs a recvonly offer, connects over UDP or ICE-TCP (RFC 6544 active,
+//! RFC 4571 framing), and counts what it receives after SRTP decryption.
+//! Blocking sockets, one thread per viewer; everything on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpAnswer;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::net::{Protocol, Receive, TcpType};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+/// Transport for the media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Udp,
+    Tcp,
+}
+
+/// What one viewer saw.
+#[derive(Debug, Default, Clone)]
+pub struct Received {
+    pub status: u16,
+    pub location: Option<String>,
+    pub error: Option<String>,
+    /// From sending the POST to the 201 answer.
+    pub post: Option<Duration>,
+    /// From sending the POST to ICE+DTLS connected.
+    pub connected: Option<Duration>,
+    /// From sending the POST to the first complete video frame.
+    pub first_frame: Option<Duration>,
+    pub video_frames: u64,
+    pub keyframes: u64,
+    pub audio_frames: u64,
+    /// RTP packets and payload bytes received (decrypted), from str0m's
+    /// ingress stats.
+    pub packets: u64,
+    pub bytes: u64,
+    /// The first video frame contained an SPS (H.264 NAL type 7).
+    pub first_frame_has_sps: bool,
+}
+
+/// An HTTP response: status, headers (lowercase names), body.
+pub type HttpResponse = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// One HTTP/1.0 request to `addr`.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad HTTP response");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(bad)?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(bad)?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok((status, headers, raw[split + 4..].to_vec()))
+}
+
+enum Sock {
+    Udp(UdpSocket),
+    Tcp {
+        stream: TcpStream,
+        peer: SocketAddr,
+        acc: Vec<u8>,
+    },
+}
+
+struct Viewer {
+    rtc: Rtc,
+    sock: Sock,
+    local: SocketAddr,
+    video_mid: Mid,
+    t0: Instant,
+    r: Received,
+    /// Latest ingress stats: video packets, video bytes, audio packets, audio bytes.
+    counts: [u64; 4],
+}
+
+impl Viewer {
+    /// Drains str0m until its next timeout (required after every mutation).
+    fn drain(&mut self) -> Result<Instant, String> {
+        loop {
+            match self.rtc.poll_output().map_err(|e| format!("rtc: {e}"))? {
+                Output::Timeout(t) => return Ok(t),
+                Output::Transmit(t) => match &mut self.sock {
+                    Sock::Udp(s) => {
+                        let _ = s.send_to(&t.contents, t.destination);
+                    }
+                    Sock::Tcp { stream, .. } => {
+                        let len = u16::try_from(t.contents.len()).map_err(|_| "packet too big")?;
+                        let mut framed = len.to_be_bytes().to_vec();
+                        framed.extend_from_slice(&t.contents);
+                        stream
+                            .write_all(&framed)
+                            .map_err(|e| format!("ICE-TCP write: {e}"))?;
+                    }
+                },
+                Output::Event(e) => self.on_event(e),
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        let r = &mut self.r;
+        match e {
+            Event::Connected => r.connected = Some(self.t0.elapsed()),
+            Event::MediaData(m) if m.mid == self.video_mid => {
+                if r.first_frame.is_none() {
+                    r.first_frame = Some(self.t0.elapsed());
+                    // Annex B from str0m's depacketizer: 00 00 01 67 = SPS.
+                    r.first_frame_has_sps = m
+                        .data
+                        .windows(4)
+                        .any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 7);
+                }
+                r.video_frames += 1;
+                if m.is_keyframe() {
+                    r.keyframes += 1;
+                }
+            }
+            Event::MediaData(_) => r.audio_frames += 1,
+            Event::MediaIngressStats(s) => {
+                let at = if s.mid == self.video_mid { 0 } else { 2 };
+                self.counts[at] = s.packets;
+                self.counts[at + 1] = s.bytes;
+                r.packets = self.counts[0] + self.counts[2];
+                r.bytes = self.counts[1] + self.counts[3];
+            }
+            _ => {}
+        }
+    }
+
+    fn input(&mut self, proto: Protocol, from: SocketAddr, data: &[u8]) -> Result<(), String> {
+        if let Ok(recv) = Receive::new(proto, from, self.local, data) {
+            self.rtc
+                .handle_input(Input::Receive(Instant::now(), recv))
+                .map_err(|e| format!("rtc: {e}"))?;
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    /// Waits up to `wait` for network input and feeds it; then a timeout tick.
+    fn step(&mut self, wait: Duration, buf: &mut [u8]) -> Result<(), String> {
+        let wait = wait.max(Duration::from_millis(1));
+        match &mut self.sock {
+            Sock::Udp(s) => {
+                let _ = s.set_read_timeout(Some(wait));
+                if let Ok((n, from)) = s.recv_from(buf) {
+                    let data = buf[..n].to_vec();
+                    self.input(Protocol::Udp, from, &data)?;
+                }
+            }
+            Sock::Tcp { stream, acc, peer } => {
+                let peer = *peer;
+                let _ = stream.set_read_timeout(Some(wait));
+                match stream.read(buf) {
+                    Ok(0) => return Err("ICE-TCP connection closed".into()),
+                    Ok(n) => acc.extend_from_slice(&buf[..n]),
+                    Err(_) => {}
+                }
+                let mut packets = Vec::new();
+                while acc.len() >= 2 {
+                    let len = usize::from(u16::from_be_bytes([acc[0], acc[1]]));
+                    if acc.len() < 2 + len {
+                        break;
+                    }
+                    packets.push(acc.drain(..2 + len).skip(2).collect::<Vec<u8>>());
+                }
+                for p in packets {
+                    self.input(Protocol::Tcp, peer, &p)?;
+                }
+            }
+        }
+        self.rtc
+            .handle_input(Input::Timeout(Instant::now()))
+            .map_err(|e| format!("rtc: {e}"))?;
+        Ok(())
+    }
+}
+
+/// Plays `http://<http_addr>/<path>/whep` for `dur` (or until `stop` is
+/// set), then DELETEs the session if `delete`.
+pub fn play(
+    http_addr: SocketAddr,
+    path: &str,
+    via: Via,
+    dur: Duration,
+    delete: bool,
+    stop: Option<Arc<AtomicBool>>,
+) -> Received {
+    let mut r = Received::default();
+    match play_inner(http_addr, path, via, dur, delete, stop, &mut r) {
+        Ok(v) => v,
+        Err(e) => {
+            r.error = Some(e);
+            r
+        }
+    }
+}
+
+fn play_inner(
+    http_addr: SocketAddr,
+    path: &str,
+    via: Via,
+    dur: Duration,
+    delete: bool,
+    stop: Option<Arc<AtomicBool>>,
+    r: &mut Received,
+) -> Result<Received, String> {
+    let mut rtc = Rtc::builder()
+        .set_stats_interval(Some(Duration::from_millis(500)))
+        .build(Instant::now());
+    // UDP: bind first and announce the socket. TCP: the answer says where
+    // to connect; the local candidate is announced after connecting.
+    let udp = match via {
+        Via::Udp => {
+            let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+            let local = s.local_addr().map_err(|e| e.to_string())?;
+            rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
+            Some(s)
+        }
+        Via::Tcp => None,
+    };
+    let mut change = rtc.sdp_api();
+    let video_mid = change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    let (offer, pending) = change.apply().ok_or("no offer")?;
+
+    let t0 = Instant::now();
+    let (status, headers, body) = http(
+        http_addr,
+        "POST",
+        &format!("/{path}/whep"),
+        &[("Content-Type", "application/sdp")],
+        offer.to_sdp_string().as_bytes(),
+    )
+    .map_err(|e| format!("POST: {e}"))?;
+    r.status = status;
+    r.post = Some(t0.elapsed());
+    let answer = String::from_utf8_lossy(&body).into_owned();
+    if status != 201 {
+        return Err(format!("POST: {status} {answer}"));
+    }
+    r.location = headers
+        .iter()
+        .find(|(k, _)| k == "location")
+        .map(|(_, v)| v.clone());
+    let answer_sdp = SdpAnswer::from_sdp_string(&answer).map_err(|e| format!("answer: {e}"))?;
+    rtc.sdp_api()
+        .accept_answer(pending, answer_sdp)
+        .map_err(|e| format!("answer: {e}"))?;
+
+    let (sock, local) = match udp {
+        Some(s) => {
+            let local = s.local_addr().map_err(|e| e.to_string())?;
+            (Sock::Udp(s), local)
+        }
+        None => {
+            let server = answer
+                .lines()
+                .filter(|l| l.starts_with("a=candidate:") && l.contains("tcptype passive"))
+                .find_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    format!("{}:{}", f.get(4)?, f.get(5)?)
+                        .parse::<SocketAddr>()
+                        .ok()
+                })
+                .ok_or("no ICE-TCP candidate in the answer")?;
+            let stream = TcpStream::connect_timeout(&server, Duration::from_secs(5))
+                .map_err(|e| format!("ICE-TCP connect {server}: {e}"))?;
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().map_err(|e| e.to_string())?;
+            let c = Candidate::builder()
+                .tcp()
+                .host(local)
+                .tcptype(TcpType::Active)
+                .build()
+                .map_err(|e| e.to_string())?;
+            rtc.add_local_candidate(c);
+            (
+                Sock::Tcp {
+                    stream,
+                    peer: server,
+                    acc: Vec::new(),
+                },
+                local,
+            )
+        }
+    };
+    let mut v = Viewer {
+        rtc,
+        sock,
+        local,
+        video_mid,
+        t0,
+        r: std::mem::take(r),
+        counts: [0; 4],
+    };
+    let mut buf = vec![0u8; 65536];
+    let end = Instant::now() + dur;
+    loop {
+        let timeout = v.drain()?;
+        let now = Instant::now();
+        if now >= end || stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+            break;
+        }
+        let wait = timeout
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(50));
+        v.step(wait, &mut buf)?;
+    }
+    if delete {
+        if let Some(loc) = &v.r.location {
+            let _ = http(http_addr, "DELETE", loc, &[], b"");
+        }
+    }
+    Ok(v.r)
+}
