@@ -91,8 +91,11 @@ struct Entry {
 }
 
 /// Per-path state shared by that path's viewers.
-#[derive(Default)]
 struct PathState {
+    /// The path name, for logs and warnings.
+    name: Arc<str>,
+    /// Sessions of this path; the state goes when the last one does.
+    viewers: usize,
     /// Recent conversions: (frame, Annex B bytes).
     annexb: VecDeque<(Arc<Frame>, Arc<[u8]>)>,
     reorder: ReorderDetector,
@@ -336,6 +339,16 @@ impl Driver {
             Command::Add { session, stream } => {
                 let id = session.id;
                 self.demux.add_session(session.ufrag(), id);
+                self.paths
+                    .entry(session.path.clone())
+                    .or_insert_with(|| PathState {
+                        name: Arc::from(session.path.as_str()),
+                        viewers: 0,
+                        annexb: VecDeque::new(),
+                        reorder: ReorderDetector::default(),
+                        last_checked: None,
+                    })
+                    .viewers += 1;
                 tracing::info!(
                     path = %session.path,
                     session = %format_id(id),
@@ -417,10 +430,12 @@ impl Driver {
             }
         }
         let now = Instant::now();
-        let session_path = entry.session.path.clone();
-        let path = self.paths.entry(session_path.clone()).or_default();
+        // Present from `Command::Add` until the path's last session goes.
+        let Some(path) = self.paths.get_mut(entry.session.path.as_str()) else {
+            return;
+        };
         let shared = &self.shared;
-        let session_path = &session_path;
+        let session_path = path.name.clone();
         let mut convert = |codec: &Codec, f: &Arc<Frame>| -> Option<Arc<[u8]>> {
             if codec.kind() != MediaKind::Video {
                 return None;
@@ -433,7 +448,7 @@ impl Driver {
                 path.last_checked = Some(f.clone());
                 if path.reorder.check(codec, &f.data) {
                     tracing::warn!(path = %session_path, "{B_FRAMES_WARNING}");
-                    shared.set_warning(session_path, B_FRAMES_WARNING);
+                    shared.set_warning(&session_path, B_FRAMES_WARNING);
                 }
             }
             if let Some((_, data)) = path.annexb.iter().find(|(g, _)| Arc::ptr_eq(g, f)) {
@@ -501,9 +516,12 @@ impl Driver {
         self.demux.remove_session(entry.session.ufrag(), id);
         let path = entry.session.path.clone();
         self.shared.remove_session(id);
-        if !self.sessions.values().any(|e| e.session.path == path) {
-            // Last viewer of this path: drop the cached conversions.
-            self.paths.remove(&path);
+        if let Some(p) = self.paths.get_mut(&path) {
+            p.viewers = p.viewers.saturating_sub(1);
+            if p.viewers == 0 {
+                // Last viewer of this path: drop the cached conversions.
+                self.paths.remove(&path);
+            }
         }
         tracing::info!(path = %path, session = %format_id(id), "WebRTC viewer gone: {reason}");
     }
