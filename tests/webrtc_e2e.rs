@@ -484,3 +484,70 @@ fn str0m_udp_viewer_starts_at_a_keyframe() {
     });
     assert!(gone.is_some(), "DELETE frees the session");
 }
+
+/// G.711 passes through: a PCMA camera's audio reaches Chromium.
+#[test]
+fn pcma_camera_audio_plays_in_chromium() {
+    let _guard = serial();
+    let cam = Camera::start(CameraOpts::new(VideoCodec::H264, AudioCodec::Pcma));
+    let mut gw = start_gateway(&[format!("cam={}", cam.url())]);
+    gw.wait_live("cam", Duration::from_secs(20));
+    let p = play(&mut gw, &["cam"], 1, End::Delete);
+    let v = &p.viewers()[0];
+    assert_video(&mut gw, v, 640);
+    if u(v, "audioPackets") < 100 || v["audioCodec"] != "audio/PCMA" {
+        gw.fail(&format!("want PCMA audio, got: {v}"));
+    }
+}
+
+/// H.265 goes to viewers that offer it (the str0m viewer does), with
+/// VPS/SPS/PPS before the first keyframe; a browser that does not offer
+/// H.265 gets 422 naming the codec.
+#[test]
+fn h265_goes_to_viewers_that_offer_it() {
+    let _guard = serial();
+    let cam = Camera::start(CameraOpts::new(VideoCodec::H265, AudioCodec::None));
+    let mut gw = start_gateway(&[format!("cam={}", cam.url())]);
+    gw.wait_live("cam", Duration::from_secs(20));
+    let http = std::net::SocketAddr::from(([127, 0, 0, 1], gw.http_port()));
+    let r = whep_client::play(
+        http,
+        "cam",
+        whep_client::Via::Udp,
+        Duration::from_secs(5),
+        true,
+        None,
+    );
+    // H.265 NAL header byte: type in bits 1..=6; VPS 32, SPS 33, PPS 34.
+    let types: Vec<u8> = r
+        .first_frame_nal_headers
+        .iter()
+        .map(|h| (h >> 1) & 0x3f)
+        .collect();
+    if r.error.is_some() || r.video_frames < MIN_FRAMES || !types.starts_with(&[32, 33, 34]) {
+        gw.fail(&format!(
+            "H.265 viewer: {r:?}, first frame NAL types {types:?}"
+        ));
+    }
+
+    let child = spawn_play(&gw, &["cam"], 1, End::Delete);
+    let mut out = String::new();
+    let mut child = child;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    if let Some(mut so) = child.stdout.take() {
+        let _ = so.read_to_string(&mut out);
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(out.lines().last().unwrap_or("{}")).unwrap_or_default();
+    let viewer = &v["viewers"][0];
+    match viewer["status"].as_u64() {
+        Some(201) => assert_eq!(viewer["videoCodec"], "video/H265", "{viewer}"),
+        Some(422) => assert!(viewer["error"].to_string().contains("h265"), "{viewer}"),
+        _ => gw.fail(&format!("Chromium and H.265: {v}")),
+    }
+    println!("Chromium and H.265: HTTP {}", viewer["status"]);
+}

@@ -43,6 +43,8 @@ pub struct Received {
     pub bytes: u64,
     /// The first video frame contained an SPS (H.264 NAL type 7).
     pub first_frame_has_sps: bool,
+    /// First byte of each NAL unit of the first video frame (Annex B).
+    pub first_frame_nal_headers: Vec<u8>,
 }
 
 /// An HTTP response: status, headers (lowercase names), body.
@@ -141,10 +143,13 @@ impl Viewer {
                 if r.first_frame.is_none() {
                     r.first_frame = Some(self.t0.elapsed());
                     // Annex B from str0m's depacketizer: 00 00 01 67 = SPS.
-                    r.first_frame_has_sps = m
+                    r.first_frame_nal_headers = m
                         .data
                         .windows(4)
-                        .any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 7);
+                        .filter(|w| w[..3] == [0, 0, 1])
+                        .map(|w| w[3])
+                        .collect();
+                    r.first_frame_has_sps = r.first_frame_nal_headers.iter().any(|h| h & 0x1f == 7);
                 }
                 r.video_frames += 1;
                 if m.is_keyframe() {
