@@ -4,12 +4,15 @@
 //! ```text
 //! cargo build --release && cargo run --release --example whep_load -- \
 //!     [--viewers 10,25,50] [--seconds 10] [--tcp] [--size 1280x720] \
-//!     [--bitrate 2000] [--chromium-runs 5]
+//!     [--bitrate 2000] [--noise] [--chromium-runs 5]
 //! ```
 //!
 //! Starts the GStreamer test camera (tests/support/camera.py, H.264 + Opus)
 //! and the release `rtspgate` next to this example's binary, all on
-//! 127.0.0.1. Then, for each viewer count N, runs N str0m WHEP viewers
+//! 127.0.0.1. The test camera's moving ball compresses to about 100 kbit/s
+//! whatever the target; `--noise` instead runs a GstRtspServer camera
+//! encoding `videotestsrc pattern=snow`, which fills the target bitrate, for
+//! a realistic packet rate. Then, for each viewer count N, runs N str0m WHEP viewers
 //! (tests/whep_client: they negotiate, receive, decrypt and depacketize)
 //! for `--seconds` and prints the gateway's CPU (utime+stime from
 //! /proc/PID/stat over the middle of the run, in % of one core) and RSS
@@ -36,6 +39,7 @@ struct Args {
     size: String,
     bitrate: u32,
     chromium_runs: usize,
+    noise: bool,
 }
 
 fn parse_args() -> Args {
@@ -46,6 +50,7 @@ fn parse_args() -> Args {
         size: "1280x720".into(),
         bitrate: 2000,
         chromium_runs: 5,
+        noise: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -65,6 +70,7 @@ fn parse_args() -> Args {
             }
             "--seconds" => a.seconds = v().parse().unwrap_or_else(|_| die("--seconds: a number")),
             "--tcp" => a.via = whep_client::Via::Tcp,
+            "--noise" => a.noise = true,
             "--size" => a.size = v(),
             "--bitrate" => a.bitrate = v().parse().unwrap_or_else(|_| die("--bitrate: kbit/s")),
             "--chromium-runs" => {
@@ -118,11 +124,39 @@ fn even_udp_port() -> u16 {
     }
 }
 
+/// A GstRtspServer camera sending noise (H.264 at the target bitrate) and
+/// an Opus tone; prints `READY <url>` like tests/support/camera.py.
+const NOISE_CAMERA: &str = r#"
+import sys, gi
+gi.require_version("Gst", "1.0"); gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer
+Gst.init(None)
+w, h = sys.argv[1].split("x"); kbps = sys.argv[2]
+launch = ("( videotestsrc is-live=true pattern=snow ! video/x-raw,format=I420,width=%s,height=%s,framerate=25/1 "
+          "! x264enc tune=zerolatency speed-preset=ultrafast bitrate=%s vbv-buf-capacity=1000 key-int-max=25 "
+          "! h264parse config-interval=-1 ! rtph264pay pt=96 name=pay0 "
+          " audiotestsrc is-live=true wave=sine samplesperbuffer=960 ! audio/x-raw,rate=48000,channels=2 ! queue "
+          "! audioconvert ! opusenc bitrate=64000 frame-size=20 ! rtpopuspay pt=97 name=pay1 )") % (w, h, kbps)
+server = GstRtspServer.RTSPServer(); server.set_address("127.0.0.1"); server.set_service("0")
+f = GstRtspServer.RTSPMediaFactory(); f.set_launch(launch); f.set_shared(True)
+server.get_mount_points().add_factory("/noise", f)
+server.attach(None)
+print("READY rtsp://127.0.0.1:%d/noise" % server.get_bound_port(), flush=True)
+GLib.MainLoop().run()
+"#;
+
 fn start_camera(a: &Args) -> (Proc, String) {
-    let mut child = Command::new("/usr/bin/python3")
-        .arg(repo().join("tests/support/camera.py"))
-        .args(["--port", "0", "--video", "h264", "--audio", "opus"])
-        .args(["--size", &a.size, "--bitrate", &a.bitrate.to_string()])
+    let mut cmd = Command::new("/usr/bin/python3");
+    if a.noise {
+        cmd.arg("-c")
+            .arg(NOISE_CAMERA)
+            .args([&a.size, &a.bitrate.to_string()]);
+    } else {
+        cmd.arg(repo().join("tests/support/camera.py"))
+            .args(["--port", "0", "--video", "h264", "--audio", "opus"])
+            .args(["--size", &a.size, "--bitrate", &a.bitrate.to_string()]);
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -245,8 +279,11 @@ fn main() {
 
     let (idle_cpu, idle_rss) = measure(pid, tck, Duration::from_secs(4));
     println!(
-        "camera {} H.264 at {} kbit/s target + Opus; viewers over {:?}; gateway pid {pid}",
-        a.size, a.bitrate, a.via
+        "camera {} H.264 ({}) at {} kbit/s target + Opus; viewers over {:?}; gateway pid {pid}",
+        a.size,
+        if a.noise { "noise" } else { "test ball" },
+        a.bitrate,
+        a.via
     );
     println!(
         "idle (0 viewers): gateway CPU {idle_cpu:.1} % of a core, RSS {} KiB",
