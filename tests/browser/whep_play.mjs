@@ -121,10 +121,17 @@ try {
           await gatheringComplete(pc, 3000);
           const t0 = performance.now();
           v.t0 = t0;
+          v.delays = [];
           if ('requestVideoFrameCallback' in video) {
-            video.requestVideoFrameCallback(() => {
+            // Per presented frame: packet receipt to expected display (ms).
+            const onFrame = (now, meta) => {
               if (v.firstFrameMs == null) v.firstFrameMs = performance.now() - t0;
-            });
+              if (meta.receiveTime != null && meta.expectedDisplayTime != null) {
+                v.delays.push([performance.now() - t0, meta.expectedDisplayTime - meta.receiveTime]);
+              }
+              video.requestVideoFrameCallback(onFrame);
+            };
+            video.requestVideoFrameCallback(onFrame);
           }
           const resp = await fetch(url, {
             method: 'POST',
@@ -210,6 +217,13 @@ try {
           postMs: v.postMs ?? null,
           firstFrameMs: v.firstFrameMs ?? v.firstFrameMsStats ?? null,
           firstFrameMsStats: v.firstFrameMsStats ?? null,
+          // Median receipt→display delay of frames presented 2 s or more
+          // after the POST (after any start-up burst).
+          receiveToDisplayMs: (() => {
+            const d = (v.delays ?? []).filter(([t]) => t >= 2000).map(([, x]) => x).sort((a, b) => a - b);
+            return d.length ? d[Math.floor(d.length / 2)] : null;
+          })(),
+          presentedFrames: (v.delays ?? []).length,
           answerNotes: v.answerNotes ?? [],
           connectionState: v.pc.connectionState,
           error: v.error,
