@@ -7,10 +7,11 @@
 //! and reads retina's raw RTP packets: RFC 7587 §4.2 puts exactly one Opus
 //! packet in each RTP payload, so the payload is the bus frame as is.
 //!
-//! Timestamps go through the same kind of [`Timeline`] as the main
-//! session's tracks (persisted across reconnects by the caller), anchored at
-//! the main session's PLAY time, so audio and video stay on one clock as
-//! closely as two sessions to one camera allow (within network jitter).
+//! Timestamps go through a [`Timeline`] kept across reconnects by the
+//! caller, like the main session's tracks. As for those, readers align
+//! audio and video by arrival time (each frame's `received`, e.g. in RTCP
+//! sender reports), which a second session to the same camera does not
+//! change beyond network jitter.
 //!
 //! The task lives as long as the main session: the caller aborts it.
 
