@@ -4,7 +4,7 @@
 //! ```text
 //! cargo build --release && cargo run --release --example whep_load -- \
 //!     [--viewers 10,25,50] [--seconds 10] [--tcp] [--size 1280x720] \
-//!     [--bitrate 2000] [--noise] [--chromium-runs 5]
+//!     [--bitrate 2000] [--noise] [--stalled K] [--chromium-runs 5]
 //! ```
 //!
 //! Starts the GStreamer test camera (tests/support/camera.py, H.264 + Opus)
@@ -19,6 +19,10 @@
 //! (/proc/PID/status VmRSS) against the idle baseline, per viewer. Finally
 //! it runs headless Chromium (tests/browser/whep_play.mjs) `--chromium-runs`
 //! times and prints the time from POST to the first decoded frame.
+//!
+//! `--stalled K` adds K ICE-TCP viewers per step that stop reading 0.5 s
+//! after connecting, to show that they cost the others nothing (their
+//! packets are dropped once their queue is full: `dropped_packets`).
 //!
 //! The viewers run in this process, on the same machine: their CPU use is
 //! not counted for the gateway, but they compete with it for cores.
@@ -40,6 +44,7 @@ struct Args {
     bitrate: u32,
     chromium_runs: usize,
     noise: bool,
+    stalled: usize,
 }
 
 fn parse_args() -> Args {
@@ -51,6 +56,7 @@ fn parse_args() -> Args {
         bitrate: 2000,
         chromium_runs: 5,
         noise: false,
+        stalled: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -71,6 +77,7 @@ fn parse_args() -> Args {
             "--seconds" => a.seconds = v().parse().unwrap_or_else(|_| die("--seconds: a number")),
             "--tcp" => a.via = whep_client::Via::Tcp,
             "--noise" => a.noise = true,
+            "--stalled" => a.stalled = v().parse().unwrap_or_else(|_| die("--stalled: a number")),
             "--size" => a.size = v(),
             "--bitrate" => a.bitrate = v().parse().unwrap_or_else(|_| die("--bitrate: kbit/s")),
             "--chromium-runs" => {
@@ -305,10 +312,31 @@ fn main() {
     for &n in &a.viewers {
         let secs = a.seconds;
         let via = a.via;
+        let stalled: Vec<_> = (0..a.stalled)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    whep_client::play(
+                        http,
+                        "cam",
+                        &whep_client::Opts {
+                            stall_after: Some(Duration::from_millis(500)),
+                            ..whep_client::Opts::new(
+                                whep_client::Via::Tcp,
+                                Duration::from_secs(secs),
+                            )
+                        },
+                    )
+                })
+            })
+            .collect();
         let handles: Vec<_> = (0..n)
             .map(|_| {
                 std::thread::spawn(move || {
-                    whep_client::play(http, "cam", via, Duration::from_secs(secs), true, None)
+                    whep_client::play(
+                        http,
+                        "cam",
+                        &whep_client::Opts::new(via, Duration::from_secs(secs)),
+                    )
                 })
             })
             .collect();
@@ -346,6 +374,20 @@ fn main() {
                 "        {} viewer(s) failed, e.g.: {}",
                 errors.len(),
                 errors[0]
+            );
+        }
+        for h in stalled {
+            let _ = h.join();
+        }
+        if a.stalled > 0 {
+            let dropped = whep_client::http(http, "GET", "/api/v1/webrtc/sessions", &[], b"")
+                .ok()
+                .and_then(|(_, _, b)| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["dropped_packets"].as_u64())
+                .unwrap_or(0);
+            println!(
+                "        with {} stalled ICE-TCP viewer(s): gateway dropped {dropped} packets in total so far",
+                a.stalled
             );
         }
         // Let DELETEs land and memory settle before the next step.

@@ -217,18 +217,37 @@ impl Viewer {
     }
 }
 
-/// Plays `http://<http_addr>/<path>/whep` for `dur` (or until `stop` is
-/// set), then DELETEs the session if `delete`.
-pub fn play(
-    http_addr: SocketAddr,
-    path: &str,
-    via: Via,
-    dur: Duration,
-    delete: bool,
-    stop: Option<Arc<AtomicBool>>,
-) -> Received {
+/// How a viewer plays.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub via: Via,
+    /// How long to play.
+    pub dur: Duration,
+    /// DELETE the session at the end.
+    pub delete: bool,
+    /// Ends the run early when set.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Stop reading the socket this long after connecting (a stalled
+    /// viewer: over ICE-TCP the gateway's writes to it back up).
+    pub stall_after: Option<Duration>,
+}
+
+impl Opts {
+    pub fn new(via: Via, dur: Duration) -> Opts {
+        Opts {
+            via,
+            dur,
+            delete: true,
+            stop: None,
+            stall_after: None,
+        }
+    }
+}
+
+/// Plays `http://<http_addr>/<path>/whep` as `opts` says.
+pub fn play(http_addr: SocketAddr, path: &str, opts: &Opts) -> Received {
     let mut r = Received::default();
-    match play_inner(http_addr, path, via, dur, delete, stop, &mut r) {
+    match play_inner(http_addr, path, opts, &mut r) {
         Ok(v) => v,
         Err(e) => {
             r.error = Some(e);
@@ -240,12 +259,10 @@ pub fn play(
 fn play_inner(
     http_addr: SocketAddr,
     path: &str,
-    via: Via,
-    dur: Duration,
-    delete: bool,
-    stop: Option<Arc<AtomicBool>>,
+    opts: &Opts,
     r: &mut Received,
 ) -> Result<Received, String> {
+    let via = opts.via;
     let mut rtc = Rtc::builder()
         .set_stats_interval(Some(Duration::from_millis(500)))
         .build(Instant::now());
@@ -336,19 +353,31 @@ fn play_inner(
         counts: [0; 4],
     };
     let mut buf = vec![0u8; 65536];
-    let end = Instant::now() + dur;
+    let end = Instant::now() + opts.dur;
     loop {
         let timeout = v.drain()?;
         let now = Instant::now();
-        if now >= end || stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+        if now >= end
+            || opts
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
             break;
+        }
+        if let (Some(after), Some(at)) = (opts.stall_after, v.r.connected) {
+            if t0.elapsed() >= at + after {
+                // Stalled: read nothing, answer nothing, until the end.
+                std::thread::sleep(end.saturating_duration_since(Instant::now()));
+                break;
+            }
         }
         let wait = timeout
             .saturating_duration_since(now)
             .min(Duration::from_millis(50));
         v.step(wait, &mut buf)?;
     }
-    if delete {
+    if opts.delete {
         if let Some(loc) = &v.r.location {
             let _ = http(http_addr, "DELETE", loc, &[], b"");
         }
