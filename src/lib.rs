@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bus::{Registry, Stream};
 use config::Config;
+use egress::hls::manager::HlsManager;
 use egress::rtsp::server::{RtspServer, ServerConfig};
 use ingest::Source;
 
@@ -32,6 +33,8 @@ pub enum StartError {
 /// A running gateway: the stream registry, sources and servers.
 pub struct Gateway {
     pub registry: Arc<Registry>,
+    /// The LL-HLS muxers.
+    pub hls: Arc<HlsManager>,
     pub rtsp_addr: SocketAddr,
     pub http_addr: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -39,6 +42,7 @@ pub struct Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        self.hls.shutdown();
         for t in &self.tasks {
             t.abort();
         }
@@ -107,7 +111,12 @@ impl Gateway {
                 addr: http_addr,
                 source,
             })?;
+        let hls = HlsManager::new(registry.clone(), config.hls.clone());
+        if config.hls.always_on {
+            hls.start_all();
+        }
         let app = http::router(http::AppState {
+            hls: hls.clone(),
             registry: registry.clone(),
             rtsp_base: format!(
                 "rtsp://{}:{}",
@@ -122,6 +131,7 @@ impl Gateway {
         }));
         Ok(Gateway {
             registry,
+            hls,
             rtsp_addr,
             http_addr,
             tasks,
@@ -142,10 +152,11 @@ impl Gateway {
         }
         for (name, src) in &config.paths {
             lines.push(format!(
-                "Proxying {} ({}). Play it at rtsp://{host}:{}/{name}",
+                "Proxying {} ({}). Play it at rtsp://{host}:{}/{name} or, with LL-HLS, http://{host}:{}/{name}/index.m3u8",
                 src.display_url(),
                 src.transport,
-                config.rtsp_port
+                config.rtsp_port,
+                config.http_port
             ));
         }
         if config.listen.is_unspecified() {

@@ -1,4 +1,7 @@
-//! The HTTP server (axum): REST API now; viewer page, WHEP and HLS later.
+//! The HTTP server (axum): REST API and LL-HLS ([`hls`]); viewer page and
+//! WHEP later.
+
+pub mod hls;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,6 +12,8 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::bus::{MediaKind, Registry, Stream, StreamState};
+use crate::egress::hls::manager::HlsManager;
+use crate::egress::hls::select_tracks;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -16,6 +21,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// `rtsp://host:port` prefix for the URLs shown in the API.
     pub rtsp_base: String,
+    /// The LL-HLS muxers, one per stream being watched.
+    pub hls: Arc<HlsManager>,
 }
 
 /// The HTTP router.
@@ -23,6 +30,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/streams", get(list_streams))
         .route("/api/v1/streams/{name}", get(get_stream))
+        .merge(hls::routes())
         .with_state(state)
 }
 
@@ -82,6 +90,10 @@ pub struct TrackInfo {
     /// Frames per second, from the SPS VUI or the SDP.
     pub fps: Option<f64>,
     pub channels: Option<u16>,
+    /// Why the track is left out of LL-HLS, e.g. "not in HLS: G.711 (pcma)
+    /// can't go into fMP4 for browsers: ..."; absent when HLS carries it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hls: Option<String>,
 }
 
 fn stream_info(s: &Stream, rtsp_base: &str) -> StreamInfo {
@@ -95,9 +107,11 @@ fn stream_info(s: &Stream, rtsp_base: &str) -> StreamInfo {
     let tracks = s
         .tracks()
         .map(|set| {
+            let selection = select_tracks(&set.tracks);
             set.tracks
                 .iter()
-                .map(|t| TrackInfo {
+                .enumerate()
+                .map(|(i, t)| TrackInfo {
                     kind: t.kind(),
                     codec: t.codec.name().to_owned(),
                     codec_string: t.rfc6381.clone(),
@@ -106,6 +120,11 @@ fn stream_info(s: &Stream, rtsp_base: &str) -> StreamInfo {
                     height: t.dimensions.map(|d| d.1),
                     fps: t.frame_rate,
                     channels: t.codec.channels(),
+                    hls: selection
+                        .skipped
+                        .iter()
+                        .find(|(k, _)| *k == i)
+                        .map(|(_, why)| format!("not in HLS: {why}")),
                 })
                 .collect()
         })
@@ -173,6 +192,7 @@ mod tests {
         });
         registry.insert(s);
         router(AppState {
+            hls: HlsManager::new(registry.clone(), Default::default()),
             registry,
             rtsp_base: "rtsp://127.0.0.1:8554".into(),
         })
