@@ -29,8 +29,9 @@ use super::AppState;
 use crate::egress::hls::manager::{not_live_reason, HlsStream, Waited, Want, MEDIA_PLAYLIST};
 use crate::egress::hls::{parse_uri, Lookup, ReloadDecision, Resource};
 
-/// How long a first request waits for the stream's first part (a keyframe
-/// is needed when the bus has no cached GOP).
+/// How long a first request waits for the stream's first complete segment
+/// (from the cached keyframe to the next one, or two keyframes when the bus
+/// has no cached GOP).
 const STARTUP_WAIT: Duration = Duration::from_secs(10);
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -152,7 +153,7 @@ fn check_playable(hs: &HlsStream) -> Result<(), HlsError> {
     if let Some(reason) = not_live_reason(hs.stream()) {
         return Err(HlsError::Unavailable(reason));
     }
-    if !hs.progress().has_playlist {
+    if !hs.progress().ready {
         if let Some(reason) = hs.no_usable_tracks() {
             return Err(HlsError::NotFound(format!(
                 "stream {:?} has no track HLS can carry: {reason}",
@@ -163,9 +164,9 @@ fn check_playable(hs: &HlsStream) -> Result<(), HlsError> {
     Ok(())
 }
 
-/// Waits for the first part of a freshly started muxer.
+/// Waits for the first complete segment of a freshly started muxer.
 async fn wait_for_start(hs: &HlsStream) -> Result<(), HlsError> {
-    match hs.wait_for(Want::Playlist, STARTUP_WAIT).await {
+    match hs.wait_for(Want::Ready, STARTUP_WAIT).await {
         Waited::Reached => Ok(()),
         Waited::Stopped => Err(HlsError::Unavailable(format!(
             "stream {:?} ended",
@@ -174,7 +175,7 @@ async fn wait_for_start(hs: &HlsStream) -> Result<(), HlsError> {
         Waited::TimedOut => Err(HlsError::Unavailable(match not_live_reason(hs.stream()) {
             Some(reason) => reason,
             None => format!(
-                "stream {:?} sent no keyframe within {} s",
+                "stream {:?} completed no segment (two keyframes) within {} s",
                 hs.stream().name(),
                 STARTUP_WAIT.as_secs()
             ),
@@ -385,6 +386,12 @@ mod tests {
             s
         }
 
+        /// Starts the muxer (as a request would) and publishes `n` frames.
+        fn start(&mut self, n: usize) {
+            self.hls.open("cam").expect("stream exists");
+            self.publish(n);
+        }
+
         /// Publishes the next `n` frames: 25 fps, a keyframe every 25
         /// frames (1 s segments of five 200 ms parts).
         fn publish(&mut self, n: usize) {
@@ -556,8 +563,17 @@ mod tests {
     async fn playlists_and_media_with_headers() {
         let mut s = Setup::live();
         // A GOP and a half before the first request: the muxer starts at
-        // the cached keyframe (frame 25).
+        // the cached keyframe (frame 25), and its first segment is complete
+        // at frame 50.
         s.publish(38);
+        let first = s
+            .hls
+            .open("cam")
+            .expect("stream exists")
+            .progress()
+            .next_part
+            .0;
+        s.publish(22);
         let r = s.get("/cam/index.m3u8").await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         assert_eq!(
@@ -582,8 +598,11 @@ mod tests {
         assert_eq!(r.header(header::CACHE_CONTROL), "no-cache");
         let text = r.text().to_owned();
         assert!(text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES"));
+        assert!(text.contains(&format!("#EXT-X-MEDIA-SEQUENCE:{first}\n")));
+        assert_eq!(text.matches("#EXTINF:1.00000,\n").count(), 1, "{text}");
         let (msn, next) = preload_hint(&text);
-        assert!(next >= 1, "the cached GOP gave parts at once:\n{text}");
+        // Frames 50..=58 are out (59 waits for its duration): one part.
+        assert_eq!((msn, next), (first + 1, 1), "{text}");
         let map = text
             .lines()
             .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
@@ -624,7 +643,7 @@ mod tests {
     #[tokio::test]
     async fn malformed_and_too_far_directives_are_400() {
         let mut s = Setup::live();
-        s.publish(38);
+        s.start(38);
         let text = s.get("/cam/stream.m3u8").await.text().to_owned();
         let (msn, _) = preload_hint(&text);
         for q in [
@@ -648,7 +667,7 @@ mod tests {
     #[tokio::test]
     async fn blocking_reload_returns_when_the_part_is_produced() {
         let mut s = Setup::live();
-        s.publish(38);
+        s.start(38);
         let text = s.get("/cam/stream.m3u8").await.text().to_owned();
         let (msn, part) = preload_hint(&text);
 
@@ -691,7 +710,7 @@ mod tests {
     #[tokio::test]
     async fn hinted_part_request_waits_until_complete() {
         let mut s = Setup::live();
-        s.publish(38);
+        s.start(38);
         let text = s.get("/cam/stream.m3u8").await.text().to_owned();
         let (msn, part) = preload_hint(&text);
         let app = s.app.clone();
@@ -716,7 +735,7 @@ mod tests {
     #[tokio::test]
     async fn blocking_reload_times_out_with_503_after_three_target_durations() {
         let mut s = Setup::live();
-        s.publish(38);
+        s.start(38);
         let text = s.get("/cam/stream.m3u8").await.text().to_owned();
         let (msn, part) = preload_hint(&text);
         let started = Instant::now();
@@ -736,7 +755,7 @@ mod tests {
     #[tokio::test]
     async fn expired_parts_are_404_and_delta_updates_skip() {
         let mut s = Setup::live();
-        s.publish(38);
+        s.start(38);
         let text = s.get("/cam/stream.m3u8").await.text().to_owned();
         let (first, _) = preload_hint(&text);
         // 14 more seconds: 7 segments listed, 2 more kept, the first ones gone.

@@ -46,8 +46,10 @@ pub struct Progress {
     /// before it exists or never will, and every segment with a lower MSN
     /// is complete.
     pub next_part: (u64, u64),
-    /// Whether the media playlist exists (the first part was written).
-    pub has_playlist: bool,
+    /// Whether the media playlist lists a complete segment. Before that
+    /// it has only the parts of the first segment, which players such as
+    /// ffmpeg and hls.js take for an empty playlist, so it is not served.
+    pub ready: bool,
     /// EXT-X-TARGETDURATION in seconds.
     pub target_duration: u64,
     /// Incremented on every change of the playlist.
@@ -62,8 +64,8 @@ pub struct Progress {
 /// What a waiter waits for; see [`HlsStream::wait_for`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {
-    /// The first part (the media playlist exists).
-    Playlist,
+    /// The first complete segment (see [`Progress::ready`]).
+    Ready,
     /// Segment `msn` is complete.
     Segment(u64),
     /// Part (MSN, index) is published, or its segment ended without it.
@@ -80,7 +82,7 @@ impl Want {
     /// Whether `p` satisfies the wait.
     pub fn reached(self, p: &Progress) -> bool {
         match self {
-            Want::Playlist => p.has_playlist,
+            Want::Ready => p.ready,
             Want::Segment(msn) => msn < p.next_part.0,
             Want::Part(msn, index) => (msn, index) < p.next_part,
         }
@@ -245,13 +247,13 @@ impl HlsStream {
         inner.playlists = [None, None];
         let next_part = inner.muxer.next_part();
         let model = inner.muxer.playlist_model();
-        let has_playlist = model.is_some();
+        let ready = model.is_some_and(|p| p.last_complete_msn().is_some());
         let target_duration = model.map_or(self.min_target_duration, |p| p.target_duration());
         // Publish after unlocking: a waiter woken by this may lock at once.
         drop(inner);
         self.progress.send_modify(|p| {
             p.next_part = next_part;
-            p.has_playlist = has_playlist;
+            p.ready = ready;
             p.target_duration = target_duration;
             p.version += 1;
             p.updated = Instant::now();
@@ -393,7 +395,7 @@ impl HlsManager {
             }),
             progress: watch::Sender::new(Progress {
                 next_part: (first_sequence, 0),
-                has_playlist: false,
+                ready: false,
                 target_duration: min_target_duration.max(1),
                 version: 0,
                 updated: Instant::now(),
@@ -634,7 +636,7 @@ mod tests {
         m.start_all();
         let hs = m.get("cam").expect("started without a request");
         publish(&stream, 0, 40);
-        until(&hs, |p| p.has_playlist).await;
+        until(&hs, |p| p.ready).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(m.get("cam").is_some_and(|cur| Arc::ptr_eq(&cur, &hs)));
         m.shutdown();
@@ -649,7 +651,7 @@ mod tests {
         let m = HlsManager::new(registry.clone(), config(60_000));
         let hs = m.open("cam").expect("stream exists");
         publish(&stream, 0, 40);
-        until(&hs, |p| p.has_playlist).await;
+        until(&hs, |p| p.ready).await;
         registry.remove("cam");
         stream.close();
         until(&hs, |p| p.stopped).await;
