@@ -326,7 +326,7 @@ mod tests {
     use crate::config::HlsConfig;
     use crate::egress::hls::manager::{HlsManager, Progress};
     use crate::egress::hls::testutil::{
-        frame, h264_fixture, h264_track, pcma_track, synthetic_au, VideoFixture,
+        frame, h264_fixture, h264_track, opus_track, pcma_track, synthetic_au, VideoFixture,
     };
 
     struct Reply {
@@ -548,6 +548,40 @@ mod tests {
         assert!(
             note.starts_with("not in HLS: G.711 (PCMA) can't go into fMP4 for browsers"),
             "{note}"
+        );
+    }
+
+    #[tokio::test]
+    async fn opus_audio_passes_through() {
+        let mut s = Setup::new(HlsConfig::default());
+        s.stream.set_tracks(vec![h264_track(&s.fx), opus_track()]);
+        s.stream.set_state(StreamState::Live);
+        s.hls.open("cam").expect("stream exists");
+        // 2 s of video and of 20 ms Opus packets, interleaved in time.
+        for i in 0..50usize {
+            s.publish(1);
+            for k in 0..2 {
+                let n = (i * 2 + k) as i64;
+                let f = frame(1, n * 960, true, Bytes::from_static(&[0xfc, 1, 2, 3]));
+                s.stream.publish(f, false);
+            }
+        }
+        let r = s.get("/cam/index.m3u8").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert!(
+            r.text().contains("CODECS=\"avc1.64001e,opus\""),
+            "{}",
+            r.text()
+        );
+        let text = s.get("/cam/stream.m3u8").await.text().to_owned();
+        let (msn, _) = preload_hint(&text);
+        let part = s.get(&format!("/cam/part-{}-0.mp4", msn - 1)).await;
+        assert_eq!(part.status, StatusCode::OK);
+        // Two track fragments: video and Opus.
+        assert_eq!(
+            part.body.windows(4).filter(|w| w == b"traf").count(),
+            2,
+            "one traf per track"
         );
     }
 
