@@ -124,27 +124,47 @@ async fn preflight(State(app): State<AppState>, headers: HeaderMap) -> Response 
     with_cors(&app, resp)
 }
 
-/// `GET`/`HEAD /<path>/<file>`.
+/// What a file name under `/<path>/` asks for.
+enum Asked {
+    Multivariant,
+    MediaPlaylist,
+    File(Resource),
+}
+
+/// `GET`/`HEAD /<path>/<file>`. The stream's muxer is started (or kept
+/// alive) only by a request for an HLS resource name.
 async fn serve(
     State(app): State<AppState>,
     Path((path, file)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let result = match app.hls.open(&path) {
-        None => Err(HlsError::NotFound(format!("no stream named {path:?}"))),
-        Some(hs) => match file.as_str() {
-            "index.m3u8" => multivariant(&hs).await,
-            MEDIA_PLAYLIST => media_playlist(&hs, query.as_deref()).await,
-            _ => match parse_uri(&file) {
-                Some(resource) => media_file(&hs, resource).await,
-                None => Err(HlsError::NotFound(format!(
+    with_cors(&app, dispatch(&app, &path, &file, query.as_deref()).await)
+}
+
+async fn dispatch(app: &AppState, path: &str, file: &str, query: Option<&str>) -> Response {
+    let asked = match file {
+        "index.m3u8" => Asked::Multivariant,
+        MEDIA_PLAYLIST => Asked::MediaPlaylist,
+        _ => match parse_uri(file) {
+            Some(resource) => Asked::File(resource),
+            None => {
+                return HlsError::NotFound(format!(
                     "no HLS resource named {file:?} (index.m3u8, {MEDIA_PLAYLIST}, \
                      init-*.mp4, seg-*.mp4, part-*.mp4)"
-                ))),
-            },
+                ))
+                .into_response()
+            }
         },
     };
-    with_cors(&app, result.unwrap_or_else(IntoResponse::into_response))
+    let Some(hs) = app.hls.open(path) else {
+        return HlsError::NotFound(format!("no stream named {path:?}")).into_response();
+    };
+    let result = match asked {
+        Asked::Multivariant => multivariant(&hs).await,
+        Asked::MediaPlaylist => media_playlist(&hs, query).await,
+        Asked::File(resource) => media_file(&hs, resource).await,
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// 503 with the reason when the stream is not live; 404 when none of its
@@ -470,6 +490,10 @@ mod tests {
             .await
             .text()
             .contains("no stream named \"nope\""));
+        assert!(
+            s.hls.get("cam").is_none(),
+            "an unknown file name started the muxer"
+        );
     }
 
     #[tokio::test]
