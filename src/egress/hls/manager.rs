@@ -121,9 +121,21 @@ pub struct HlsStream {
 
 impl HlsStream {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while muxing leaves a muxer that may be mid-update; the
-        // playlist it writes is still well-formed, so keep serving.
+        // Poisoned only by a panic in the muxer task, which ends that task;
+        // `HlsManager::open` then starts a fresh muxer. Requests still
+        // holding this one may read what it has.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the muxer task is still feeding this muxer.
+    fn is_running(&self) -> bool {
+        !self.progress().stopped
+            && self
+                .task
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|t| !t.is_finished())
     }
 
     /// The stream this muxer reads.
@@ -333,7 +345,7 @@ impl HlsManager {
         let stream = self.registry.get(path)?;
         let mut running = self.lock();
         let hs = match running.streams.get(path) {
-            Some(hs) if Arc::ptr_eq(&hs.stream, &stream) && !hs.progress().stopped => hs.clone(),
+            Some(hs) if Arc::ptr_eq(&hs.stream, &stream) && hs.is_running() => hs.clone(),
             _ => self.start_locked(&mut running, stream),
         };
         // Under the map lock, so the idle check (also under it) sees it.
@@ -378,7 +390,15 @@ impl HlsManager {
             .map_or(0, |d| {
                 u64::try_from(d.as_millis()).unwrap_or(u64::MAX) / seg_ms
             });
-        let first_sequence = clock.max(running.next_sequence.get(&name).copied().unwrap_or(0));
+        // A muxer being replaced without having been retired (its task
+        // ended abnormally) still passes on where its names end.
+        let replaced = running
+            .streams
+            .get(&name)
+            .map_or(0, |old| old.next_free_sequence());
+        let first_sequence = clock
+            .max(replaced)
+            .max(running.next_sequence.get(&name).copied().unwrap_or(0));
         let muxer = Muxer::new(MuxerConfig {
             part_duration: self.config.part_duration,
             segment_duration: self.config.segment_duration,
@@ -620,6 +640,34 @@ mod tests {
             "{:?} < {used}",
             c.progress()
         );
+    }
+
+    #[tokio::test]
+    async fn a_muxer_whose_task_ended_is_replaced() {
+        let registry = Registry::new();
+        let stream = live_stream(&registry);
+        let m = HlsManager::new(registry, config(60_000));
+        let a = m.open("cam").expect("stream exists");
+        publish(&stream, 0, 60);
+        let first = a.progress().next_part.0;
+        until(&a, |p| p.next_part.0 >= first + 2).await;
+        // As if the task had panicked: it ends without retiring the muxer.
+        a.task
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .expect("the task handle is kept")
+            .abort();
+        for _ in 0..100 {
+            if !a.is_running() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(!a.is_running());
+        let b = m.open("cam").expect("stream exists");
+        assert!(!Arc::ptr_eq(&a, &b), "a dead muxer was handed out");
+        assert!(b.progress().next_part.0 > a.progress().next_part.0);
     }
 
     #[tokio::test]
