@@ -100,7 +100,7 @@ fn with_cors(app: &AppState, mut resp: Response) -> Response {
     resp
 }
 
-/// `OPTIONS`: the CORS preflight (Fetch standard §3.2.2).
+/// `OPTIONS`: the CORS preflight (the Fetch standard's CORS protocol).
 async fn preflight(State(app): State<AppState>, headers: HeaderMap) -> Response {
     let allow_headers = headers
         .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
