@@ -1,0 +1,243 @@
+#!/usr/bin/python3
+"""A scriptable RTSP "camera" for rtspgate's end-to-end tests.
+
+Serves one live test stream (moving ball + sine tone) over RTSP with
+GstRtspServer, bound to 127.0.0.1 only. Prints exactly one line
+``READY rtsp://127.0.0.1:<port><path>`` on stdout once listening, then runs
+until SIGTERM/SIGINT.
+
+Must run under Debian's /usr/bin/python3 (python3-gi, gir1.2-gst-rtsp-server-1.0).
+
+Notes learned the hard way:
+  * Put SPS/PPS in-band with ``h264parse config-interval=-1``, NOT with
+    ``rtph264pay config-interval=-1``: the payloader variant splits multi-slice
+    keyframes (x264 tune=zerolatency uses sliced threads) and ffmpeg reports
+    decode errors.
+  * 8 kHz audio needs 20 ms buffers (samplesperbuffer=160) and a non-leaky
+    queue, otherwise the video frame rate of the shared pipeline halves.
+"""
+
+import argparse
+import signal
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+
+
+def parse_size(text):
+    try:
+        w, h = text.lower().split("x", 1)
+        w, h = int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError("size must look like 640x360")
+    if w <= 0 or h <= 0 or w % 2 or h % 2:
+        raise argparse.ArgumentTypeError("width and height must be positive and even")
+    return w, h
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="scriptable RTSP test camera")
+    p.add_argument("--port", type=int, default=8554, help="TCP port; 0 picks a free one")
+    p.add_argument("--path", default="/test", help="mount path (default /test)")
+    p.add_argument("--video", choices=["h264", "h265", "none"], default="h264")
+    p.add_argument("--audio", choices=["aac", "pcma", "pcmu", "opus", "none"], default="none")
+    p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--size", type=parse_size, default=(640, 360), help="WxH, e.g. 640x360")
+    p.add_argument("--bitrate", type=int, default=1000, help="video bitrate in kbit/s")
+    p.add_argument("--gop", type=int, default=25, help="keyframe interval in frames")
+    p.add_argument("--bframes", type=int, nargs="?", const=2, default=0,
+                   help="use B-frames (H.264 only; default 2 when given without value)")
+    p.add_argument("--user", help="require RTSP Digest auth with this user")
+    p.add_argument("--pass", dest="password", help="password for --user")
+    p.add_argument("--print-pipeline", action="store_true",
+                   help="print the launch line to stderr")
+    a = p.parse_args(argv)
+    if not a.path.startswith("/"):
+        p.error("--path must start with /")
+    if (a.user is None) != (a.password is None):
+        p.error("--user and --pass go together")
+    if a.video == "none" and a.audio == "none":
+        p.error("need at least one of --video / --audio")
+    if a.fps <= 0 or a.gop <= 0 or a.bitrate <= 0:
+        p.error("--fps, --gop and --bitrate must be positive")
+    if a.bframes and a.video != "h264":
+        p.error("--bframes is only supported with --video h264")
+    return a
+
+
+def have(element):
+    return Gst.ElementFactory.find(element) is not None
+
+
+def video_branch(a, pay):
+    w, h = a.size
+    src = (
+        f"videotestsrc is-live=true pattern=ball motion=wavy animation-mode=running-time "
+        f"! video/x-raw,format=I420,width={w},height={h},framerate={a.fps}/1 "
+        f"! queue max-size-buffers=5 "
+    )
+    if a.video == "h264":
+        if a.bframes:
+            # tune=zerolatency forces bframes=0, so spell out low-latency
+            # options instead. Inside GstRtspServer x264enc otherwise settles
+            # on constrained-baseline (no B-frames), so pin profile=main.
+            enc = (
+                f"x264enc speed-preset=ultrafast bitrate={a.bitrate} key-int-max={a.gop} "
+                f"bframes={a.bframes} b-adapt=false rc-lookahead={a.bframes + 1} "
+                f"sync-lookahead=0 threads=1 ! video/x-h264,profile=main "
+            )
+        else:
+            enc = (
+                f"x264enc tune=zerolatency speed-preset=ultrafast bitrate={a.bitrate} "
+                f"key-int-max={a.gop} "
+            )
+        return (
+            src + "! " + enc
+            + "! h264parse config-interval=-1 "
+            + f"! rtph264pay pt=96 name=pay{pay}"
+        )
+    # h265
+    return (
+        src
+        + f"! x265enc tune=zerolatency speed-preset=ultrafast bitrate={a.bitrate} "
+        + f"key-int-max={a.gop} "
+        + "! h265parse config-interval=-1 "
+        + f"! rtph265pay pt=96 name=pay{pay}"
+    )
+
+
+def aac_encoder():
+    for name in ("avenc_aac", "voaacenc", "fdkaacenc"):
+        if have(name):
+            return name
+    sys.exit("camera.py: no AAC encoder (avenc_aac / voaacenc / fdkaacenc) installed")
+
+
+def audio_branch(a, pay):
+    # 20 ms buffers everywhere; a plain (non-leaky) queue decouples the branch.
+    if a.audio == "aac":
+        return (
+            "audiotestsrc is-live=true wave=sine freq=440 volume=0.3 samplesperbuffer=960 "
+            "! audio/x-raw,rate=48000,channels=2 ! queue ! audioconvert ! audioresample "
+            f"! {aac_encoder()} bitrate=128000 ! aacparse "
+            f"! rtpmp4gpay pt=97 name=pay{pay}"
+        )
+    if a.audio in ("pcma", "pcmu"):
+        enc, payer, pt = (
+            ("alawenc", "rtppcmapay", 8) if a.audio == "pcma" else ("mulawenc", "rtppcmupay", 0)
+        )
+        return (
+            "audiotestsrc is-live=true wave=sine freq=440 volume=0.3 samplesperbuffer=160 "
+            "! audio/x-raw,format=S16LE,rate=8000,channels=1 ! queue "
+            f"! {enc} ! {payer} pt={pt} name=pay{pay}"
+        )
+    # opus
+    return (
+        "audiotestsrc is-live=true wave=sine freq=440 volume=0.3 samplesperbuffer=960 "
+        "! audio/x-raw,rate=48000,channels=2 ! queue ! audioconvert ! audioresample "
+        "! opusenc bitrate=64000 frame-size=20 "
+        f"! rtpopuspay pt=97 name=pay{pay}"
+    )
+
+
+def not_seekable(_pad, info):
+    query = info.get_query()
+    if query is not None and query.type == Gst.QueryType.SEEKING:
+        # A fresh SEEKING query already says "not seekable"; answering it
+        # unchanged is enough (and the query is not writable from Python).
+        return Gst.PadProbeReturn.HANDLED
+    return Gst.PadProbeReturn.OK
+
+
+def on_media_configure(_factory, media):
+    # A real camera is live and cannot seek. videotestsrc however answers the
+    # SEEKING query with "seekable", so every PLAY carrying "Range: npt=0-"
+    # (ffmpeg always sends one) would flush-seek the *shared* pipeline back to
+    # 0: all other clients see their timestamps jump back and the encoder
+    # restarts with a fresh keyframe. Answer "not seekable" at each payloader.
+    bin_ = media.get_element()
+    i = 0
+    while True:
+        pay = bin_.get_by_name(f"pay{i}")
+        if pay is None:
+            break
+        pay.get_static_pad("src").add_probe(Gst.PadProbeType.QUERY_UPSTREAM, not_seekable)
+        i += 1
+
+
+def launch_line(a):
+    branches = []
+    if a.video != "none":
+        branches.append(video_branch(a, len(branches)))
+    if a.audio != "none":
+        branches.append(audio_branch(a, len(branches)))
+    return "( " + "  ".join(branches) + " )"
+
+
+def main(argv):
+    a = parse_args(argv)
+    Gst.init(None)
+
+    launch = launch_line(a)
+    if a.print_pipeline:
+        print(launch, file=sys.stderr, flush=True)
+
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(a.port))
+
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(launch)
+    factory.set_shared(True)
+
+    if a.user is not None:
+        auth = GstRtspServer.RTSPAuth()
+        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+        token = GstRtspServer.RTSPToken()
+        token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, a.user)
+        auth.add_digest(a.user, a.password, token)
+        server.set_auth(auth)
+        # Only the authenticated role may access and construct the media; there
+        # is no default token, so anonymous requests get 401.
+        role = Gst.Structure.new_from_string(
+            f"{a.user}, media.factory.access=(boolean)true, "
+            f"media.factory.construct=(boolean)true"
+        )
+        if role is None:
+            sys.exit(f"camera.py: user name {a.user!r} is not a valid role name")
+        factory.add_role_from_structure(role)
+
+    factory.connect("media-configure", on_media_configure)
+    server.get_mount_points().add_factory(a.path, factory)
+
+    loop = GLib.MainLoop()
+    try:
+        ok = server.attach(None) != 0
+    except GLib.Error as e:
+        print(f"camera.py: {e}", file=sys.stderr)
+        ok = False
+    if not ok:
+        print(f"camera.py: cannot listen on 127.0.0.1:{a.port} (port in use?)",
+              file=sys.stderr, flush=True)
+        return 2
+    port = server.get_bound_port()
+
+    def stop(*_):
+        loop.quit()
+        return GLib.SOURCE_REMOVE
+
+    GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGTERM, stop)
+    GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGINT, stop)
+
+    print(f"READY rtsp://127.0.0.1:{port}{a.path}", flush=True)
+    loop.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
