@@ -33,7 +33,10 @@ fn h264_aac_over_tcp_and_udp() {
         report.assert_clean(MIN_VIDEO, (READ_SECS * 40.0) as u64);
         assert_eq!(
             report.codecs(),
-            [("video".into(), "h264".into()), ("audio".into(), "aac".into())]
+            [
+                ("video".into(), "h264".into()),
+                ("audio".into(), "aac".into())
+            ]
         );
         eprintln!(
             "h264+aac over {transport:?}: {} video frames ({:.1} fps), {} audio frames",
@@ -105,7 +108,10 @@ fn late_reader_starts_with_a_keyframe() {
     let url = gw.rtsp_url("cam");
     let started = Instant::now();
     let first = first_video_frame(&url, Transport::Tcp).expect("a first video frame");
-    assert!(first.key_frame, "first frame was not a keyframe: {first:?}");
+    assert!(
+        first.packet_key && first.frame_key == Some(true),
+        "the first packet and frame must be a keyframe: {first:?}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "first frame took {:?}: the GOP cache should make it immediate",
@@ -152,7 +158,10 @@ fn camera_down_at_startup_comes_live() {
     let mut gw = Gateway::start([format!("cam=rtsp://127.0.0.1:{port}/test")]);
     let s = gw.wait_state("cam", "reconnecting", Duration::from_secs(10));
     assert!(
-        s["error"].as_str().unwrap_or("").contains("connection refused"),
+        s["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("connection refused"),
         "{s}"
     );
     let _cam = Camera::start_on_port(port, CameraOpts::new(VideoCodec::H264, AudioCodec::None));
@@ -182,7 +191,10 @@ fn digest_auth_and_no_password_leaks() {
     let log = gw.log();
     for (what, text) in [("API", api.to_string()), ("log", log)] {
         assert!(!text.contains(secret), "password in the {what}:\n{text}");
-        assert!(!text.contains("wrong-pass"), "password in the {what}:\n{text}");
+        assert!(
+            !text.contains("wrong-pass"),
+            "password in the {what}:\n{text}"
+        );
     }
 }
 
@@ -197,7 +209,10 @@ fn start_bad_alg(upstream_port: u16) -> u16 {
             let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
                 continue;
             };
-            let (mut c_rd, mut s_wr) = (client.try_clone().expect("dup"), server.try_clone().expect("dup"));
+            let (mut c_rd, mut s_wr) = (
+                client.try_clone().expect("dup"),
+                server.try_clone().expect("dup"),
+            );
             let (mut s_rd, mut c_wr) = (server, client);
             thread::spawn(move || {
                 let mut buf = [0u8; 16384];
@@ -250,7 +265,8 @@ fn udp_blocked_by_alg_falls_back_to_tcp() {
 
 fn rtsp_exchange(port: u16, request: &[u8]) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     s.write_all(request).expect("send");
     // Half-close: the server answers, sees EOF and closes, so read_to_end ends.
     let _ = s.shutdown(Shutdown::Write);
@@ -273,13 +289,21 @@ fn garbage_and_bad_requests_do_not_disturb_readers() {
     // Garbage: 400 and the connection is closed (read_to_end returns).
     let reply = rtsp_exchange(port, b"HELLO THERE\r\n\r\n");
     assert!(reply.starts_with("RTSP/1.0 400"), "{reply}");
-    let noise: Vec<u8> = (0..4000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let noise: Vec<u8> = (0..4000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let _ = rtsp_exchange(port, &noise);
     // Unknown path.
-    let reply = rtsp_exchange(port, b"DESCRIBE rtsp://127.0.0.1/nope RTSP/1.0\r\nCSeq: 1\r\n\r\n");
+    let reply = rtsp_exchange(
+        port,
+        b"DESCRIBE rtsp://127.0.0.1/nope RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+    );
     assert!(reply.starts_with("RTSP/1.0 404"), "{reply}");
     // Unknown session.
-    let reply = rtsp_exchange(port, b"PLAY rtsp://127.0.0.1/cam RTSP/1.0\r\nCSeq: 2\r\nSession: 12345\r\n\r\n");
+    let reply = rtsp_exchange(
+        port,
+        b"PLAY rtsp://127.0.0.1/cam RTSP/1.0\r\nCSeq: 2\r\nSession: 12345\r\n\r\n",
+    );
     assert!(reply.starts_with("RTSP/1.0 454"), "{reply}");
     // Missing CSeq: 400, connection closed.
     let reply = rtsp_exchange(port, b"OPTIONS rtsp://127.0.0.1/cam RTSP/1.0\r\n\r\n");
