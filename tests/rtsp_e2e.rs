@@ -224,7 +224,7 @@ fn start_bad_alg(upstream_port: u16) -> u16 {
                     let out = match text.find("client_port=") {
                         Some(i) if text.starts_with("SETUP") => {
                             let end = text[i..]
-                                .find(|c: char| c == ';' || c == '\r')
+                                .find([';', '\r'])
                                 .map_or(text.len(), |e| i + e);
                             format!("{}client_port=9-10{}", &text[..i], &text[end..]).into_bytes()
                         }
