@@ -198,10 +198,16 @@ fn digest_auth_and_no_password_leaks() {
     }
 }
 
-/// A TCP proxy that behaves like a broken router RTSP ALG: it rewrites the
-/// `client_port=` of every SETUP so the camera sends UDP to a dead port.
-fn start_bad_alg(upstream_port: u16) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind ALG proxy");
+/// A TCP proxy between rtspgate and the camera that rewrites RTSP messages,
+/// to play a router's RTSP ALG or a camera quirk. `request` rewrites each
+/// request from the gateway; `response` each response (header and body, with
+/// Content-Length fixed). Interleaved data (`$`) passes through untouched.
+fn start_rewriting_proxy(
+    upstream_port: u16,
+    request: fn(String) -> String,
+    response: fn(String) -> String,
+) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
     let port = listener.local_addr().expect("local addr").port();
     thread::spawn(move || {
         for client in listener.incoming() {
@@ -209,40 +215,126 @@ fn start_bad_alg(upstream_port: u16) -> u16 {
             let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
                 continue;
             };
-            let (mut c_rd, mut s_wr) = (
-                client.try_clone().expect("dup"),
-                server.try_clone().expect("dup"),
-            );
-            let (mut s_rd, mut c_wr) = (server, client);
-            thread::spawn(move || {
-                let mut buf = [0u8; 16384];
-                while let Ok(n) = c_rd.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    let out = match text.find("client_port=") {
-                        Some(i) if text.starts_with("SETUP") => {
-                            let end = text[i..]
-                                .find([';', '\r'])
-                                .map_or(text.len(), |e| i + e);
-                            format!("{}client_port=9-10{}", &text[..i], &text[end..]).into_bytes()
-                        }
-                        _ => buf[..n].to_vec(),
-                    };
-                    if s_wr.write_all(&out).is_err() {
-                        break;
-                    }
-                }
-                let _ = s_wr.shutdown(Shutdown::Both);
-            });
-            thread::spawn(move || {
-                let _ = std::io::copy(&mut s_rd, &mut c_wr);
-                let _ = c_wr.shutdown(Shutdown::Both);
-            });
+            let pairs = [
+                (
+                    client.try_clone().expect("dup"),
+                    server.try_clone().expect("dup"),
+                    request,
+                ),
+                (server, client, response),
+            ];
+            for (from, to, rewrite) in pairs {
+                thread::spawn(move || relay(from, to, rewrite));
+            }
         }
     });
     port
+}
+
+/// Copies `from` to `to`, rewriting complete RTSP messages until the first
+/// interleaved `$` frame, then copying raw.
+fn relay(mut from: TcpStream, mut to: TcpStream, rewrite: fn(String) -> String) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let mut raw = false;
+    loop {
+        let n = match from.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if raw {
+            if to.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+            continue;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        loop {
+            if buf.first() == Some(&b'$') {
+                raw = true;
+                if to.write_all(&buf).is_err() {
+                    return;
+                }
+                buf.clear();
+                break;
+            }
+            let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                break;
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end + 4]).into_owned();
+            let body_len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            let total = head_end + 4 + body_len;
+            if buf.len() < total {
+                break;
+            }
+            let body = String::from_utf8_lossy(&buf[head_end + 4..total]).into_owned();
+            let message = rewrite(format!("{head}{body}"));
+            let (new_head, new_body) = message
+                .split_once("\r\n\r\n")
+                .map_or((message.clone(), String::new()), |(h, b)| {
+                    (h.to_owned(), b.to_owned())
+                });
+            let new_head: Vec<String> = new_head
+                .split("\r\n")
+                .map(|l| {
+                    if l.to_ascii_lowercase().starts_with("content-length:") {
+                        format!("Content-Length: {}", new_body.len())
+                    } else {
+                        l.to_owned()
+                    }
+                })
+                .collect();
+            let out = format!("{}\r\n\r\n{new_body}", new_head.join("\r\n"));
+            if to.write_all(out.as_bytes()).is_err() {
+                return;
+            }
+            buf.drain(..total);
+        }
+    }
+    // Half-close, so what the other side still sends gets through.
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// Like a broken router ALG: SETUP's `client_port=` is rewritten so the
+/// camera sends its UDP to a dead port.
+fn break_client_port(msg: String) -> String {
+    match msg.find("client_port=") {
+        Some(i) if msg.starts_with("SETUP") => {
+            let end = msg[i..].find([';', '\r']).map_or(msg.len(), |e| i + e);
+            format!("{}client_port=9-10{}", &msg[..i], &msg[end..])
+        }
+        _ => msg,
+    }
+}
+
+fn unchanged(msg: String) -> String {
+    msg
+}
+
+/// Like cameras that only send parameter sets in-band: no
+/// `sprop-parameter-sets` in the SDP.
+fn strip_sprop(msg: String) -> String {
+    msg.lines()
+        .map(|l| {
+            if l.starts_with("a=fmtp:") {
+                l.split(';')
+                    .filter(|p| !p.trim_start().starts_with("sprop-parameter-sets"))
+                    .collect::<Vec<_>>()
+                    .join(";")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        + if msg.ends_with("\r\n") { "\r\n" } else { "" }
 }
 
 #[test]
@@ -250,7 +342,7 @@ fn udp_blocked_by_alg_falls_back_to_tcp() {
     let _g = serial();
     require_tools();
     let cam = Camera::start(CameraOpts::new(VideoCodec::H264, AudioCodec::None));
-    let alg = start_bad_alg(cam.port());
+    let alg = start_rewriting_proxy(cam.port(), break_client_port, unchanged);
     let mut gw = Gateway::start([format!("cam=rtsp://127.0.0.1:{alg}/test")]);
     let s = gw.wait_live("cam", Duration::from_secs(30));
     assert_eq!(s["transport"], "tcp", "{s}");
@@ -311,4 +403,79 @@ fn garbage_and_bad_requests_do_not_disturb_readers() {
 
     let report = reader.join().expect("reader thread");
     report.assert_clean(MIN_VIDEO, 200);
+}
+
+#[test]
+fn silent_sessions_time_out() {
+    let _g = serial();
+    require_tools();
+    let cam = Camera::start(CameraOpts::new(VideoCodec::H264, AudioCodec::None));
+    let cfg = scratch_path("timeout", "toml");
+    std::fs::write(&cfg, "rtsp_session_timeout = 2\n").expect("write config");
+    let mut gw = Gateway::start([
+        "--config".to_owned(),
+        cfg.display().to_string(),
+        format!("cam={}", cam.url()),
+    ]);
+    gw.wait_live("cam", Duration::from_secs(20));
+    let mut s = TcpStream::connect(("127.0.0.1", gw.rtsp_port())).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let url = gw.rtsp_url("cam");
+    write!(
+        s,
+        "SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"
+    )
+    .expect("send SETUP");
+    let started = Instant::now();
+    let mut out = Vec::new();
+    // The server answers, then closes the connection once the session expires.
+    let r = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        r.is_ok(),
+        "connection not closed by the server: {r:?}\n{text}"
+    );
+    assert!(text.starts_with("RTSP/1.0 200"), "{text}");
+    assert!(text.contains("timeout=2"), "{text}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(5),
+        "session ended after {waited:?}"
+    );
+}
+
+#[test]
+fn parameter_sets_only_in_band() {
+    let _g = serial();
+    require_tools();
+    let cam = Camera::start(CameraOpts::new(VideoCodec::H264, AudioCodec::Aac));
+    let proxy = start_rewriting_proxy(cam.port(), unchanged, strip_sprop);
+    // Make sure the rewrite does what it says, against the camera itself.
+    let sdp = rtsp_exchange(
+        proxy,
+        format!("DESCRIBE rtsp://127.0.0.1:{proxy}/test RTSP/1.0\r\nCSeq: 1\r\n\r\n").as_bytes(),
+    );
+    assert!(
+        sdp.contains("a=fmtp:96") && !sdp.contains("sprop-parameter-sets"),
+        "{sdp}"
+    );
+    let gw = {
+        let mut gw = Gateway::start([format!("cam=rtsp://127.0.0.1:{proxy}/test")]);
+        gw.wait_live("cam", Duration::from_secs(20));
+        gw
+    };
+    let s = gw.stream("cam").expect("stream");
+    assert_eq!(s["tracks"][0]["width"], 640, "{s}");
+    // Our DESCRIBE carries the parameter sets learnt in-band.
+    let ours = rtsp_exchange(
+        gw.rtsp_port(),
+        format!(
+            "DESCRIBE {} RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+            gw.rtsp_url("cam")
+        )
+        .as_bytes(),
+    );
+    assert!(ours.contains("sprop-parameter-sets="), "{ours}");
+    ffmpeg_read(&gw.rtsp_url("cam"), Transport::Tcp, READ_SECS).assert_clean(MIN_VIDEO, 200);
 }
