@@ -479,3 +479,24 @@ fn parameter_sets_only_in_band() {
     assert!(ours.contains("sprop-parameter-sets="), "{ours}");
     ffmpeg_read(&gw.rtsp_url("cam"), Transport::Tcp, READ_SECS).assert_clean(MIN_VIDEO, 200);
 }
+
+#[test]
+fn no_arguments_serves_the_demo_clip() {
+    let _g = serial();
+    require_tools();
+    // Only ports are given (tests run side by side): no source, no config.
+    let mut gw = Gateway::start(Vec::<String>::new());
+    let s = gw.wait_live("demo", Duration::from_secs(10));
+    assert_eq!(s["tracks"][0]["codec"], "h264", "{s}");
+    assert!(
+        gw.log().contains("serving a built-in demo clip"),
+        "{}",
+        gw.log()
+    );
+    // 12 s crosses the clip's 10 s loop: timestamps must stay continuous.
+    let report = ffmpeg_read(&gw.rtsp_url("demo"), Transport::Tcp, 12.0);
+    report.assert_clean(290, 540);
+    let v = report.video().expect("video");
+    let fps = v.fps().unwrap_or(0.0);
+    assert!((24.0..=26.0).contains(&fps), "demo plays at {fps} fps");
+}
