@@ -30,6 +30,14 @@ pub enum StartError {
     },
 }
 
+/// Path of the built-in demo stream.
+pub const DEMO_PATH: &str = "demo";
+
+/// With no sources and no config file, the gateway serves the demo clip.
+fn serves_demo(config: &Config) -> bool {
+    config.paths.is_empty() && config.file.is_none()
+}
+
 /// A running gateway: the stream registry, sources and servers.
 pub struct Gateway {
     pub registry: Arc<Registry>,
@@ -73,6 +81,18 @@ impl Gateway {
             registry.insert(stream.clone());
             let source: Box<dyn Source> = Box::new(ingest::rtsp_pull::RtspPull::new(src.clone()));
             tasks.push(tokio::spawn(source.run(stream)));
+        }
+        if serves_demo(config) {
+            // A built-in clip, so a first run shows a picture with no camera.
+            match ingest::demo::DemoSource::embedded() {
+                Ok(demo) => {
+                    let stream = Stream::new(DEMO_PATH, "built-in demo clip");
+                    registry.insert(stream.clone());
+                    let source: Box<dyn Source> = Box::new(demo);
+                    tasks.push(tokio::spawn(source.run(stream)));
+                }
+                Err(e) => tracing::error!("the built-in demo clip is unusable: {e}"),
+            }
         }
 
         let rtsp_addr = SocketAddr::new(config.listen, config.rtsp_port);
@@ -147,8 +167,12 @@ impl Gateway {
             config.rtsp_port,
             config.http_port
         )];
-        if config.paths.is_empty() {
-            lines.push("No sources: give camera URLs, e.g. `rtspgate cam=rtsp://user:pass@192.0.2.10/stream`, or --config rtspgate.toml.".into());
+        if serves_demo(config) {
+            lines.push(format!(
+                "No cameras given: serving a built-in demo clip. Play it at rtsp://{host}:{}/{DEMO_PATH}",
+                config.rtsp_port
+            ));
+            lines.push("Add cameras with `rtspgate cam=rtsp://user:pass@192.0.2.10/stream` or --config rtspgate.toml.".into());
         }
         for (name, src) in &config.paths {
             lines.push(format!(

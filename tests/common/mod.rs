@@ -663,6 +663,9 @@ impl Gateway {
             rtsp_port.to_string(),
             "--http-port".into(),
             http_port.to_string(),
+            // Tests may run gateways side by side: never the default 8000/8001.
+            "--rtp-port".into(),
+            free_udp_port_pair().0.to_string(),
             "-v".into(),
         ];
         args.extend(
