@@ -169,8 +169,9 @@ impl Gateway {
         )];
         if serves_demo(config) {
             lines.push(format!(
-                "No cameras given: serving a built-in demo clip. Play it at rtsp://{host}:{}/{DEMO_PATH}",
-                config.rtsp_port
+                "No cameras given: serving a built-in demo clip. Play it at rtsp://{host}:{}/{DEMO_PATH} or, with LL-HLS, http://{host}:{}/{DEMO_PATH}/index.m3u8",
+                config.rtsp_port,
+                config.http_port
             ));
             lines.push("Add cameras with `rtspgate cam=rtsp://user:pass@192.0.2.10/stream` or --config rtspgate.toml.".into());
         }
