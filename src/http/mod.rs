@@ -1,4 +1,8 @@
-//! The HTTP server (axum): REST API now; viewer page, WHEP and HLS later.
+//! The HTTP server (axum): REST API and `/metrics`; viewer page, WHEP and HLS
+//! plug in as more routes.
+
+pub mod api;
+pub mod metrics;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -8,12 +12,17 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::bus::{MediaKind, Registry, Stream, StreamState};
+use crate::bus::{MediaKind, Registry, Sessions, Stream, StreamState};
+use crate::paths::PathManager;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// Reader sessions of every egress.
+    pub sessions: Arc<Sessions>,
+    /// Configured paths (add/change/remove at run time).
+    pub paths: Arc<PathManager>,
     /// `rtsp://host:port` prefix for the URLs shown in the API.
     pub rtsp_base: String,
 }
@@ -23,6 +32,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/streams", get(list_streams))
         .route("/api/v1/streams/{name}", get(get_stream))
+        .route("/metrics", get(metrics::handler))
+        .merge(api::routes())
         .with_state(state)
 }
 
@@ -173,6 +184,8 @@ mod tests {
         });
         registry.insert(s);
         router(AppState {
+            paths: PathManager::new(registry.clone(), None),
+            sessions: Sessions::new(),
             registry,
             rtsp_base: "rtsp://127.0.0.1:8554".into(),
         })
