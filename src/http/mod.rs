@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod metrics;
+pub mod web;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/streams/{name}", get(get_stream))
         .route("/metrics", get(metrics::handler))
         .merge(api::routes())
+        .merge(web::routes())
         .with_state(state)
 }
 
