@@ -311,6 +311,23 @@ fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// A source as a `[paths.NAME]` table of the config file.
+pub fn source_to_toml(src: &SourceConfig) -> toml::Table {
+    let mut t = toml::Table::new();
+    t.insert("source".into(), toml::Value::String(src.url.to_string()));
+    t.insert(
+        "transport".into(),
+        toml::Value::String(src.transport.to_string()),
+    );
+    if let Some(u) = &src.user {
+        t.insert("user".into(), toml::Value::String(u.clone()));
+    }
+    if let Some(p) = &src.pass {
+        t.insert("pass".into(), toml::Value::String(p.clone()));
+    }
+    t
+}
+
 /// Whether `name` is a valid path name: `[A-Za-z0-9_-]+`.
 pub fn valid_path_name(name: &str) -> bool {
     !name.is_empty()

@@ -8,16 +8,16 @@ pub mod config;
 pub mod egress;
 pub mod http;
 pub mod ingest;
+pub mod paths;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus::{Registry, Stream};
+use bus::Registry;
 use config::Config;
 use egress::hls::manager::HlsManager;
 use egress::rtsp::server::{RtspServer, ServerConfig};
-use ingest::Source;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,7 @@ pub struct Gateway {
     pub registry: Arc<Registry>,
     /// The LL-HLS muxers.
     pub hls: Arc<HlsManager>,
+    pub paths: Arc<paths::PathManager>,
     pub rtsp_addr: SocketAddr,
     pub http_addr: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -75,22 +76,19 @@ impl Gateway {
     /// Binds the servers and starts every source. Must run inside a tokio runtime.
     pub async fn start(config: &Config) -> Result<Gateway, StartError> {
         let registry = Registry::new();
+        let sessions = bus::Sessions::new();
+        let paths = paths::PathManager::new(registry.clone(), config.file.clone());
         let mut tasks = Vec::new();
         for (name, src) in &config.paths {
-            let stream = Stream::new(name.clone(), src.display_url());
-            registry.insert(stream.clone());
-            let source: Box<dyn Source> = Box::new(ingest::rtsp_pull::RtspPull::new(src.clone()));
-            tasks.push(tokio::spawn(source.run(stream)));
+            // Names are unique in a validated config, so add cannot fail here.
+            if let Err(e) = paths.add(name, src.clone()) {
+                tracing::error!("{e}");
+            }
         }
         if serves_demo(config) {
             // A built-in clip, so a first run shows a picture with no camera.
             match ingest::demo::DemoSource::embedded() {
-                Ok(demo) => {
-                    let stream = Stream::new(DEMO_PATH, "built-in demo clip");
-                    registry.insert(stream.clone());
-                    let source: Box<dyn Source> = Box::new(demo);
-                    tasks.push(tokio::spawn(source.run(stream)));
-                }
+                Ok(demo) => paths.add_builtin(DEMO_PATH, "built-in demo clip", Box::new(demo)),
                 Err(e) => tracing::error!("the built-in demo clip is unusable: {e}"),
             }
         }
@@ -106,6 +104,7 @@ impl Gateway {
         let rtp_addr = SocketAddr::new(config.listen, config.rtp_port);
         let server = RtspServer::new(
             registry.clone(),
+            sessions.clone(),
             ServerConfig {
                 mtu: config.mtu,
                 session_timeout: config.rtsp_session_timeout,
@@ -138,6 +137,8 @@ impl Gateway {
         let app = http::router(http::AppState {
             hls: hls.clone(),
             registry: registry.clone(),
+            sessions: sessions.clone(),
+            paths: paths.clone(),
             rtsp_base: format!(
                 "rtsp://{}:{}",
                 display_host(config.listen),
@@ -152,10 +153,19 @@ impl Gateway {
         Ok(Gateway {
             registry,
             hls,
+            paths,
             rtsp_addr,
             http_addr,
             tasks,
         })
+    }
+
+    /// Re-reads the configuration (SIGHUP) and applies its paths: added and
+    /// changed ones start, removed ones stop, unchanged ones are not touched.
+    /// Server settings (ports, addresses) need a restart and are not applied.
+    pub fn reload(&self, cli: &config::Cli) -> Result<paths::ReloadSummary, config::ConfigError> {
+        let config = Config::from_cli(cli)?;
+        Ok(self.paths.apply(&config.paths))
     }
 
     /// Lines telling the user what is served where (credentials redacted).

@@ -2,6 +2,7 @@
 //! source and fanned out to every egress. See `shared/DESIGN.md`.
 
 pub mod fanout;
+pub mod sessions;
 mod track;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 pub use fanout::{ByteLen, Fanout, GopLimits, RecvError, Subscriber};
+pub use sessions::{SessionHandle, SessionInfo, Sessions};
 pub use track::{Codec, MediaKind, Track};
 
 /// One access unit (video) or audio frame of one track.
@@ -78,6 +80,27 @@ pub struct StreamStats {
     pub rtsp_readers: AtomicU64,
     /// RTP packets the source lost (sequence gaps seen by the depacketizer).
     pub packets_lost: AtomicU64,
+    /// Interarrival jitter per track in seconds (RFC 3550 §6.4.1).
+    jitter: Mutex<Vec<f64>>,
+}
+
+impl StreamStats {
+    /// Jitter per track in seconds.
+    pub fn jitter(&self) -> Vec<f64> {
+        self.jitter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets track `i`'s jitter in seconds.
+    pub fn set_jitter(&self, i: usize, seconds: f64) {
+        let mut j = self.jitter.lock().unwrap_or_else(|e| e.into_inner());
+        if j.len() <= i {
+            j.resize(i + 1, 0.0);
+        }
+        j[i] = seconds;
+    }
 }
 
 /// How the source is being read, for the API: the transport in use and a

@@ -386,6 +386,8 @@ mod tests {
             let fx = h264_fixture();
             let hls = HlsManager::new(registry.clone(), config);
             let app = super::super::router(AppState {
+                paths: crate::paths::PathManager::new(registry.clone(), None),
+                sessions: crate::bus::Sessions::new(),
                 registry,
                 rtsp_base: "rtsp://127.0.0.1:8554".into(),
                 hls: hls.clone(),

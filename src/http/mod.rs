@@ -1,7 +1,10 @@
-//! The HTTP server (axum): REST API and LL-HLS ([`hls`]); viewer page and
-//! WHEP later.
+//! The HTTP server (axum): REST API, `/metrics`, the viewer page and LL-HLS
+//! ([`hls`]); WHEP plugs in as more routes.
 
+pub mod api;
 pub mod hls;
+pub mod metrics;
+pub mod web;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,14 +14,19 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::bus::{MediaKind, Registry, Stream, StreamState};
+use crate::bus::{MediaKind, Registry, Sessions, Stream, StreamState};
 use crate::egress::hls::manager::HlsManager;
 use crate::egress::hls::select_tracks;
+use crate::paths::PathManager;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// Reader sessions of every egress.
+    pub sessions: Arc<Sessions>,
+    /// Configured paths (add/change/remove at run time).
+    pub paths: Arc<PathManager>,
     /// `rtsp://host:port` prefix for the URLs shown in the API.
     pub rtsp_base: String,
     /// The LL-HLS muxers, one per stream being watched.
@@ -30,6 +38,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/streams", get(list_streams))
         .route("/api/v1/streams/{name}", get(get_stream))
+        .route("/metrics", get(metrics::handler))
+        .merge(api::routes())
+        .merge(web::routes())
         .merge(hls::routes())
         .with_state(state)
 }
@@ -193,6 +204,8 @@ mod tests {
         registry.insert(s);
         router(AppState {
             hls: HlsManager::new(registry.clone(), Default::default()),
+            paths: PathManager::new(registry.clone(), None),
+            sessions: Sessions::new(),
             registry,
             rtsp_base: "rtsp://127.0.0.1:8554".into(),
         })

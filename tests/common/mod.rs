@@ -840,6 +840,11 @@ impl Gateway {
     }
 
     /// Everything the gateway wrote to stdout and stderr so far.
+    /// The gateway's process id (to send it signals), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log(&self) -> String {
         read_lossy(&self.log_path)
     }
