@@ -255,14 +255,30 @@ impl Stream {
 }
 
 /// All streams by path name.
-#[derive(Default)]
 pub struct Registry {
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// Counts insertions and removals, for egresses that follow the set of
+    /// streams (e.g. LL-HLS with `hls_always_on`).
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            streams: RwLock::default(),
+            changes: watch::Sender::new(0),
+        }
+    }
 }
 
 impl Registry {
     pub fn new() -> Arc<Self> {
         Arc::new(Registry::default())
+    }
+
+    /// A receiver that sees a new value whenever a stream is added or removed.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
@@ -276,14 +292,21 @@ impl Registry {
             return false;
         }
         map.insert(stream.name().to_owned(), stream);
+        drop(map);
+        self.changes.send_modify(|n| *n += 1);
         true
     }
 
     pub fn remove(&self, name: &str) -> Option<Arc<Stream>> {
-        self.streams
+        let removed = self
+            .streams
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(name)
+            .remove(name);
+        if removed.is_some() {
+            self.changes.send_modify(|n| *n += 1);
+        }
+        removed
     }
 
     /// All streams, sorted by name.

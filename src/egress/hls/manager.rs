@@ -311,6 +311,8 @@ pub struct HlsManager {
     config: HlsConfig,
     epoch: Instant,
     running: Mutex<Running>,
+    /// With `hls_always_on`: the task that starts muxers for added streams.
+    follower: Mutex<Option<JoinHandle<()>>>,
     me: Weak<HlsManager>,
 }
 
@@ -321,6 +323,7 @@ impl HlsManager {
             config,
             epoch: Instant::now(),
             running: Mutex::new(Running::default()),
+            follower: Mutex::new(None),
             me: me.clone(),
         })
     }
@@ -359,11 +362,31 @@ impl HlsManager {
         self.lock().streams.get(path).cloned()
     }
 
-    /// Starts the muxer of every stream in the registry (`hls_always_on`).
+    /// Starts the muxer of every stream in the registry, and of every
+    /// stream added later (`hls_always_on`). Must run inside a tokio runtime.
     pub fn start_all(&self) {
+        let mut changes = self.registry.changes();
+        changes.borrow_and_update();
+        self.start_missing();
+        let me = self.me.clone();
+        let follower = tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(m) = me.upgrade() else { return };
+                m.start_missing();
+            }
+        });
+        *self.follower.lock().unwrap_or_else(|e| e.into_inner()) = Some(follower);
+    }
+
+    /// Starts a muxer for each stream that has none running.
+    fn start_missing(&self) {
         for stream in self.registry.list() {
             let mut running = self.lock();
-            if !running.streams.contains_key(stream.name()) {
+            let current = running
+                .streams
+                .get(stream.name())
+                .is_some_and(|hs| Arc::ptr_eq(&hs.stream, &stream) && hs.is_running());
+            if !current {
                 self.start_locked(&mut running, stream);
             }
         }
@@ -371,6 +394,14 @@ impl HlsManager {
 
     /// Stops every muxer (the gateway is shutting down).
     pub fn shutdown(&self) {
+        if let Some(f) = self
+            .follower
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            f.abort();
+        }
         let streams: Vec<_> = self.lock().streams.drain().map(|(_, hs)| hs).collect();
         for hs in streams {
             if let Some(task) = hs.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -675,7 +706,7 @@ mod tests {
         let registry = Registry::new();
         let stream = live_stream(&registry);
         let m = HlsManager::new(
-            registry,
+            registry.clone(),
             HlsConfig {
                 always_on: true,
                 ..config(100)
@@ -687,6 +718,18 @@ mod tests {
         until(&hs, |p| p.ready).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(m.get("cam").is_some_and(|cur| Arc::ptr_eq(&cur, &hs)));
+        // A path added at run time gets a muxer too.
+        let later = Stream::new("later", "rtsp://cam.example/later");
+        registry.insert(later.clone());
+        let mut started = None;
+        for _ in 0..100 {
+            started = m.get("later");
+            if started.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(started.is_some(), "no muxer for a stream added later");
         m.shutdown();
         assert!(m.get("cam").is_none());
         assert!(hs.progress().stopped);
