@@ -130,7 +130,7 @@ impl Gateway {
                 addr: http_addr,
                 source,
             })?;
-        let hls = HlsManager::new(registry.clone(), config.hls.clone());
+        let hls = HlsManager::with_sessions(registry.clone(), config.hls.clone(), sessions.clone());
         if config.hls.always_on {
             hls.start_all();
         }

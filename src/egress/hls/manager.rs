@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{Lookup, MuxEvent, Muxer, MuxerConfig, Notice, ReloadDecision};
-use crate::bus::{Frame, RecvError, Registry, Stream, StreamState, Subscriber, Track};
+use crate::bus::{Frame, RecvError, Registry, Sessions, Stream, StreamState, Subscriber, Track};
 use crate::config::HlsConfig;
 
 /// The media playlist's URI relative to the multivariant playlist.
@@ -314,11 +314,23 @@ pub struct HlsManager {
     /// With `hls_always_on`: the task that starts muxers for added streams.
     follower: Mutex<Option<JoinHandle<()>>>,
     me: Weak<HlsManager>,
+    /// Running muxers are listed (and can be kicked) as `hls` sessions.
+    sessions: Arc<Sessions>,
 }
 
 impl HlsManager {
     pub fn new(registry: Arc<Registry>, config: HlsConfig) -> Arc<Self> {
+        Self::with_sessions(registry, config, Sessions::new())
+    }
+
+    /// Like [`HlsManager::new`], listing each running muxer in `sessions`.
+    pub fn with_sessions(
+        registry: Arc<Registry>,
+        config: HlsConfig,
+        sessions: Arc<Sessions>,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|me| HlsManager {
+            sessions,
             registry,
             config,
             epoch: Instant::now(),
@@ -524,11 +536,24 @@ async fn run(
     let stream = hs.stream.clone();
     let idle = tokio::time::sleep(config.idle_timeout);
     tokio::pin!(idle);
-    if let Some(m) = manager.upgrade() {
+    let Some(session) = manager.upgrade().map(|m| {
         idle.as_mut().reset(m.idle_deadline(&hs));
-    }
+        let id = format!("{}-{}", stream.name(), hs.progress().next_part.0);
+        m.sessions
+            .register("hls", &id, stream.name(), None, Some("ll-hls".into()))
+    }) else {
+        return;
+    };
     loop {
         tokio::select! {
+            () = session.kick.notified() => {
+                tracing::info!(path = stream.name(), "HLS muxer kicked through the API");
+                if let Some(m) = manager.upgrade() {
+                    m.retire(&hs, true);
+                }
+                hs.stop();
+                return;
+            }
             received = bus.recv() => {
                 let frame = match received {
                     Ok(f) => f,
@@ -628,6 +653,38 @@ mod tests {
             .expect("progress in time")
             .expect("the sender lives as long as the stream");
         *p
+    }
+
+    #[tokio::test]
+    async fn a_running_muxer_is_a_session_that_can_be_kicked() {
+        let registry = Registry::new();
+        let _stream = live_stream(&registry);
+        let sessions = Sessions::new();
+        let m = HlsManager::with_sessions(registry.clone(), config(60_000), sessions.clone());
+        let hs = m.open("cam").expect("stream exists");
+        let list = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                let l = sessions.list();
+                if !l.is_empty() {
+                    return l;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the muxer registers itself");
+        assert_eq!(list[0].kind, "hls");
+        assert_eq!(list[0].path, "cam");
+        assert!(sessions.kick(&list[0].id));
+        until(&hs, |p| p.stopped).await;
+        assert!(m.get("cam").is_none(), "kicked muxer is gone");
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while !sessions.list().is_empty() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("its session is removed");
     }
 
     #[tokio::test]
