@@ -8,7 +8,7 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -223,37 +223,30 @@ fn g711_camera_is_video_only_in_hls_and_the_api_says_why() {
     );
 }
 
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
 /// Runs `tests/browser/hls_play.mjs` on `url`; returns its JSON report.
 fn play_in_chromium(url: &str, frames: u32, settle_seconds: u32) -> serde_json::Value {
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "/usr/bin/chromium is missing: apt-get install -y chromium (see .ci/run)"
-    );
-    assert!(
-        browser_dir().join("node_modules/playwright-core").exists()
-            && browser_dir().join("node_modules/hls.js").exists(),
-        "tests/browser/node_modules is missing: npm ci --prefix tests/browser (see .ci/run)"
-    );
     let timeout = 45 + settle_seconds;
-    let (code, stdout, stderr) = run_to_files(
-        Command::new("node")
-            .arg(browser_dir().join("hls_play.mjs"))
-            .arg(url)
-            .args(["--frames", &frames.to_string()])
-            .args(["--seconds", &settle_seconds.to_string()])
-            .args(["--timeout", &timeout.to_string()]),
+    let run = run_browser_script(
+        "hls_play.mjs",
+        &[
+            url.to_owned(),
+            "--frames".into(),
+            frames.to_string(),
+            "--seconds".into(),
+            settle_seconds.to_string(),
+            "--timeout".into(),
+            timeout.to_string(),
+        ],
         Duration::from_secs(u64::from(timeout) + 30),
     );
-    let line = stdout.lines().last().unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
-        panic!("hls_play.mjs exit {code:?}, no JSON ({e})\nstdout: {stdout}\nstderr: {stderr}")
-    });
-    assert_eq!(code, Some(0), "hls_play.mjs failed: {v}\nstderr: {stderr}");
-    v
+    assert_eq!(
+        run.code,
+        Some(0),
+        "hls_play.mjs failed: {}\nstderr: {}",
+        run.json,
+        run.stderr
+    );
+    run.json
 }
 
 #[test]

@@ -188,6 +188,62 @@ fn run_bounded(cmd: &mut Command, timeout: Duration) -> Finished {
 }
 
 // ---------------------------------------------------------------------------
+// Headless Chromium (scripts under tests/browser/, playwright-core)
+// ---------------------------------------------------------------------------
+
+/// `tests/browser/`, where the node scripts and their node_modules live.
+pub fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Panics with what to install when Chromium or playwright-core is missing.
+pub fn require_browser() {
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium is missing: apt-get install -y chromium (see .ci/run)"
+    );
+    assert!(
+        browser_dir().join("node_modules/playwright-core").exists(),
+        "tests/browser/node_modules is missing: npm ci --prefix tests/browser (see .ci/run)"
+    );
+}
+
+/// What a browser script printed: its exit code (`None` if killed at the
+/// deadline), the JSON of its last stdout line, and its stderr.
+pub struct BrowserRun {
+    pub code: Option<i32>,
+    pub json: serde_json::Value,
+    pub stderr: String,
+}
+
+/// Runs `node tests/browser/<script> <args>` with a hard deadline and parses
+/// the one line of JSON it prints last; panics with its output if there is none.
+pub fn run_browser_script<S: AsRef<OsStr>>(
+    script: &str,
+    args: &[S],
+    timeout: Duration,
+) -> BrowserRun {
+    require_browser();
+    let mut cmd = Command::new("node");
+    cmd.arg(browser_dir().join(script)).args(args);
+    let out = run_bounded(&mut cmd, timeout);
+    let line = out.stdout.lines().last().unwrap_or_default();
+    let json = serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "{script} exit {:?}, no JSON ({e})\nstdout: {}\nstderr: {}",
+            out.status.and_then(|s| s.code()),
+            out.stdout,
+            tail(&out.stderr, 40)
+        )
+    });
+    BrowserRun {
+        code: out.status.and_then(|s| s.code()),
+        json,
+        stderr: out.stderr,
+    }
+}
+
+// ---------------------------------------------------------------------------
 // HTTP (tiny HTTP/1.0 client, enough for the JSON API)
 // ---------------------------------------------------------------------------
 
