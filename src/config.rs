@@ -52,7 +52,7 @@ pub struct Cli {
     /// RTSP server port.
     #[arg(long, value_name = "PORT")]
     pub rtsp_port: Option<u16>,
-    /// HTTP server port (API; later viewer page, WHEP and HLS).
+    /// HTTP server port (API and LL-HLS; later viewer page and WHEP).
     #[arg(long, value_name = "PORT")]
     pub http_port: Option<u16>,
     /// Address to bind the servers to.
@@ -93,6 +93,19 @@ pub struct FileConfig {
     pub webrtc_additional_hosts: Option<Vec<String>>,
     /// STUN/TURN servers offered to WHEP clients in `Link` headers.
     pub webrtc_ice_servers: Option<Vec<FileIceServer>>,
+    /// LL-HLS Part Target in milliseconds (rounded to whole frames).
+    pub hls_part_duration: Option<u64>,
+    /// Minimum LL-HLS segment length in milliseconds; segments end at a keyframe.
+    pub hls_segment_duration: Option<u64>,
+    /// Complete segments listed in an LL-HLS media playlist.
+    pub hls_segment_count: Option<usize>,
+    /// Seconds without an HLS request before a stream's muxer stops.
+    pub hls_idle_timeout: Option<u64>,
+    /// Keep every stream's LL-HLS muxer running without requests.
+    pub hls_always_on: Option<bool>,
+    /// `Access-Control-Allow-Origin` of HLS responses: `*`, one origin, or
+    /// `""` for none.
+    pub hls_allow_origin: Option<String>,
     #[serde(default)]
     pub paths: BTreeMap<String, FilePath>,
 }
@@ -202,6 +215,8 @@ pub struct Config {
     pub mtu: usize,
     pub rtsp_session_timeout: std::time::Duration,
     pub webrtc: WebRtcSettings,
+    /// LL-HLS settings.
+    pub hls: HlsConfig,
     pub verbose: u8,
     /// Path name → source, in name order.
     pub paths: BTreeMap<String, SourceConfig>,
@@ -219,11 +234,132 @@ impl Default for Config {
             mtu: 1400,
             rtsp_session_timeout: std::time::Duration::from_secs(60),
             webrtc: WebRtcSettings::default(),
+            hls: HlsConfig::default(),
             verbose: 0,
             paths: BTreeMap::new(),
             file: None,
         }
     }
+}
+
+/// LL-HLS settings (`hls_*` keys).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HlsConfig {
+    /// Wanted Part Target (`hls_part_duration`, default 200 ms); the muxer
+    /// rounds it to a whole number of frames.
+    pub part_duration: std::time::Duration,
+    /// Minimum segment length (`hls_segment_duration`, default 1 s).
+    pub segment_duration: std::time::Duration,
+    /// Complete segments per media playlist (`hls_segment_count`, default 7).
+    pub segment_count: usize,
+    /// A stream's muxer stops this long after its last HLS request
+    /// (`hls_idle_timeout`, default 60 s).
+    pub idle_timeout: std::time::Duration,
+    /// Run every stream's muxer from the start, requests or not (`hls_always_on`).
+    pub always_on: bool,
+    /// `Access-Control-Allow-Origin` value, `None` to send no CORS headers
+    /// (`hls_allow_origin`, default `*`).
+    pub allow_origin: Option<String>,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
+            part_duration: std::time::Duration::from_millis(200),
+            segment_duration: std::time::Duration::from_millis(1000),
+            segment_count: 7,
+            idle_timeout: std::time::Duration::from_secs(60),
+            always_on: false,
+            allow_origin: Some("*".into()),
+        }
+    }
+}
+
+impl HlsConfig {
+    /// Validates the `hls_*` keys of `file` over the defaults.
+    fn from_file(file: &FileConfig) -> Result<HlsConfig, ConfigError> {
+        use std::time::Duration;
+        let mut hls = HlsConfig::default();
+        if let Some(ms) = file.hls_part_duration {
+            if !(20..=5_000).contains(&ms) {
+                return Err(err(
+                    "hls_part_duration",
+                    format!("{ms} is outside 20..=5000 milliseconds"),
+                ));
+            }
+            hls.part_duration = Duration::from_millis(ms);
+        }
+        if let Some(ms) = file.hls_segment_duration {
+            if !(100..=60_000).contains(&ms) {
+                return Err(err(
+                    "hls_segment_duration",
+                    format!("{ms} is outside 100..=60000 milliseconds"),
+                ));
+            }
+            hls.segment_duration = Duration::from_millis(ms);
+        }
+        // The Part Target must stay below the Target Duration (§4.4.3.7 of
+        // draft-pantos-hls-rfc8216bis), so a segment holds several parts.
+        if hls.part_duration >= hls.segment_duration {
+            return Err(err(
+                "hls_part_duration",
+                format!(
+                    "{} ms must be shorter than hls_segment_duration ({} ms)",
+                    hls.part_duration.as_millis(),
+                    hls.segment_duration.as_millis()
+                ),
+            ));
+        }
+        if let Some(n) = file.hls_segment_count {
+            // §6.2.2: a live playlist must keep at least three target
+            // durations of segments.
+            if !(3..=100).contains(&n) {
+                return Err(err(
+                    "hls_segment_count",
+                    format!("{n} is outside 3..=100 segments"),
+                ));
+            }
+            hls.segment_count = n;
+        }
+        if let Some(s) = file.hls_idle_timeout {
+            if s == 0 {
+                return Err(err("hls_idle_timeout", "must be at least 1 second"));
+            }
+            hls.idle_timeout = Duration::from_secs(s);
+        }
+        if let Some(on) = file.hls_always_on {
+            hls.always_on = on;
+        }
+        if let Some(origin) = &file.hls_allow_origin {
+            hls.allow_origin = parse_allow_origin(origin)?;
+        }
+        Ok(hls)
+    }
+}
+
+/// `hls_allow_origin`: `*`, a serialized origin (`scheme://host[:port]`,
+/// RFC 6454 §6.1), or empty for no CORS headers.
+fn parse_allow_origin(origin: &str) -> Result<Option<String>, ConfigError> {
+    const KEY: &str = "hls_allow_origin";
+    if origin.is_empty() {
+        return Ok(None);
+    }
+    if origin == "*" {
+        return Ok(Some(origin.to_owned()));
+    }
+    let url = url::Url::parse(origin)
+        .map_err(|e| err(KEY, format!("{origin:?} is not \"*\" or an origin: {e}")))?;
+    let serialized = url.origin().ascii_serialization();
+    if !matches!(url.scheme(), "http" | "https") || serialized != origin {
+        return Err(err(
+            KEY,
+            format!(
+                "{origin:?} is not \"*\" or an origin like \"https://example.com\" \
+                 (scheme, host and port only, no path or trailing slash)"
+            ),
+        ));
+    }
+    Ok(Some(serialized))
 }
 
 /// A configuration error: which key, and what is wrong with it.
@@ -239,6 +375,23 @@ fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         key: key.into(),
         message: message.into(),
     }
+}
+
+/// A source as a `[paths.NAME]` table of the config file.
+pub fn source_to_toml(src: &SourceConfig) -> toml::Table {
+    let mut t = toml::Table::new();
+    t.insert("source".into(), toml::Value::String(src.url.to_string()));
+    t.insert(
+        "transport".into(),
+        toml::Value::String(src.transport.to_string()),
+    );
+    if let Some(u) = &src.user {
+        t.insert("user".into(), toml::Value::String(u.clone()));
+    }
+    if let Some(p) = &src.pass {
+        t.insert("pass".into(), toml::Value::String(p.clone()));
+    }
+    t
 }
 
 /// Whether `name` is a valid path name: `[A-Za-z0-9_-]+`.
@@ -425,16 +578,18 @@ impl Config {
                 format!("{} is also an RTP/RTCP port", cfg.webrtc.port),
             ));
         }
-        if let Some(hosts) = file.webrtc_additional_hosts {
-            for (i, host) in hosts.into_iter().enumerate() {
+        if let Some(hosts) = &file.webrtc_additional_hosts {
+            for (i, host) in hosts.iter().enumerate() {
                 let key = format!("webrtc_additional_hosts[{i}]");
-                cfg.webrtc.additional_hosts.push(parse_host(&key, &host)?);
+                cfg.webrtc.additional_hosts.push(parse_host(&key, host)?);
             }
         }
-        if let Some(servers) = file.webrtc_ice_servers {
-            for (i, server) in servers.into_iter().enumerate() {
+        if let Some(servers) = &file.webrtc_ice_servers {
+            for (i, server) in servers.iter().enumerate() {
                 let key = format!("webrtc_ice_servers[{i}]");
-                cfg.webrtc.ice_servers.push(parse_ice_server(&key, server)?);
+                cfg.webrtc
+                    .ice_servers
+                    .push(parse_ice_server(&key, server.clone())?);
             }
         }
         if let Some(mtu) = file.mtu {
@@ -449,6 +604,7 @@ impl Config {
             }
             cfg.rtsp_session_timeout = std::time::Duration::from_secs(t);
         }
+        cfg.hls = HlsConfig::from_file(&file)?;
         let default_transport = cli.transport.or(file.transport).unwrap_or_default();
 
         for (name, p) in file.paths {
@@ -715,6 +871,55 @@ mod tests {
             let e = build_with(&[], text).unwrap_err();
             assert_eq!(e.key, key, "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn hls_keys() {
+        let cfg = build_with(&[], "").unwrap();
+        assert_eq!(cfg.hls, HlsConfig::default());
+        assert_eq!(cfg.hls.allow_origin.as_deref(), Some("*"));
+        let cfg = build_with(
+            &[],
+            r#"
+            hls_part_duration = 300
+            hls_segment_duration = 2000
+            hls_segment_count = 5
+            hls_idle_timeout = 10
+            hls_always_on = true
+            hls_allow_origin = "https://viewer.example:8443"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.hls.part_duration, std::time::Duration::from_millis(300));
+        assert_eq!(cfg.hls.segment_duration, std::time::Duration::from_secs(2));
+        assert_eq!(cfg.hls.segment_count, 5);
+        assert_eq!(cfg.hls.idle_timeout, std::time::Duration::from_secs(10));
+        assert!(cfg.hls.always_on);
+        assert_eq!(
+            cfg.hls.allow_origin.as_deref(),
+            Some("https://viewer.example:8443")
+        );
+        let cfg = build_with(&[], "hls_allow_origin = \"\"").unwrap();
+        assert_eq!(cfg.hls.allow_origin, None);
+
+        for (text, key) in [
+            ("hls_part_duration = 5", "hls_part_duration"),
+            ("hls_part_duration = 1000", "hls_part_duration"),
+            ("hls_segment_duration = 50", "hls_segment_duration"),
+            ("hls_segment_count = 2", "hls_segment_count"),
+            ("hls_idle_timeout = 0", "hls_idle_timeout"),
+            ("hls_allow_origin = \"example.com\"", "hls_allow_origin"),
+            (
+                "hls_allow_origin = \"https://a.example/\"",
+                "hls_allow_origin",
+            ),
+            ("hls_allow_origin = \"ftp://a.example\"", "hls_allow_origin"),
+        ] {
+            let e = build_with(&[], text).unwrap_err();
+            assert_eq!(e.key, key, "{text}: {e}");
+        }
+        let e: Result<FileConfig, _> = toml::from_str("hls_always_on = 1");
+        assert!(e.unwrap_err().to_string().contains("hls_always_on"));
     }
 
     #[test]

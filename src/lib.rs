@@ -8,15 +8,16 @@ pub mod config;
 pub mod egress;
 pub mod http;
 pub mod ingest;
+pub mod paths;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus::{Registry, Stream};
+use bus::Registry;
 use config::Config;
+use egress::hls::manager::HlsManager;
 use egress::rtsp::server::{RtspServer, ServerConfig};
-use ingest::Source;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +30,20 @@ pub enum StartError {
     },
 }
 
+/// Path of the built-in demo stream.
+pub const DEMO_PATH: &str = "demo";
+
+/// With no sources and no config file, the gateway serves the demo clip.
+fn serves_demo(config: &Config) -> bool {
+    config.paths.is_empty() && config.file.is_none()
+}
+
 /// A running gateway: the stream registry, sources and servers.
 pub struct Gateway {
     pub registry: Arc<Registry>,
+    /// The LL-HLS muxers.
+    pub hls: Arc<HlsManager>,
+    pub paths: Arc<paths::PathManager>,
     pub rtsp_addr: SocketAddr,
     pub http_addr: SocketAddr,
     /// WebRTC UDP address (ICE-TCP on the same port number).
@@ -42,6 +54,7 @@ pub struct Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        self.hls.shutdown();
         for t in &self.tasks {
             t.abort();
         }
@@ -66,12 +79,21 @@ impl Gateway {
     /// Binds the servers and starts every source. Must run inside a tokio runtime.
     pub async fn start(config: &Config) -> Result<Gateway, StartError> {
         let registry = Registry::new();
+        let sessions = bus::Sessions::new();
+        let paths = paths::PathManager::new(registry.clone(), config.file.clone());
         let mut tasks = Vec::new();
         for (name, src) in &config.paths {
-            let stream = Stream::new(name.clone(), src.display_url());
-            registry.insert(stream.clone());
-            let source: Box<dyn Source> = Box::new(ingest::rtsp_pull::RtspPull::new(src.clone()));
-            tasks.push(tokio::spawn(source.run(stream)));
+            // Names are unique in a validated config, so add cannot fail here.
+            if let Err(e) = paths.add(name, src.clone()) {
+                tracing::error!("{e}");
+            }
+        }
+        if serves_demo(config) {
+            // A built-in clip, so a first run shows a picture with no camera.
+            match ingest::demo::DemoSource::embedded() {
+                Ok(demo) => paths.add_builtin(DEMO_PATH, "built-in demo clip", Box::new(demo)),
+                Err(e) => tracing::error!("the built-in demo clip is unusable: {e}"),
+            }
         }
 
         let rtsp_addr = SocketAddr::new(config.listen, config.rtsp_port);
@@ -85,6 +107,7 @@ impl Gateway {
         let rtp_addr = SocketAddr::new(config.listen, config.rtp_port);
         let server = RtspServer::new(
             registry.clone(),
+            sessions.clone(),
             ServerConfig {
                 mtu: config.mtu,
                 session_timeout: config.rtsp_session_timeout,
@@ -102,13 +125,17 @@ impl Gateway {
         })?;
         tasks.push(tokio::spawn(server.run(rtsp_listener)));
 
-        let webrtc = egress::webrtc::WebRtcEngine::start(config.listen, config.webrtc.clone())
-            .await
-            .map_err(|e| StartError::Bind {
-                what: e.what,
-                addr: e.addr,
-                source: e.source,
-            })?;
+        let webrtc = egress::webrtc::WebRtcEngine::start(
+            config.listen,
+            config.webrtc.clone(),
+            Some(sessions.clone()),
+        )
+        .await
+        .map_err(|e| StartError::Bind {
+            what: e.what,
+            addr: e.addr,
+            source: e.source,
+        })?;
         let webrtc_addr = webrtc.local_addr();
 
         let http_addr = SocketAddr::new(config.listen, config.http_port);
@@ -119,8 +146,15 @@ impl Gateway {
                 addr: http_addr,
                 source,
             })?;
+        let hls = HlsManager::with_sessions(registry.clone(), config.hls.clone(), sessions.clone());
+        if config.hls.always_on {
+            hls.start_all();
+        }
         let app = http::router(http::AppState {
+            hls: hls.clone(),
             registry: registry.clone(),
+            sessions: sessions.clone(),
+            paths: paths.clone(),
             rtsp_base: format!(
                 "rtsp://{}:{}",
                 display_host(config.listen),
@@ -135,12 +169,22 @@ impl Gateway {
         }));
         Ok(Gateway {
             registry,
+            hls,
+            paths,
             rtsp_addr,
             http_addr,
             webrtc_addr,
             webrtc,
             tasks,
         })
+    }
+
+    /// Re-reads the configuration (SIGHUP) and applies its paths: added and
+    /// changed ones start, removed ones stop, unchanged ones are not touched.
+    /// Server settings (ports, addresses) need a restart and are not applied.
+    pub fn reload(&self, cli: &config::Cli) -> Result<paths::ReloadSummary, config::ConfigError> {
+        let config = Config::from_cli(cli)?;
+        Ok(self.paths.apply(&config.paths))
     }
 
     /// Lines telling the user what is served where (credentials redacted).
@@ -153,15 +197,21 @@ impl Gateway {
             config.http_port,
             self.webrtc_addr.port()
         )];
-        if config.paths.is_empty() {
-            lines.push("No sources: give camera URLs, e.g. `rtspgate cam=rtsp://user:pass@192.0.2.10/stream`, or --config rtspgate.toml.".into());
+        if serves_demo(config) {
+            lines.push(format!(
+                "No cameras given: serving a built-in demo clip. Play it at rtsp://{host}:{}/{DEMO_PATH} or, with LL-HLS, http://{host}:{}/{DEMO_PATH}/index.m3u8",
+                config.rtsp_port,
+                config.http_port
+            ));
+            lines.push("Add cameras with `rtspgate cam=rtsp://user:pass@192.0.2.10/stream` or --config rtspgate.toml.".into());
         }
         for (name, src) in &config.paths {
             lines.push(format!(
-                "Proxying {} ({}). Play it at rtsp://{host}:{}/{name} or with WHEP at http://{host}:{}/{name}/whep",
+                "Proxying {} ({}). Play it at rtsp://{host}:{}/{name}, with WebRTC (WHEP) at http://{host}:{}/{name}/whep or with LL-HLS at http://{host}:{}/{name}/index.m3u8",
                 src.display_url(),
                 src.transport,
                 config.rtsp_port,
+                config.http_port,
                 config.http_port
             ));
         }

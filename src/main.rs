@@ -40,11 +40,42 @@ fn main() -> ExitCode {
         for line in gateway.banner(&config) {
             println!("{line}");
         }
-        shutdown_signal().await;
+        run_until_shutdown(&gateway, &cli).await;
         tracing::info!("shutting down");
         drop(gateway);
         ExitCode::SUCCESS
     })
+}
+
+/// Serves until SIGINT/SIGTERM; SIGHUP reloads the config file's paths.
+async fn run_until_shutdown(gateway: &Gateway, cli: &Cli) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            let shutdown = shutdown_signal();
+            tokio::pin!(shutdown);
+            loop {
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = hup.recv() => {
+                        if cli.config.is_none() {
+                            tracing::warn!("SIGHUP: no config file in use, nothing to reload");
+                            continue;
+                        }
+                        match gateway.reload(cli) {
+                            Ok(s) => tracing::info!(
+                                added = ?s.added, changed = ?s.changed, removed = ?s.removed,
+                                unchanged = s.unchanged.len(), "configuration reloaded"
+                            ),
+                            Err(e) => tracing::error!("configuration not reloaded: {e}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    shutdown_signal().await;
 }
 
 async fn shutdown_signal() {

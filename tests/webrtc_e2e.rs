@@ -9,55 +9,19 @@ mod common;
 mod whep_client;
 
 use std::io::Read;
-use std::net::UdpSocket;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 /// Seconds of playback per browser run: 25 fps × 6 s = 150 frames, plus the
 /// cached GOP sent at once.
 const PLAY_SECONDS: u64 = 6;
 const MIN_FRAMES: u64 = 100;
 
-fn browser_dir() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"))
-}
-
-fn require_browser() {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: apt-get install -y chromium (see .ci/run)"
-    );
-    assert!(
-        browser_dir().join("node_modules/playwright-core").exists(),
-        "playwright-core is missing: npm ci --prefix tests/browser (see .ci/run)"
-    );
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1 (WebRTC uses both).
-fn free_webrtc_port() -> u16 {
-    for _ in 0..100 {
-        let p = free_port();
-        if UdpSocket::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no port free for UDP and TCP on 127.0.0.1");
-}
-
+/// The harness gives every gateway its own RTP and WebRTC ports.
 fn start_gateway(sources: &[String]) -> Gateway {
-    let (rtp, _) = free_udp_port_pair();
-    let mut args = vec![
-        "--rtp-port".to_owned(),
-        rtp.to_string(),
-        "--webrtc-port".to_owned(),
-        free_webrtc_port().to_string(),
-    ];
-    args.extend(sources.iter().cloned());
-    Gateway::start(args)
+    Gateway::start(sources)
 }
 
 /// What the browser run reported.
@@ -597,5 +561,29 @@ fn stalled_tcp_viewer_does_not_block_others() {
     println!(
         "UDP viewer beside a stalled ICE-TCP viewer: {} video / {} audio frames in 6 s",
         r.video_frames, r.audio_frames
+    );
+}
+
+/// The gateway's own viewer page (web/player.js) plays over WebRTC first:
+/// the built-in demo clip, no camera needed.
+#[test]
+fn viewer_page_plays_the_demo_over_webrtc() {
+    let _guard = serial();
+    let mut gw = Gateway::start(Vec::<String>::new());
+    gw.wait_live("demo", Duration::from_secs(10));
+    let base = format!("http://127.0.0.1:{}", gw.http_port());
+    let run = run_browser_script(
+        "viewer_page.mjs",
+        &[base.as_str(), "demo", "--frames", "100", "--timeout", "45"],
+        Duration::from_secs(90),
+    );
+    let v = run.json;
+    if v["ok"] != true || v["transport"] != "webrtc" || v["frames"].as_u64().unwrap_or(0) < 100 {
+        gw.fail(&format!("viewer page over WebRTC: {v}\n{}", run.stderr));
+    }
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{v}"
     );
 }

@@ -2,6 +2,7 @@
 //! source and fanned out to every egress. See `shared/DESIGN.md`.
 
 pub mod fanout;
+pub mod sessions;
 mod track;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 pub use fanout::{ByteLen, Fanout, GopLimits, RecvError, Subscriber};
+pub use sessions::{SessionHandle, SessionInfo, Sessions};
 pub use track::{Codec, MediaKind, Track};
 
 /// One access unit (video) or audio frame of one track.
@@ -78,6 +80,27 @@ pub struct StreamStats {
     pub rtsp_readers: AtomicU64,
     /// RTP packets the source lost (sequence gaps seen by the depacketizer).
     pub packets_lost: AtomicU64,
+    /// Interarrival jitter per track in seconds (RFC 3550 §6.4.1).
+    jitter: Mutex<Vec<f64>>,
+}
+
+impl StreamStats {
+    /// Jitter per track in seconds.
+    pub fn jitter(&self) -> Vec<f64> {
+        self.jitter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets track `i`'s jitter in seconds.
+    pub fn set_jitter(&self, i: usize, seconds: f64) {
+        let mut j = self.jitter.lock().unwrap_or_else(|e| e.into_inner());
+        if j.len() <= i {
+            j.resize(i + 1, 0.0);
+        }
+        j[i] = seconds;
+    }
 }
 
 /// How the source is being read, for the API: the transport in use and a
@@ -232,14 +255,30 @@ impl Stream {
 }
 
 /// All streams by path name.
-#[derive(Default)]
 pub struct Registry {
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// Counts insertions and removals, for egresses that follow the set of
+    /// streams (e.g. LL-HLS with `hls_always_on`).
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            streams: RwLock::default(),
+            changes: watch::Sender::new(0),
+        }
+    }
 }
 
 impl Registry {
     pub fn new() -> Arc<Self> {
         Arc::new(Registry::default())
+    }
+
+    /// A receiver that sees a new value whenever a stream is added or removed.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
@@ -253,14 +292,21 @@ impl Registry {
             return false;
         }
         map.insert(stream.name().to_owned(), stream);
+        drop(map);
+        self.changes.send_modify(|n| *n += 1);
         true
     }
 
     pub fn remove(&self, name: &str) -> Option<Arc<Stream>> {
-        self.streams
+        let removed = self
+            .streams
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(name)
+            .remove(name);
+        if removed.is_some() {
+            self.changes.send_modify(|n| *n += 1);
+        }
+        removed
     }
 
     /// All streams, sorted by name.

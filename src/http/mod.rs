@@ -1,5 +1,10 @@
-//! The HTTP server (axum): REST API and WHEP; viewer page and HLS later.
+//! The HTTP server (axum): REST API, `/metrics`, the viewer page, LL-HLS
+//! ([`hls`]) and WHEP ([`whep`]).
 
+pub mod api;
+pub mod hls;
+pub mod metrics;
+pub mod web;
 pub mod whep;
 
 use std::sync::atomic::Ordering;
@@ -10,16 +15,25 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::bus::{MediaKind, Registry, Stream, StreamState};
+use crate::bus::{MediaKind, Registry, Sessions, Stream, StreamState};
+use crate::egress::hls::manager::HlsManager;
+use crate::egress::hls::select_tracks;
 use crate::egress::webrtc::codecs::webrtc_support;
 use crate::egress::webrtc::WebRtcEngine;
+use crate::paths::PathManager;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// Reader sessions of every egress.
+    pub sessions: Arc<Sessions>,
+    /// Configured paths (add/change/remove at run time).
+    pub paths: Arc<PathManager>,
     /// `rtsp://host:port` prefix for the URLs shown in the API.
     pub rtsp_base: String,
+    /// The LL-HLS muxers, one per stream being watched.
+    pub hls: Arc<HlsManager>,
     /// The WebRTC (WHEP) engine; `None` serves 503 on the WHEP endpoints.
     pub webrtc: Option<Arc<WebRtcEngine>>,
 }
@@ -29,6 +43,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/streams", get(list_streams))
         .route("/api/v1/streams/{name}", get(get_stream))
+        .route("/metrics", get(metrics::handler))
+        .merge(api::routes())
+        .merge(web::routes())
+        .merge(hls::routes())
         .merge(whep::routes())
         .with_state(state)
 }
@@ -102,6 +120,10 @@ pub struct TrackInfo {
     /// Frames per second, from the SPS VUI or the SDP.
     pub fps: Option<f64>,
     pub channels: Option<u16>,
+    /// Why the track is left out of LL-HLS, e.g. "not in HLS: G.711 (pcma)
+    /// can't go into fMP4 for browsers: ..."; absent when HLS carries it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hls: Option<String>,
 }
 
 fn stream_info(s: &Stream, app: &AppState) -> StreamInfo {
@@ -116,9 +138,11 @@ fn stream_info(s: &Stream, app: &AppState) -> StreamInfo {
     let tracks = s
         .tracks()
         .map(|set| {
+            let selection = select_tracks(&set.tracks);
             set.tracks
                 .iter()
-                .map(|t| TrackInfo {
+                .enumerate()
+                .map(|(i, t)| TrackInfo {
                     kind: t.kind(),
                     codec: t.codec.name().to_owned(),
                     codec_string: t.rfc6381.clone(),
@@ -127,6 +151,11 @@ fn stream_info(s: &Stream, app: &AppState) -> StreamInfo {
                     height: t.dimensions.map(|d| d.1),
                     fps: t.frame_rate,
                     channels: t.codec.channels(),
+                    hls: selection
+                        .skipped
+                        .iter()
+                        .find(|(k, _)| *k == i)
+                        .map(|(_, why)| format!("not in HLS: {why}")),
                 })
                 .collect()
         })
@@ -217,6 +246,9 @@ mod tests {
         });
         registry.insert(s);
         router(AppState {
+            hls: HlsManager::new(registry.clone(), Default::default()),
+            paths: PathManager::new(registry.clone(), None),
+            sessions: Sessions::new(),
             registry,
             rtsp_base: "rtsp://127.0.0.1:8554".into(),
             webrtc: None,

@@ -2,6 +2,7 @@
 //! for ever; no egress talks to a source directly.
 
 pub mod backoff;
+pub mod demo;
 mod opus_side;
 pub mod rtsp_pull;
 mod timeline;

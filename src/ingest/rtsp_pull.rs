@@ -322,6 +322,8 @@ impl Pull {
         for t in &mut self.timelines {
             t.new_session(play_at);
         }
+        // Per track: last transit time and jitter estimate, in seconds.
+        let mut jitter: Vec<(Option<f64>, f64)> = vec![(None, 0.0); picked.len()];
 
         loop {
             let wait = if got_media || use_tcp {
@@ -423,6 +425,15 @@ impl Pull {
             } else {
                 true
             };
+            // RFC 3550 §6.4.1 interarrival jitter, on frame arrival times.
+            let clock = f64::from(demuxed.streams()[stream_id].clock_rate_hz().max(1));
+            let transit = now.duration_since(play_at).as_secs_f64() - elapsed as f64 / clock;
+            let (last, j) = &mut jitter[bus_i];
+            if let Some(last) = *last {
+                *j += ((transit - last).abs() - *j) / 16.0;
+                self.stream.stats.set_jitter(bus_i, *j);
+            }
+            *last = Some(transit);
             let pts = self.timelines[bus_i].map(elapsed, now);
             if !*live {
                 *live = true;

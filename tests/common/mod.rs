@@ -71,6 +71,18 @@ pub fn free_udp_port_pair() -> (u16, u16) {
     panic!("no free even/odd UDP port pair on 127.0.0.1 after 100 attempts");
 }
 
+/// A port on 127.0.0.1 that was free for both TCP and UDP a moment ago
+/// (the WebRTC port takes both).
+pub fn free_udp_tcp_port() -> u16 {
+    for _ in 0..100 {
+        let p = free_port();
+        if UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no port free for both TCP and UDP on 127.0.0.1 after 100 attempts");
+}
+
 /// A fresh, unique path under cargo's target tmp dir for logs and scratch files.
 pub fn scratch_path(stem: &str, ext: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -184,6 +196,62 @@ fn run_bounded(cmd: &mut Command, timeout: Duration) -> Finished {
         stdout: String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned(),
         stderr: String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned(),
         elapsed: started.elapsed(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Headless Chromium (scripts under tests/browser/, playwright-core)
+// ---------------------------------------------------------------------------
+
+/// `tests/browser/`, where the node scripts and their node_modules live.
+pub fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Panics with what to install when Chromium or playwright-core is missing.
+pub fn require_browser() {
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium is missing: apt-get install -y chromium (see .ci/run)"
+    );
+    assert!(
+        browser_dir().join("node_modules/playwright-core").exists(),
+        "tests/browser/node_modules is missing: npm ci --prefix tests/browser (see .ci/run)"
+    );
+}
+
+/// What a browser script printed: its exit code (`None` if killed at the
+/// deadline), the JSON of its last stdout line, and its stderr.
+pub struct BrowserRun {
+    pub code: Option<i32>,
+    pub json: serde_json::Value,
+    pub stderr: String,
+}
+
+/// Runs `node tests/browser/<script> <args>` with a hard deadline and parses
+/// the one line of JSON it prints last; panics with its output if there is none.
+pub fn run_browser_script<S: AsRef<OsStr>>(
+    script: &str,
+    args: &[S],
+    timeout: Duration,
+) -> BrowserRun {
+    require_browser();
+    let mut cmd = Command::new("node");
+    cmd.arg(browser_dir().join(script)).args(args);
+    let out = run_bounded(&mut cmd, timeout);
+    let line = out.stdout.lines().last().unwrap_or_default();
+    let json = serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "{script} exit {:?}, no JSON ({e})\nstdout: {}\nstderr: {}",
+            out.status.and_then(|s| s.code()),
+            out.stdout,
+            tail(&out.stderr, 40)
+        )
+    });
+    BrowserRun {
+        code: out.status.and_then(|s| s.code()),
+        json,
+        stderr: out.stderr,
     }
 }
 
@@ -663,6 +731,12 @@ impl Gateway {
             rtsp_port.to_string(),
             "--http-port".into(),
             http_port.to_string(),
+            // Tests may run gateways side by side: never the default 8000/8001.
+            "--rtp-port".into(),
+            free_udp_port_pair().0.to_string(),
+            // Nor the default WebRTC port 8189 (UDP and ICE-TCP).
+            "--webrtc-port".into(),
+            free_udp_tcp_port().to_string(),
             "-v".into(),
         ];
         args.extend(
@@ -837,6 +911,11 @@ impl Gateway {
     }
 
     /// Everything the gateway wrote to stdout and stderr so far.
+    /// The gateway's process id (to send it signals), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log(&self) -> String {
         read_lossy(&self.log_path)
     }

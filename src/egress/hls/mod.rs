@@ -8,8 +8,12 @@
 //!
 //! Resource names (relative to the media playlist): `init-<version>.mp4`,
 //! `seg-<msn>.mp4`, `part-<msn>-<index>.mp4`.
+//!
+//! [`manager`] is the tokio shell: one muxer per stream, fed from the bus,
+//! started on demand and woken waiters; `crate::http::hls` serves it.
 
 pub mod fmp4;
+pub mod manager;
 pub mod params;
 pub mod playlist;
 pub mod segmenter;
@@ -17,7 +21,7 @@ pub mod segmenter;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -365,27 +369,46 @@ impl Muxer {
         }
     }
 
-    /// Peak bit rate over the stored segments (bits/s): the largest
-    /// segment size × 8 / its duration (EXT-X-STREAM-INF BANDWIDTH, §4.4.6.2).
-    pub fn bandwidth(&self) -> Option<u64> {
-        self.stored
+    /// `(bytes, duration)` of each stored segment; before the first
+    /// segment is complete, of the parts of the open one, so a player that
+    /// starts at once still gets a (rough, keyframe-heavy: high) figure.
+    fn measured(&self) -> Vec<(usize, Duration)> {
+        let complete: Vec<(usize, Duration)> = self
+            .stored
             .iter()
-            .filter_map(|s| {
-                let secs = s.duration.as_secs_f64();
-                let bytes = s.data.as_ref()?.len() as f64;
-                (secs > 0.0).then(|| (bytes * 8.0 / secs).ceil() as u64)
+            .filter_map(|s| Some((s.data.as_ref()?.len(), s.duration)))
+            .collect();
+        if !complete.is_empty() {
+            return complete;
+        }
+        self.open
+            .iter()
+            .map(|s| (s.parts.iter().map(Bytes::len).sum(), s.duration))
+            .collect()
+    }
+
+    /// Peak bit rate over the stored segments (bits/s): the largest
+    /// segment size × 8 / its duration (EXT-X-STREAM-INF BANDWIDTH,
+    /// §4.4.6.2); before a segment is complete, that of the parts so far.
+    pub fn bandwidth(&self) -> Option<u64> {
+        self.measured()
+            .into_iter()
+            .filter_map(|(bytes, d)| {
+                let secs = d.as_secs_f64();
+                (secs > 0.0).then(|| (bytes as f64 * 8.0 / secs).ceil() as u64)
             })
             .max()
     }
 
-    /// Average bit rate over the stored segments (bits/s).
+    /// Average bit rate over the stored segments (bits/s), or over the
+    /// parts so far before a segment is complete.
     pub fn average_bandwidth(&self) -> Option<u64> {
-        let (bytes, secs) = self.stored.iter().fold((0usize, 0.0f64), |(b, d), s| {
-            (
-                b + s.data.as_ref().map_or(0, Bytes::len),
-                d + s.duration.as_secs_f64(),
-            )
-        });
+        let (bytes, secs) = self
+            .measured()
+            .into_iter()
+            .fold((0usize, 0.0f64), |(b, s), (bytes, d)| {
+                (b + bytes, s + d.as_secs_f64())
+            });
         (secs > 0.0).then(|| (bytes as f64 * 8.0 / secs).ceil() as u64)
     }
 

@@ -17,7 +17,7 @@ use super::media::{MediaRegistry, RtpBatch, RtpMedia};
 use super::rtcp;
 use super::sdp;
 use super::session::{Conn, Ctx, Effect, PathStatus, Paths, TrackTransport};
-use crate::bus::{Registry, StreamState, Subscriber};
+use crate::bus::{Registry, SessionHandle, Sessions, StreamState, Subscriber};
 
 /// Server settings.
 #[derive(Clone, Debug)]
@@ -39,6 +39,7 @@ const SR_INTERVAL: Duration = Duration::from_secs(5);
 /// The RTSP server, shared by all connection tasks.
 pub struct RtspServer {
     registry: Arc<Registry>,
+    sessions: Arc<Sessions>,
     media: MediaRegistry,
     config: ServerConfig,
     udp_rtp: Arc<UdpSocket>,
@@ -70,6 +71,7 @@ impl RtspServer {
     /// Binds the UDP RTP/RTCP sockets (`rtp_port`, `rtp_port + 1`) on `addr`'s IP.
     pub async fn new(
         registry: Arc<Registry>,
+        sessions: Arc<Sessions>,
         config: ServerConfig,
         ip: std::net::IpAddr,
         rtp_port: u16,
@@ -78,6 +80,7 @@ impl RtspServer {
         let udp_rtcp = UdpSocket::bind((ip, rtp_port + 1)).await?;
         let server = Arc::new(RtspServer {
             registry,
+            sessions,
             media: MediaRegistry::default(),
             config,
             udp_rtp: Arc::new(udp_rtp),
@@ -166,6 +169,8 @@ struct Playing {
     counts: Vec<(u32, u32)>,
     /// UDP readers' RTCP activity cells.
     udp_seen: Vec<(SocketAddr, Arc<AtomicU64>)>,
+    /// The reader in the API's session list; kicked through it.
+    handle: SessionHandle,
 }
 
 struct Connection {
@@ -177,6 +182,13 @@ struct Connection {
     outbuf: Vec<u8>,
     conn: Conn,
     playing: Option<Playing>,
+}
+
+async fn kicked(kick: Option<Arc<tokio::sync::Notify>>) {
+    match kick {
+        Some(k) => k.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_batch(playing: &mut Option<Playing>) -> Option<Arc<RtpBatch>> {
@@ -194,6 +206,7 @@ impl Connection {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let kick = self.playing.as_ref().map(|p| p.handle.kick.clone());
             tokio::select! {
                 r = self.socket.read_buf(&mut self.inbuf) => {
                     match r {
@@ -215,6 +228,7 @@ impl Connection {
                         None => return "the stream ended or its source restarted with new tracks".into(),
                     }
                 }
+                _ = kicked(kick) => return "session kicked through the API".into(),
                 _ = sr.tick(), if self.playing.is_some() => {
                     if let Err(e) = self.send_sender_reports().await {
                         return format!("write error: {e}");
@@ -409,6 +423,17 @@ impl Connection {
             }
         }
         stream.stats.rtsp_readers.fetch_add(1, Ordering::Relaxed);
+        let tcp = transports
+            .iter()
+            .flatten()
+            .any(|t| matches!(t, TrackTransport::Tcp { .. }));
+        let handle = self.server.sessions.register(
+            "rtsp",
+            &session.id,
+            stream.name(),
+            Some(self.peer.to_string()),
+            Some(if tcp { "tcp" } else { "udp" }.to_owned()),
+        );
         tracing::info!(peer = %self.peer, path = stream.name(), "RTSP reader started");
         self.playing = Some(Playing {
             counts: vec![(0, 0); transports.len()],
@@ -417,6 +442,7 @@ impl Connection {
             stream,
             transports,
             udp_seen,
+            handle,
         });
     }
 
@@ -481,6 +507,7 @@ impl Connection {
                 .sum::<u32>(),
         );
         p.stream.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        p.handle.bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok(())
     }
 

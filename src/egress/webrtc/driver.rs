@@ -32,7 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::bus::{Codec, Frame, MediaKind, Stream};
+use crate::bus::{Codec, Frame, MediaKind, SessionHandle as Registration, Stream};
 
 use super::annexb::{to_annex_b, ReorderDetector, B_FRAMES_WARNING};
 use super::demux::{is_stun, rfc4571_frame, Demux, Rfc4571Decoder, Transport};
@@ -45,6 +45,10 @@ pub enum Command {
     Add {
         session: Box<Session>,
         stream: Arc<Stream>,
+        /// Its entry in the gateway's session registry (dropped with it).
+        registration: Option<Registration>,
+        /// Waits for an operator's kick; aborted with the session.
+        kick_waiter: Option<AbortOnDrop>,
     },
     /// Trickled remote candidates (WHEP PATCH).
     Candidates {
@@ -81,9 +85,20 @@ const TCP_READ_BUF: usize = 16 * 1024;
 /// reuses one Annex B conversion.
 const ANNEXB_CACHE: usize = 8;
 
+/// Aborts a task when dropped.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 struct Entry {
     session: Session,
     stream: Arc<Stream>,
+    registration: Option<Registration>,
+    _kick_waiter: Option<AbortOnDrop>,
     /// Ends the session's bus subscription stream.
     subscription: Option<AbortHandle>,
     /// The timeout last pushed onto the timer heap.
@@ -274,6 +289,18 @@ impl Driver {
             return;
         };
         let events = entry.session.take_events();
+        let sent = entry.session.take_new_bytes();
+        if sent > 0 {
+            entry
+                .stream
+                .stats
+                .bytes_out
+                .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+            if let Some(r) = &entry.registration {
+                r.bytes
+                    .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         let t = entry.session.next_timeout();
         if entry.scheduled != Some(t) {
             entry.scheduled = Some(t);
@@ -336,7 +363,12 @@ impl Driver {
     fn on_command(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
-            Command::Add { session, stream } => {
+            Command::Add {
+                session,
+                stream,
+                registration,
+                kick_waiter,
+            } => {
                 let id = session.id;
                 self.demux.add_session(session.ufrag(), id);
                 self.paths
@@ -359,6 +391,8 @@ impl Driver {
                     Entry {
                         session: *session,
                         stream,
+                        registration,
+                        _kick_waiter: kick_waiter,
                         subscription: None,
                         scheduled: None,
                     },

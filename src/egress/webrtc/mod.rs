@@ -36,7 +36,7 @@ use str0m::Candidate;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::bus::{Stream, StreamState};
+use crate::bus::{Sessions, Stream, StreamState};
 use crate::config::{IceServer, WebRtcSettings};
 
 use driver::{Command, Driver};
@@ -134,6 +134,9 @@ pub struct WebRtcEngine {
     tcp: bool,
     commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
+    /// The gateway's registry of reader sessions of every egress (API list
+    /// and kick, reader counts in `/metrics`); WHEP sessions join as `webrtc`.
+    registry: Option<Arc<Sessions>>,
     task: tokio::task::JoinHandle<()>,
     started: Instant,
 }
@@ -147,8 +150,13 @@ impl Drop for WebRtcEngine {
 impl WebRtcEngine {
     /// Binds UDP `listen:settings.port` and ICE-TCP on the same number, and
     /// starts the socket task. Port 0 picks a free port for both (tests).
-    /// Must run inside a tokio runtime.
-    pub async fn start(listen: IpAddr, settings: WebRtcSettings) -> Result<Arc<Self>, BindError> {
+    /// Sessions are also registered in `registry` when given. Must run
+    /// inside a tokio runtime.
+    pub async fn start(
+        listen: IpAddr,
+        settings: WebRtcSettings,
+        registry: Option<Arc<Sessions>>,
+    ) -> Result<Arc<Self>, BindError> {
         let (udp, tcp) = bind(listen, settings.port).await?;
         let local = udp.local_addr().map_err(|source| BindError {
             what: "WebRTC UDP port",
@@ -175,6 +183,7 @@ impl WebRtcEngine {
             tcp: tcp_enabled,
             commands: tx,
             shared,
+            registry,
             task,
             started: Instant::now(),
         }))
@@ -287,12 +296,31 @@ impl WebRtcEngine {
         .map_err(|e| WhepError::BadRequest(e.to_string()))?;
         let handle = session.handle().clone();
         let etag = format!("\"{}\"", handle.ice_ufrag);
+        let registration = self
+            .registry
+            .as_ref()
+            .map(|r| r.register("webrtc", &format_id(id), stream.name(), None, None));
+        // An operator's kick (DELETE /api/v1/sessions/webrtc-<id>) ends the
+        // session like a WHEP DELETE; the waiter dies with the session.
+        let kick_waiter = registration.as_ref().map(|r| {
+            let kick = r.kick.clone();
+            let tx = self.commands.clone();
+            driver::AbortOnDrop(tokio::spawn(async move {
+                kick.notified().await;
+                let _ = tx.send(Command::Remove {
+                    id,
+                    reason: "ended by the operator (API kick)".to_owned(),
+                });
+            }))
+        });
         self.shared.sessions().insert(id, handle);
         if self
             .commands
             .send(Command::Add {
                 session: Box::new(session),
                 stream,
+                registration,
+                kick_waiter,
             })
             .is_err()
         {
@@ -528,6 +556,7 @@ mod tests {
                 port: 0,
                 ..WebRtcSettings::default()
             },
+            None,
         )
         .await
         .unwrap();
@@ -548,6 +577,7 @@ mod tests {
                 port,
                 ..WebRtcSettings::default()
             },
+            None,
         )
         .await;
         assert!(second.is_err());

@@ -165,6 +165,8 @@ pub struct Session {
     handle: Arc<SessionHandle>,
     /// Media-level totals per mid, summed for the API.
     egress: [(Option<Mid>, EgressTotals); 2],
+    /// `bytes_sent` already handed out by [`Session::take_new_bytes`].
+    bytes_reported: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -323,6 +325,7 @@ impl Session {
             events: Vec::new(),
             handle,
             egress,
+            bytes_reported: 0,
         };
         // Nothing to transmit before the viewer's first STUN request (we
         // are ICE-lite), but the drain sets the first timeout.
@@ -362,6 +365,15 @@ impl Session {
     /// Events since the last call.
     pub fn take_events(&mut self) -> Vec<SessionEvent> {
         std::mem::take(&mut self.events)
+    }
+
+    /// RTP bytes sent since the last call, as of str0m's latest stats
+    /// (updated once a second), for the stream's and registry's counters.
+    pub fn take_new_bytes(&mut self) -> u64 {
+        let total: u64 = self.egress.iter().map(|(_, t)| t.bytes).sum();
+        let new = total.saturating_sub(self.bytes_reported);
+        self.bytes_reported = total.max(self.bytes_reported);
+        new
     }
 
     /// Whether the packet is for this session (str0m's check: STUN ufrag,

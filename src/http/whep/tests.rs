@@ -11,10 +11,12 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-use crate::bus::{Codec, Registry, Stream, StreamState, Track};
+use crate::bus::{Codec, Registry, Sessions, Stream, StreamState, Track};
 use crate::config::{IceServer, WebRtcSettings};
+use crate::egress::hls::manager::HlsManager;
 use crate::egress::webrtc::WebRtcEngine;
 use crate::http::{router, AppState};
+use crate::paths::PathManager;
 
 const OFFER: &str = include_str!("../../egress/webrtc/testdata/chrome_offer.sdp");
 
@@ -60,6 +62,7 @@ async fn fixture() -> Fixture {
         error: "cannot connect to the camera: connection refused".into(),
     });
     registry.insert(down);
+    let sessions = Sessions::new();
     let engine = WebRtcEngine::start(
         IpAddr::from([127, 0, 0, 1]),
         WebRtcSettings {
@@ -78,10 +81,14 @@ async fn fixture() -> Fixture {
                 },
             ],
         },
+        Some(sessions.clone()),
     )
     .await
     .unwrap();
     let app = router(AppState {
+        hls: HlsManager::new(registry.clone(), Default::default()),
+        paths: PathManager::new(registry.clone(), None),
+        sessions,
         registry,
         rtsp_base: "rtsp://127.0.0.1:8554".into(),
         webrtc: Some(engine.clone()),
@@ -422,6 +429,9 @@ async fn options_is_a_cors_preflight() {
 async fn without_an_engine_whep_is_503() {
     let registry = Registry::new();
     let app = router(AppState {
+        hls: HlsManager::new(registry.clone(), Default::default()),
+        paths: PathManager::new(registry.clone(), None),
+        sessions: Sessions::new(),
         registry,
         rtsp_base: "rtsp://127.0.0.1:8554".into(),
         webrtc: None,
@@ -429,4 +439,54 @@ async fn without_an_engine_whep_is_503() {
     let (r, body) = send(&app, post("/cam/whep", "application/sdp", OFFER)).await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("not enabled"), "{body}");
+}
+
+#[tokio::test]
+async fn sessions_join_the_common_list_and_can_be_kicked() {
+    let f = fixture().await;
+    let (loc, _) = create(&f).await;
+    let id = loc.rsplit('/').next().unwrap().to_owned();
+    let (r, body) = send(
+        &f.app,
+        Request::get("/api/v1/sessions")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let list = v
+        .as_array()
+        .or_else(|| v["sessions"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    let entry = list
+        .iter()
+        .find(|s| s["id"] == format!("webrtc-{id}"))
+        .unwrap_or_else(|| panic!("not in {body}"));
+    assert_eq!(entry["kind"], "webrtc");
+    assert_eq!(entry["path"], "cam");
+    let kick = format!("/api/v1/sessions/webrtc-{id}");
+    let (r, body) = send(
+        &f.app,
+        Request::delete(kick.as_str()).body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert!(r.status().is_success(), "{} {body}", r.status());
+    // The driver ends the session and drops both list entries.
+    for _ in 0..100 {
+        if f.engine.sessions().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(f.engine.sessions().is_empty(), "{:?}", f.engine.sessions());
+    let (_, body) = send(
+        &f.app,
+        Request::get("/api/v1/sessions")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(!body.contains(&id), "{body}");
 }

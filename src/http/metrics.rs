@@ -1,0 +1,216 @@
+//! Prometheus text exposition (format 0.0.4) at `/metrics`: per path
+//! counters and gauges, readers by protocol, and process metrics from /proc.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::AppState;
+use crate::bus::StreamState;
+
+/// Escapes a label value (backslash, quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Writes `# HELP` and `# TYPE` for one metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A per-path metric: name, type, help, and how to read it.
+type PerPath = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::bus::StreamStats) -> u64,
+);
+
+/// The whole exposition.
+pub fn render(app: &AppState) -> String {
+    let mut out = String::with_capacity(4096);
+    let streams = app.registry.list();
+    let per_path: [PerPath; 5] = [
+        (
+            "rtspgate_bytes_in_total",
+            "counter",
+            "Media payload bytes received from the source.",
+            |s| s.bytes_in.load(Ordering::Relaxed),
+        ),
+        (
+            "rtspgate_bytes_out_total",
+            "counter",
+            "RTP bytes sent to RTSP readers.",
+            |s| s.bytes_out.load(Ordering::Relaxed),
+        ),
+        (
+            "rtspgate_frames_in_total",
+            "counter",
+            "Frames (access units) received from the source.",
+            |s| s.frames_in.load(Ordering::Relaxed),
+        ),
+        (
+            "rtspgate_reconnects_total",
+            "counter",
+            "Times the source failed and was retried.",
+            |s| s.reconnects.load(Ordering::Relaxed),
+        ),
+        (
+            "rtspgate_rtp_packets_lost_total",
+            "counter",
+            "RTP packets lost from the source (sequence number gaps).",
+            |s| s.packets_lost.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, kind, help, get) in per_path {
+        family(&mut out, name, kind, help);
+        for s in &streams {
+            let _ = writeln!(
+                out,
+                "{name}{{path=\"{}\"}} {}",
+                label(s.name()),
+                get(&s.stats)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "rtspgate_stream_live",
+        "gauge",
+        "1 while the path's source is live, else 0.",
+    );
+    for s in &streams {
+        let live = u8::from(s.state() == StreamState::Live);
+        let _ = writeln!(
+            out,
+            "rtspgate_stream_live{{path=\"{}\"}} {live}",
+            label(s.name())
+        );
+    }
+    family(
+        &mut out,
+        "rtspgate_jitter_seconds",
+        "gauge",
+        "Interarrival jitter of the source per track (RFC 3550 §6.4.1, from frame arrival times).",
+    );
+    for s in &streams {
+        for (i, j) in s.stats.jitter().iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "rtspgate_jitter_seconds{{path=\"{}\",track=\"{i}\"}} {j:.6}",
+                label(s.name())
+            );
+        }
+    }
+    family(
+        &mut out,
+        "rtspgate_readers",
+        "gauge",
+        "Readers by path and protocol.",
+    );
+    for s in &streams {
+        for kind in ["rtsp", "webrtc", "hls"] {
+            let _ = writeln!(
+                out,
+                "rtspgate_readers{{path=\"{}\",protocol=\"{kind}\"}} {}",
+                label(s.name()),
+                app.sessions.count(kind, s.name())
+            );
+        }
+    }
+    process_metrics(&mut out);
+    out
+}
+
+/// Standard process metrics (as the Prometheus client libraries name them).
+fn process_metrics(out: &mut String) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name (which may contain spaces) start at ") ".
+    let Some(rest) = stat.rfind(") ").map(|i| &stat[i + 2..]) else {
+        return;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // USER_HZ and the page size are 100 and 4096 on every Linux we run on.
+    let ticks = 100.0;
+    let page = 4096.0;
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    // Indexes per proc(5), minus the 2 fields before ") ".
+    if let (Some(utime), Some(stime)) = (num(11), num(12)) {
+        family(
+            out,
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time in seconds.",
+        );
+        let _ = writeln!(
+            out,
+            "process_cpu_seconds_total {:.2}",
+            (utime + stime) / ticks
+        );
+    }
+    if let Some(threads) = num(17) {
+        family(out, "process_threads", "gauge", "OS threads.");
+        let _ = writeln!(out, "process_threads {threads}");
+    }
+    if let Some(vsize) = num(20) {
+        family(
+            out,
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+        );
+        let _ = writeln!(out, "process_virtual_memory_bytes {vsize}");
+    }
+    if let Some(rss) = num(21) {
+        family(
+            out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+        );
+        let _ = writeln!(out, "process_resident_memory_bytes {}", rss * page);
+    }
+    if let (Some(start), Ok(uptime)) = (num(19), std::fs::read_to_string("/proc/uptime")) {
+        let up: f64 = uptime
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        family(
+            out,
+            "process_start_time_seconds",
+            "gauge",
+            "Start time since the Unix epoch in seconds.",
+        );
+        let _ = writeln!(
+            out,
+            "process_start_time_seconds {:.0}",
+            now - up + start / ticks
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        family(out, "process_open_fds", "gauge", "Open file descriptors.");
+        let _ = writeln!(out, "process_open_fds {}", fds.count());
+    }
+}
+
+pub async fn handler(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&app),
+    )
+}

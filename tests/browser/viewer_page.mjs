@@ -1,0 +1,106 @@
+// Drives rtspgate's own viewer page in headless Chromium and prints one line
+// of JSON with what a person would have seen.
+//
+//   node tests/browser/viewer_page.mjs BASE PATH [--frames N] [--timeout S]
+//        [--block-webrtc] [--screenshot FILE]
+//
+// BASE is the gateway's HTTP root (http://127.0.0.1:PORT). The script opens
+// BASE/ (the index) and records the stream names its tiles show, then opens
+// BASE/PATH/ (the player) and waits until the player has decoded N frames
+// (default 100). With --block-webrtc every WHEP request is aborted by the
+// browser, so the page must fall back to LL-HLS by itself.
+// Output: { ok, index: [names], transport, frames, width, height, overlay,
+//           message, lumaStdDev (spread of the frame's luma: 0 = blank), error? }; exit 0 when ok, 1 otherwise, 2 on bad usage.
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+function usage(msg) {
+  console.error(`viewer_page.mjs: ${msg}\nusage: node viewer_page.mjs BASE PATH [--frames N] [--timeout S] [--block-webrtc] [--screenshot FILE]`);
+  process.exit(2);
+}
+
+const args = process.argv.slice(2);
+const opts = { frames: 100, timeout: 40, blockWebrtc: false, screenshot: null };
+const pos = [];
+for (let i = 0; i < args.length; i++) {
+  const a = args[i];
+  if (a === '--block-webrtc') opts.blockWebrtc = true;
+  else if (a === '--screenshot') opts.screenshot = args[++i];
+  else if (a === '--frames' || a === '--timeout') {
+    const v = Number(args[++i]);
+    if (!Number.isFinite(v) || v <= 0) usage(`${a} needs a positive number`);
+    opts[a.slice(2)] = v;
+  } else if (a.startsWith('--')) usage(`unknown option ${a}`);
+  else pos.push(a);
+}
+if (pos.length !== 2) usage('BASE and PATH are required');
+const [base, path] = pos;
+if (!/^http:\/\/127\.0\.0\.1:\d+$/.test(base)) usage('BASE must be http://127.0.0.1:PORT');
+
+const out = { ok: false, index: [], transport: null, frames: 0, width: 0, height: 0, overlay: '', message: '' };
+const profile = mkdtempSync(join(tmpdir(), 'rtspgate-viewer-'));
+let context;
+const deadline = Date.now() + opts.timeout * 1000;
+try {
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection',
+      '--disable-features=WebRtcHideLocalIpsWithMdns',
+    ],
+  });
+  const page = context.pages()[0] || await context.newPage();
+  if (opts.blockWebrtc) await page.route('**/whep**', (route) => route.abort());
+
+  await page.goto(`${base}/`);
+  await page.waitForSelector('.tile h2 a', { timeout: 10000 });
+  out.index = await page.$$eval('.tile h2 a', (as) => as.map((a) => a.textContent));
+
+  await page.goto(`${base}/${encodeURIComponent(path)}/`);
+  for (;;) {
+    const st = await page.evaluate(() => ({
+      ...window.player.stats,
+      overlay: document.querySelector('.overlay').textContent,
+      message: document.querySelector('.message').textContent,
+    }));
+    Object.assign(out, {
+      transport: st.transport, frames: st.framesDecoded, width: st.width, height: st.height,
+      overlay: st.overlay, message: st.message,
+    });
+    if (st.framesDecoded >= opts.frames) break;
+    if (Date.now() > deadline) throw new Error(`only ${st.framesDecoded} frames within ${opts.timeout} s`);
+    await page.waitForTimeout(250);
+  }
+  // Not blank: the spread of luma over the current video frame.
+  out.lumaStdDev = await page.evaluate(() => {
+    const v = document.querySelector('video');
+    const c = document.createElement('canvas');
+    c.width = 160; c.height = 90;
+    const g = c.getContext('2d');
+    g.drawImage(v, 0, 0, c.width, c.height);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    let sum = 0, sq = 0;
+    const n = d.length / 4;
+    for (let i = 0; i < d.length; i += 4) {
+      const y = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
+      sum += y; sq += y * y;
+    }
+    const mean = sum / n;
+    return Math.sqrt(Math.max(0, sq / n - mean * mean));
+  });
+  if (opts.screenshot) await page.screenshot({ path: opts.screenshot });
+  out.ok = true;
+} catch (e) {
+  out.error = String(e && e.message ? e.message : e);
+} finally {
+  if (context) await context.close().catch(() => {});
+  rmSync(profile, { recursive: true, force: true });
+}
+console.log(JSON.stringify(out));
+process.exit(out.ok ? 0 : 1);

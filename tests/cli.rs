@@ -1,0 +1,109 @@
+//! The command line as a user meets it: bad flags and config values exit with
+//! status 2 naming the key; served URLs are printed at start-up with
+//! passwords redacted.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{free_port, free_udp_port_pair, free_udp_tcp_port, scratch_path, Gateway};
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(Gateway::bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rtspgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_flags_and_values_exit_2_naming_the_key() {
+    let (code, err) = run(&["--rtsp-port", "nope"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--rtsp-port"), "{err}");
+
+    let (code, err) = run(&["--transport", "carrier-pigeon"]);
+    assert_eq!(code, 2, "{err}");
+
+    let (code, err) = run(&["cam=http://example.invalid/"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("source cam") && err.contains("scheme"),
+        "{err}"
+    );
+
+    let cfg = scratch_path("bad", "toml");
+    std::fs::write(&cfg, "rtp_port = 8001\n").expect("write config");
+    let (code, err) = run(&["--config", cfg.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("rtp_port"), "{err}");
+
+    std::fs::write(
+        &cfg,
+        "[paths.cam]\nsource = \"rtsp://h/\"\ntransprot = \"tcp\"\n",
+    )
+    .expect("write config");
+    let (code, err) = run(&["--config", cfg.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("transprot"), "{err}");
+}
+
+#[test]
+fn prints_served_urls_without_passwords() {
+    let rtsp = free_port();
+    let http = free_port();
+    let (rtp, _) = free_udp_port_pair();
+    let mut child = Command::new(Gateway::bin())
+        .args([
+            "--listen",
+            "127.0.0.1",
+            "--rtsp-port",
+            &rtsp.to_string(),
+            "--http-port",
+            &http.to_string(),
+            "--rtp-port",
+            &rtp.to_string(),
+            "--webrtc-port",
+            &free_udp_tcp_port().to_string(),
+            "front=rtsp://admin:hunter2@127.0.0.1:9/a",
+            "rtsp://127.0.0.1:9/b",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn rtspgate");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
+        lines.push(line);
+        if lines.iter().filter(|l| l.contains("Play it at")).count() == 2 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = lines.join("\n");
+    assert!(
+        text.contains(&format!("Play it at rtsp://127.0.0.1:{rtsp}/front")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Play it at rtsp://127.0.0.1:{rtsp}/stream1")),
+        "{text}"
+    );
+    assert!(text.contains("rtsp://***@127.0.0.1:9/a"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}

@@ -1,0 +1,395 @@
+//! LL-HLS end to end with real peers: GStreamer camera → rtspgate →
+//! ffmpeg's HLS demuxer, hls.js in headless Chromium, and blocking playlist
+//! reloads timed against the muxer.
+//!
+//! Needs ffmpeg, GStreamer with python3-gi (see `.ci/run`), Debian's
+//! /usr/bin/chromium and `npm ci --prefix tests/browser`.
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rtspgate::config::{parse_source, Config, TransportPref};
+use rtspgate::egress::hls::manager::Want;
+use rtspgate::egress::hls::{parse_uri, Resource};
+
+const LIVE_TIMEOUT: Duration = Duration::from_secs(20);
+const FPS: u32 = 25;
+/// The default Part Target: 5 frames at 25 fps.
+const PART: Duration = Duration::from_millis(200);
+
+/// A camera with H.264 and `audio`, and the gateway binary proxying it as `cam`.
+fn camera_and_gateway(audio: AudioCodec) -> (Camera, Gateway) {
+    require_tools();
+    let cam = Camera::start(CameraOpts::new(VideoCodec::H264, audio));
+    let mut gw = Gateway::start([format!("cam={}", cam.url())]);
+    gw.wait_live("cam", LIVE_TIMEOUT);
+    (cam, gw)
+}
+
+/// Runs `cmd` with stdout and stderr to files; kills it after `timeout`.
+/// Returns (exit code, stdout, stderr); the code is `None` when killed.
+fn run_to_files(cmd: &mut Command, timeout: Duration) -> (Option<i32>, String, String) {
+    let out = scratch_path("hls-out", "txt");
+    let err = scratch_path("hls-err", "txt");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out).expect("create stdout file"))
+        .stderr(fs::File::create(&err).expect("create stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+    let deadline = Instant::now() + timeout;
+    let code = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status.code(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let read = |p: &PathBuf| {
+        let text = fs::read_to_string(p).unwrap_or_default();
+        let _ = fs::remove_file(p);
+        text
+    };
+    (code, read(&out), read(&err))
+}
+
+/// One output stream of an ffmpeg `framecrc`: its media type and the pts of
+/// every decoded frame (in its `#tb` time base).
+#[derive(Default, Debug)]
+struct Decoded {
+    media_type: String,
+    pts: Vec<i64>,
+}
+
+fn parse_framecrc(text: &str) -> Vec<Decoded> {
+    let mut streams: Vec<Decoded> = Vec::new();
+    let slot = |streams: &mut Vec<Decoded>, i: usize| {
+        if streams.len() <= i {
+            streams.resize_with(i + 1, Decoded::default);
+        }
+    };
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("#media_type ") {
+            if let Some((i, kind)) = rest.split_once(": ") {
+                if let Ok(i) = i.parse::<usize>() {
+                    slot(&mut streams, i);
+                    streams[i].media_type = kind.trim().to_owned();
+                }
+            }
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        // "stream, dts, pts, duration, size, crc"
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        if let (Some(Ok(i)), Some(Ok(pts))) = (
+            fields.first().map(|s| s.parse::<usize>()),
+            fields.get(2).map(|s| s.parse::<i64>()),
+        ) {
+            slot(&mut streams, i);
+            streams[i].pts.push(pts);
+        }
+    }
+    streams
+}
+
+/// What ffmpeg decoded from an HLS URL in `seconds`.
+struct HlsRead {
+    video: Vec<i64>,
+    audio: Option<Vec<i64>>,
+    /// ffmpeg's exit code and stderr, for failure messages.
+    report: String,
+}
+
+/// Decodes `seconds` of `url` with ffmpeg's HLS demuxer; asserts a clean
+/// exit, no error lines, and every video frame (no pts gap, at least
+/// `seconds` × 25 − 1 of them).
+fn ffmpeg_read_hls(url: &str, seconds: u64) -> HlsRead {
+    let (code, crc, stderr) = run_to_files(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-nostats"])
+            // Info for the input's stream lines; every line is tagged
+            // with its level, so error lines are found by tag.
+            .args(["-loglevel", "level+info"])
+            .args(["-i", url])
+            // Every decoded frame with its own timestamp (no frame-rate
+            // conversion), so a frame missing from the stream is a gap.
+            .args(["-t", &seconds.to_string(), "-map", "0"])
+            .args(["-fps_mode", "passthrough", "-f", "framecrc", "-"]),
+        Duration::from_secs(seconds + 20),
+    );
+    let report = format!("ffmpeg exit {code:?}\n--- stderr ---\n{stderr}");
+    assert_eq!(code, Some(0), "{report}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("[error]") || l.contains("[fatal]") || l.contains("[panic]"))
+        .collect();
+    assert!(errors.is_empty(), "error lines from ffmpeg:\n{report}");
+
+    let streams = parse_framecrc(&crc);
+    let video = streams
+        .iter()
+        .find(|s| s.media_type == "video")
+        .unwrap_or_else(|| panic!("no video decoded\n{report}"))
+        .pts
+        .clone();
+    // Video in a 1/25 time base: consecutive frames, none missing.
+    let gaps: Vec<(i64, i64)> = video
+        .windows(2)
+        .filter(|w| w[1] - w[0] != 1)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert!(gaps.is_empty(), "video pts gaps {gaps:?}\n{report}");
+    let want_video = (seconds * u64::from(FPS)) as usize - 1;
+    assert!(
+        video.len() >= want_video,
+        "{} video frames decoded, want >= {want_video}\n{report}",
+        video.len()
+    );
+    let audio = streams
+        .iter()
+        .find(|s| s.media_type == "audio")
+        .map(|s| s.pts.clone());
+    HlsRead {
+        video,
+        audio,
+        report,
+    }
+}
+
+#[test]
+fn ffmpeg_decodes_every_frame_of_the_hls_stream() {
+    let _guard = serial();
+    let (_cam, gw) = camera_and_gateway(AudioCodec::Aac);
+    let url = gw.http_url("/cam/index.m3u8");
+    let seconds = 6;
+    let r = ffmpeg_read_hls(&url, seconds);
+    let audio = r
+        .audio
+        .unwrap_or_else(|| panic!("no audio decoded\n{}", r.report));
+    // AAC at 48 kHz: 1024-sample frames, 46.9 per second.
+    let want_audio = (seconds as f64 * 48_000.0 / 1024.0 * 0.95) as usize;
+    assert!(
+        audio.len() >= want_audio,
+        "{} audio frames decoded, want >= {want_audio}\n{}",
+        audio.len(),
+        r.report
+    );
+    assert!(r.report.contains("Video: h264"), "{}", r.report);
+    assert!(r.report.contains("Audio: aac"), "{}", r.report);
+    eprintln!(
+        "ffmpeg decoded {} video and {} AAC frames from {url}",
+        r.video.len(),
+        audio.len()
+    );
+}
+
+/// (Opus is not tested here: the RTSP ingest, retina, has no Opus
+/// depacketizer, so an Opus camera's audio never reaches the bus. The muxer's
+/// Opus path is covered by the router and core tests.)
+#[test]
+fn g711_camera_is_video_only_in_hls_and_the_api_says_why() {
+    let _guard = serial();
+    let (_cam, gw) = camera_and_gateway(AudioCodec::Pcma);
+    let stream = gw.stream("cam").expect("stream in the API");
+    let tracks = stream["tracks"].as_array().cloned().unwrap_or_default();
+    let pcma = tracks
+        .iter()
+        .find(|t| t["codec"] == "pcma")
+        .unwrap_or_else(|| panic!("no PCMA track: {stream}"));
+    let note = pcma["hls"].as_str().unwrap_or_default();
+    assert!(note.starts_with("not in HLS: G.711"), "{stream}");
+    assert!(
+        tracks
+            .iter()
+            .any(|t| t["codec"] == "h264" && t.get("hls").is_none()),
+        "{stream}"
+    );
+    let r = ffmpeg_read_hls(&gw.http_url("/cam/index.m3u8"), 3);
+    assert!(
+        r.audio.is_none(),
+        "audio in HLS from a G.711 camera\n{}",
+        r.report
+    );
+}
+
+/// Runs `tests/browser/hls_play.mjs` on `url`; returns its JSON report.
+fn play_in_chromium(url: &str, frames: u32, settle_seconds: u32) -> serde_json::Value {
+    let timeout = 45 + settle_seconds;
+    let run = run_browser_script(
+        "hls_play.mjs",
+        &[
+            url.to_owned(),
+            "--frames".into(),
+            frames.to_string(),
+            "--seconds".into(),
+            settle_seconds.to_string(),
+            "--timeout".into(),
+            timeout.to_string(),
+        ],
+        Duration::from_secs(u64::from(timeout) + 30),
+    );
+    assert_eq!(
+        run.code,
+        Some(0),
+        "hls_play.mjs failed: {}\nstderr: {}",
+        run.json,
+        run.stderr
+    );
+    run.json
+}
+
+#[test]
+fn hls_js_plays_the_stream_in_chromium_with_low_latency_parts() {
+    let _guard = serial();
+    let (_cam, gw) = camera_and_gateway(AudioCodec::Aac);
+    let v = play_in_chromium(&gw.http_url("/cam/index.m3u8"), 100, 2);
+    let frames = v["frames"].as_u64().unwrap_or(0);
+    assert!(frames >= 100, "decoded {frames} frames: {v}");
+    assert!(v["fatal"].is_null(), "{v}");
+    // LL-HLS in use: hls.js loaded parts, not only whole segments.
+    let parts = v["partsLoaded"].as_u64().unwrap_or(0);
+    assert!(parts >= 10, "only {parts} parts loaded: {v}");
+    let network_errors: Vec<&serde_json::Value> = v["errors"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|e| e.to_string().contains("network"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(network_errors.is_empty(), "{v}");
+    // Well under the 3 s a player needs without parts.
+    let wall = median(&v["latency"]["wall"]);
+    assert!(wall.is_some_and(|w| w < 2.0), "latency {wall:?} s: {v}");
+    eprintln!("hls.js in Chromium: {v}");
+}
+
+fn median(v: &serde_json::Value) -> Option<f64> {
+    let mut xs: Vec<f64> = v.as_array()?.iter().filter_map(|x| x.as_f64()).collect();
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied()
+}
+
+/// The (MSN, index) named by EXT-X-PRELOAD-HINT.
+fn preload_hint(playlist: &str) -> Option<(u64, u64)> {
+    let uri = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))?
+        .strip_suffix('"')?;
+    match parse_uri(uri)? {
+        Resource::Part(msn, i) => Some((msn, i)),
+        _ => None,
+    }
+}
+
+/// The gateway in this process (so the test can see when the muxer
+/// publishes a part), reading a real camera.
+#[test]
+fn blocking_reload_returns_right_after_the_part_completes() {
+    let _guard = serial();
+    require_tools();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(blocking_reload_timing());
+}
+
+async fn blocking_reload_timing() {
+    let cam = Camera::start(CameraOpts::new(VideoCodec::H264, AudioCodec::Aac));
+    let (rtp, _) = free_udp_port_pair();
+    let mut config = Config {
+        listen: [127, 0, 0, 1].into(),
+        rtsp_port: free_port(),
+        http_port: free_port(),
+        rtp_port: rtp,
+        ..Config::default()
+    };
+    let source = parse_source("cam", &cam.url(), TransportPref::Auto, None, None)
+        .expect("the camera URL is valid");
+    config.paths.insert("cam".into(), source);
+    let gateway = rtspgate::Gateway::start(&config)
+        .await
+        .expect("the gateway starts");
+    let stream = gateway.registry.get("cam").expect("configured stream");
+    let live = tokio::time::timeout(LIVE_TIMEOUT, async {
+        while stream.state() != rtspgate::bus::StreamState::Live {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(live.is_ok(), "stream not live: {:?}", stream.state());
+
+    let port = config.http_port;
+    let get = |path: String| {
+        tokio::task::spawn_blocking(move || {
+            let r = http_get(port, &path);
+            (r, Instant::now())
+        })
+    };
+    let (first, _) = get("/cam/stream.m3u8".into()).await.expect("request task");
+    let first = first.expect("playlist request");
+    assert_eq!(first.status, 200, "{}", first.text());
+    let hls = gateway
+        .hls
+        .get("cam")
+        .expect("the request started the muxer");
+    let mut hint = preload_hint(&first.text()).expect("a preload hint");
+
+    let mut delays = Vec::new();
+    while delays.len() < 25 {
+        let (msn, part) = hint;
+        let want = Want::Part(msn, part);
+        let mut rx = hls.subscribe();
+        let was_ready = want.reached(&rx.borrow_and_update());
+        let sent = Instant::now();
+        let request = get(format!("/cam/stream.m3u8?_HLS_msn={msn}&_HLS_part={part}"));
+        let done = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|p| want.reached(p)))
+            .await
+            .expect("the part is produced")
+            .expect("the muxer runs")
+            .updated;
+        let (resp, answered) = request.await.expect("request task");
+        let resp = resp.expect("blocking reload");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let text = resp.text();
+        let uri = format!("URI=\"part-{msn}-{part}.mp4\"");
+        assert!(
+            text.contains(&uri) || preload_hint(&text).is_some_and(|h| h.0 > msn),
+            "the answer lacks {uri}:\n{text}"
+        );
+        hint = preload_hint(&text).expect("a preload hint");
+        if was_ready || done < sent {
+            // Produced before the request was sent: not a blocking case.
+            continue;
+        }
+        assert!(
+            answered >= done,
+            "answered before part {msn}/{part} was produced"
+        );
+        delays.push(answered - done);
+    }
+    delays.sort();
+    let p50 = delays[delays.len() / 2];
+    let max = delays[delays.len() - 1];
+    eprintln!(
+        "blocking reload answered {p50:?} (p50) / {max:?} (max) after the part was produced, {} requests",
+        delays.len()
+    );
+    assert!(
+        max <= PART + Duration::from_millis(100),
+        "a blocking reload came {max:?} after its part was produced: {delays:?}"
+    );
+}
