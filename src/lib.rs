@@ -199,20 +199,21 @@ impl Gateway {
         )];
         if serves_demo(config) {
             lines.push(format!(
-                "No cameras given: serving a built-in demo clip. Play it at rtsp://{host}:{}/{DEMO_PATH} or, with LL-HLS, http://{host}:{}/{DEMO_PATH}/index.m3u8",
+                "No cameras given: serving a built-in demo clip. Watch it at http://{host}:{http}/{DEMO_PATH}/ \
+                 (RTSP: rtsp://{host}:{}/{DEMO_PATH}, LL-HLS: http://{host}:{http}/{DEMO_PATH}/index.m3u8)",
                 config.rtsp_port,
-                config.http_port
+                http = config.http_port
             ));
             lines.push("Add cameras with `rtspgate cam=rtsp://user:pass@192.0.2.10/stream` or --config rtspgate.toml.".into());
         }
         for (name, src) in &config.paths {
             lines.push(format!(
-                "Proxying {} ({}). Play it at rtsp://{host}:{}/{name}, with WebRTC (WHEP) at http://{host}:{}/{name}/whep or with LL-HLS at http://{host}:{}/{name}/index.m3u8",
+                "Proxying {} ({}). Play it at rtsp://{host}:{}/{name}, in a browser at http://{host}:{http}/{name}/ \
+                 (WHEP: http://{host}:{http}/{name}/whep, LL-HLS: http://{host}:{http}/{name}/index.m3u8)",
                 src.display_url(),
                 src.transport,
                 config.rtsp_port,
-                config.http_port,
-                config.http_port
+                http = config.http_port
             ));
         }
         if config.listen.is_unspecified() {

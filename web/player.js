@@ -224,7 +224,8 @@ class RtspgatePlayer {
     st.framesDecoded = frames;
     this.lastFrames = frames;
     this.lastBytes = bytes;
-    const lat = st.latency == null ? '?' : `${st.latency.toFixed(2)} s`;
+    const lat = st.latency == null ? '?'
+      : st.latency < 1 ? `${Math.round(st.latency * 1000)} ms` : `${st.latency.toFixed(2)} s`;
     const state = this.stream ? this.stream.state : '?';
     this.overlay.textContent = this.opts.compact
       ? `${st.transport} ${st.width}×${st.height} ${st.fps} fps`
