@@ -52,3 +52,45 @@ fn demo_page_falls_back_to_ll_hls_when_webrtc_fails() {
     );
     assert!(v["screenshot_bytes"].as_u64().unwrap_or(0) > 10_000, "{v}");
 }
+
+#[test]
+fn page_plays_on_when_the_camera_comes_back() {
+    let _g = serial();
+    require_tools();
+    require_browser();
+    let mut cam = Camera::start(CameraOpts::new(VideoCodec::H264, AudioCodec::None));
+    let mut gw = Gateway::start([format!("cam={}", cam.url())]);
+    gw.wait_live("cam", Duration::from_secs(20));
+    let base = format!("http://127.0.0.1:{}", gw.http_port());
+    let page =
+        std::thread::spawn(move || viewer(&base, "cam", &["--frames", "50", "--watch", "16"]));
+    // Give the page time to reach 50 frames, then take the camera away for a while.
+    std::thread::sleep(Duration::from_secs(6));
+    cam.kill();
+    let down = gw.wait_state("cam", "reconnecting", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(2));
+    cam.restart();
+    gw.wait_live("cam", Duration::from_secs(20));
+    let v = page.join().expect("page thread");
+    assert_eq!(v["ok"], true, "{v}");
+    let timeline = v["timeline"].as_array().expect("timeline").clone();
+    let frames: Vec<u64> = timeline
+        .iter()
+        .map(|t| t["frames"].as_u64().unwrap_or(0))
+        .collect();
+    // The page said what was wrong while the camera was away...
+    let error = down["error"].as_str().unwrap_or("").to_owned();
+    assert!(
+        timeline
+            .iter()
+            .any(|t| t["message"].as_str().unwrap_or("").contains("reconnecting")),
+        "the page never showed the outage ({error}): {v}"
+    );
+    // ...and frames were decoded again at the end, without a reload.
+    let n = frames.len();
+    assert!(n >= 4, "{v}");
+    assert!(
+        frames[n - 1] > frames[n - 4] + 25,
+        "no new frames after the camera came back: {frames:?}\n{v}"
+    );
+}

@@ -2,12 +2,13 @@
 // of JSON with what a person would have seen.
 //
 //   node tests/browser/viewer_page.mjs BASE PATH [--frames N] [--timeout S]
-//        [--block-webrtc] [--screenshot FILE]
+//        [--watch S] [--block-webrtc] [--screenshot FILE]
 //
 // BASE is the gateway's HTTP root (http://127.0.0.1:PORT). The script opens
 // BASE/ (the index) and records the stream names its tiles show, then opens
 // BASE/PATH/ (the player) and waits until the player has decoded N frames
-// (default 100). With --block-webrtc every WHEP request is aborted by the
+// (default 100), then with --watch S samples { frames, transport, message }
+// once a second for S more seconds into `timeline`. With --block-webrtc every WHEP request is aborted by the
 // browser, so the page must fall back to LL-HLS by itself.
 // Output: { ok, index: [names], transport, frames, width, height, overlay,
 //           message, lumaStdDev (spread of the frame's luma: 0 = blank), error? }; exit 0 when ok, 1 otherwise, 2 on bad usage.
@@ -23,13 +24,13 @@ function usage(msg) {
 }
 
 const args = process.argv.slice(2);
-const opts = { frames: 100, timeout: 40, blockWebrtc: false, screenshot: null };
+const opts = { frames: 100, timeout: 40, watch: 0, blockWebrtc: false, screenshot: null };
 const pos = [];
 for (let i = 0; i < args.length; i++) {
   const a = args[i];
   if (a === '--block-webrtc') opts.blockWebrtc = true;
   else if (a === '--screenshot') opts.screenshot = args[++i];
-  else if (a === '--frames' || a === '--timeout') {
+  else if (a === '--frames' || a === '--timeout' || a === '--watch') {
     const v = Number(args[++i]);
     if (!Number.isFinite(v) || v <= 0) usage(`${a} needs a positive number`);
     opts[a.slice(2)] = v;
@@ -76,6 +77,17 @@ try {
     if (st.framesDecoded >= opts.frames) break;
     if (Date.now() > deadline) throw new Error(`only ${st.framesDecoded} frames within ${opts.timeout} s`);
     await page.waitForTimeout(250);
+  }
+  // --watch S: keep the page open S more seconds, sampling frames decoded and
+  // the overlay once a second (e.g. while the camera goes away and comes back).
+  out.timeline = [];
+  for (let i = 0; i < opts.watch; i++) {
+    await page.waitForTimeout(1000);
+    out.timeline.push(await page.evaluate(() => ({
+      frames: window.player.stats.framesDecoded,
+      transport: window.player.stats.transport,
+      message: document.querySelector('.message').textContent,
+    })));
   }
   // Not blank: the spread of luma over the current video frame.
   out.lumaStdDev = await page.evaluate(() => {
