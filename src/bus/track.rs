@@ -89,6 +89,17 @@ pub struct Track {
 }
 
 impl Track {
+    /// A track with no RFC 6381 string, dimensions or frame rate known yet.
+    pub fn new(codec: Codec, clock_rate: u32) -> Self {
+        Track {
+            codec,
+            clock_rate,
+            rfc6381: None,
+            dimensions: None,
+            frame_rate: None,
+        }
+    }
+
     pub fn kind(&self) -> MediaKind {
         self.codec.kind()
     }

@@ -461,24 +461,8 @@ fn track_from_stream(s: &retina::client::Stream) -> Option<Track> {
     let clock_rate = s.clock_rate_hz();
     let channels = s.channels().map_or(1, NonZeroU16::get);
     match (s.media(), s.encoding_name()) {
-        ("audio", "pcma") => {
-            return Some(Track {
-                codec: Codec::Pcma { channels },
-                clock_rate,
-                rfc6381: None,
-                dimensions: None,
-                frame_rate: None,
-            })
-        }
-        ("audio", "pcmu") => {
-            return Some(Track {
-                codec: Codec::Pcmu { channels },
-                clock_rate,
-                rfc6381: None,
-                dimensions: None,
-                frame_rate: None,
-            })
-        }
+        ("audio", "pcma") => return Some(Track::new(Codec::Pcma { channels }, clock_rate)),
+        ("audio", "pcmu") => return Some(Track::new(Codec::Pcmu { channels }, clock_rate)),
         _ => {}
     }
     match s.parameters()? {

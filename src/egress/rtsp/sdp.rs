@@ -215,13 +215,7 @@ mod tests {
     use crate::codec::tests::{hex, H264_PPS, H264_SPS, H265_PPS, H265_SPS, H265_VPS};
 
     fn track(codec: Codec, clock_rate: u32) -> Arc<Track> {
-        Arc::new(Track {
-            codec,
-            clock_rate,
-            rfc6381: None,
-            dimensions: None,
-            frame_rate: None,
-        })
+        Arc::new(Track::new(codec, clock_rate))
     }
 
     /// One media section as retina's DESCRIBE parser reads it

@@ -494,13 +494,7 @@ mod tests {
             dimensions: Some((640, 360)),
             frame_rate: Some(25.0),
         });
-        let audio = Arc::new(Track {
-            codec: Codec::Pcma { channels: 1 },
-            clock_rate: 8000,
-            rfc6381: None,
-            dimensions: None,
-            frame_rate: None,
-        });
+        let audio = Arc::new(Track::new(Codec::Pcma { channels: 1 }, 8000));
         let mut m = HashMap::new();
         m.insert(
             "cam".to_owned(),

@@ -471,13 +471,7 @@ mod tests {
     const CHROME_OFFER: &str = include_str!("testdata/chrome_offer.sdp");
 
     fn track(codec: Codec, clock_rate: u32) -> Arc<Track> {
-        Arc::new(Track {
-            codec,
-            clock_rate,
-            rfc6381: None,
-            dimensions: None,
-            frame_rate: None,
-        })
+        Arc::new(Track::new(codec, clock_rate))
     }
 
     fn h264(sps_head: [u8; 4]) -> Arc<Track> {
