@@ -500,3 +500,73 @@ fn no_arguments_serves_the_demo_clip() {
     let fps = v.fps().unwrap_or(0.0);
     assert!((24.0..=26.0).contains(&fps), "demo plays at {fps} fps");
 }
+
+/// GStreamer's `rtspsrc` as the reader: decodes 100 frames, then EOS.
+fn gst_reads(url: &str, protocols: &str) -> (bool, String) {
+    let mut child = std::process::Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "rtspsrc",
+            &format!("location={url}"),
+            &format!("protocols={protocols}"),
+            "latency=200",
+            "!",
+            "rtph264depay",
+            "!",
+            "h264parse",
+            "!",
+            "avdec_h264",
+            "!",
+            "identity",
+            "eos-after=100",
+            "!",
+            "fakesink",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gst-launch-1.0 (see .ci/run)");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ok = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status.success(),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break false;
+            }
+        }
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (ok, err)
+}
+
+#[test]
+fn gstreamer_rtspsrc_reads_over_tcp_and_udp() {
+    let _g = serial();
+    require_tools();
+    let cam = Camera::start(CameraOpts::new(VideoCodec::H264, AudioCodec::None));
+    let gw = gateway_for(&cam, "cam");
+    let url = gw.rtsp_url("cam");
+    for protocols in ["tcp", "udp"] {
+        let started = Instant::now();
+        let (ok, err) = gst_reads(&url, protocols);
+        assert!(
+            ok,
+            "rtspsrc over {protocols} did not decode 100 frames:\n{err}"
+        );
+        assert!(
+            err.trim().is_empty(),
+            "rtspsrc over {protocols} reported: {err}"
+        );
+        eprintln!(
+            "rtspsrc over {protocols}: 100 frames in {:?}",
+            started.elapsed()
+        );
+    }
+}
