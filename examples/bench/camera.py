@@ -83,6 +83,9 @@ def main(argv):
         media.connect("unprepared", gone)
 
     server = GstRtspServer.RTSPServer()
+    # DESCRIBE waits for the mount's pipeline to prepare; with the default
+    # single thread, 100 cameras connecting at once would queue for minutes.
+    server.get_thread_pool().set_max_threads(max(16, a.mounts + 8))
     server.set_address(a.address)
     server.set_service(str(a.port))
     mounts = server.get_mount_points()

@@ -8,7 +8,9 @@
 //! `--seconds W` (measurement window per point, default 10),
 //! `--readers 1,50,200,500`, `--viewers 1,50,200`, `--cameras 1,20,100`,
 //! `--chromium-runs 5`, `--no-peers` (rtspgate only, for profiling),
-//! `--markdown FILE` (also write the tables there).
+//! `--markdown FILE` (also write the tables there). For profiles,
+//! `BENCH_GATEWAY_WRAPPER="perf record -g -o FILE"` (or heaptrack, valgrind)
+//! runs every rtspgate under that command.
 //!
 //! One camera process (examples/bench/camera.py: ONE x264 encoder of
 //! noise, 960x540 25 fps ~2 Mbit/s, served by one GstRtspServer on mounts
@@ -214,8 +216,27 @@ impl Camera {
 
 struct Gateway {
     proc: Proc,
+    /// The rtspgate process itself (a descendant of `proc` under a
+    /// profiling wrapper, else `proc`).
+    pid: u32,
     http: SocketAddr,
     rtsp: SocketAddr,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if self.pid != self.proc.pid() {
+            // Under a profiler: stop rtspgate alone and let the wrapper
+            // write its data before the process group is killed.
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.pid.to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while self.proc.running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
 }
 
 impl Gateway {
@@ -234,10 +255,23 @@ impl Gateway {
                 procs::free_udp_tcp_port(),
             ),
         };
-        let mut cmd = match ns {
-            Some(ns) => ns.command(&bin),
-            None => Command::new(&bin),
+        // Profiling aid: BENCH_GATEWAY_WRAPPER="perf record -g -o /tmp/p.data"
+        // runs the gateway under that command (figures then include the
+        // profiler's overhead: only use it for profiles).
+        let wrapper: Vec<String> = std::env::var("BENCH_GATEWAY_WRAPPER")
+            .map(|w| w.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        let program = match wrapper.first() {
+            Some(w) => PathBuf::from(w),
+            None => bin.clone(),
         };
+        let mut cmd = match ns {
+            Some(ns) => ns.command(&program),
+            None => Command::new(&program),
+        };
+        if !wrapper.is_empty() {
+            cmd.args(&wrapper[1..]).arg(&bin);
+        }
         cmd.args(["--listen", &ip.to_string()])
             .args(["--rtsp-port", &rtsp.to_string()])
             .args(["--http-port", &http.to_string()])
@@ -254,8 +288,20 @@ impl Gateway {
             }
         }
         let proc = Proc::spawn("rtspgate", &mut cmd)?;
+        let mut pid = proc.pid();
+        if !wrapper.is_empty() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Some(p) = procs::descendant_named(proc.pid(), "rtspgate") {
+                    pid = p;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let g = Gateway {
             proc,
+            pid,
             http: SocketAddr::from((ip, http)),
             rtsp: SocketAddr::from((ip, rtsp)),
         };
@@ -264,7 +310,7 @@ impl Gateway {
     }
 
     fn pid(&self) -> u32 {
-        self.proc.pid()
+        self.pid
     }
 
     fn live_count(&self) -> usize {
@@ -582,9 +628,11 @@ fn webrtc_point(peer: Peer, host: Ipv4Addr, n: usize, tck: f64, window: Duration
             errors.push(e.clone());
         }
         nacks += r.nacks;
+        if let Some(fk) = r.first_keyframe {
+            first.push(fk.as_secs_f64() * 1000.0);
+        }
         if let Some(ff) = r.first_frame {
             playing += 1;
-            first.push(ff.as_secs_f64() * 1000.0);
             let secs = t1.saturating_duration_since(*t0 + ff).as_secs_f64();
             if secs > 1.0 {
                 fps.push(r.video_frames as f64 / secs);
@@ -752,7 +800,7 @@ fn section_webrtc(a: &Args, cam: &Camera, ns: Result<&NetNs, &str>, r: &mut Repo
             a.seconds
         ));
         r.line("");
-        r.line("| server | viewers | playing | CPU s | CPU % core | CPU %/viewer over idle | RSS MiB | KiB/viewer over idle | fps/viewer p50 | NACKs sent | first frame ms p50 |");
+        r.line("| server | viewers | playing | CPU s | CPU % core | CPU %/viewer over idle | RSS MiB | KiB/viewer over idle | fps/viewer p50 | NACKs sent | first keyframe ms p50 |");
         r.line("|---|---|---|---|---|---|---|---|---|---|---|");
     }
     let mut ours = Vec::new();

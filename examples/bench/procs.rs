@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -21,8 +22,10 @@ fn live() -> std::sync::MutexGuard<'static, (Vec<u32>, Vec<String>)> {
 pub fn cleanup_all() {
     let (pids, nss) = std::mem::take(&mut *live());
     for pid in pids {
+        // Each child leads its own process group (see Proc::spawn).
         let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .stderr(Stdio::null())
             .status();
     }
     for ns in nss {
@@ -36,8 +39,13 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Spawns `cmd` in a process group of its own, so that what it starts
+    /// (a profiling wrapper's child) is stopped with it.
     pub fn spawn(name: &str, cmd: &mut Command) -> Result<Proc, String> {
-        let child = cmd.spawn().map_err(|e| format!("{name}: {e}"))?;
+        let child = cmd
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("{name}: {e}"))?;
         live().0.push(child.id());
         Ok(Proc { child })
     }
@@ -87,6 +95,21 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // SIGTERM first, so servers can say goodbye (RTSP TEARDOWN) and the
+        // camera stops sending to them; SIGKILL after a second.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
         let pid = self.child.id();
@@ -184,6 +207,26 @@ impl Drop for NetNs {
         let name = self.name.clone();
         live().1.retain(|n| *n != name);
     }
+}
+
+/// The first descendant of `pid` whose command name is `name`.
+pub fn descendant_named(pid: u32, name: &str) -> Option<u32> {
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let children =
+            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        for c in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).unwrap_or_default();
+            if comm.trim() == name {
+                return Some(c);
+            }
+            todo.push(c);
+        }
+    }
+    None
 }
 
 pub fn repo() -> PathBuf {

@@ -129,7 +129,17 @@ impl Conn {
             .await
             .map_err(|e| format!("{method}: {e}"))?;
         loop {
-            if let Some((resp, used)) = parse_response(&self.buf)? {
+            // GstRtspServer may send media before the PLAY response: skip it.
+            while self.buf.len() >= 4 && self.buf[0] == b'$' {
+                let len = 4 + usize::from(u16::from_be_bytes([self.buf[2], self.buf[3]]));
+                if self.buf.len() < len {
+                    break;
+                }
+                self.buf.drain(..len);
+            }
+            if self.buf.first() == Some(&b'$') {
+                // An incomplete interleaved frame: read the rest first.
+            } else if let Some((resp, used)) = parse_response(&self.buf)? {
                 self.buf.drain(..used);
                 if resp.status != 200 {
                     return Err(format!("{method} {url}: status {}", resp.status));

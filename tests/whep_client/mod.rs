@@ -36,6 +36,9 @@ pub struct Received {
     pub connected: Option<Duration>,
     /// From sending the POST to the first complete video frame.
     pub first_frame: Option<Duration>,
+    /// From sending the POST to the first keyframe (the first picture a
+    /// decoder can show).
+    pub first_keyframe: Option<Duration>,
     pub video_frames: u64,
     pub keyframes: u64,
     pub audio_frames: u64,
@@ -164,6 +167,9 @@ impl Viewer {
                 r.video_frames += 1;
                 if m.is_keyframe() {
                     r.keyframes += 1;
+                    if r.first_keyframe.is_none() {
+                        r.first_keyframe = Some(self.t0.elapsed());
+                    }
                 }
             }
             Event::MediaData(_) => r.audio_frames += 1,
@@ -245,8 +251,8 @@ pub struct Opts {
     /// Local address of the UDP socket (127.0.0.1 by default; the
     /// benchmark uses its network namespace's veth address).
     pub bind: IpAddr,
-    /// Incremented when the first video frame arrives, so a load
-    /// generator knows when all its viewers play.
+    /// Incremented when the first keyframe arrives, so a load generator
+    /// knows when all its viewers show a picture.
     pub progress: Option<Arc<AtomicUsize>>,
 }
 
@@ -435,7 +441,7 @@ fn run_media(mut v: Viewer, opts: &Opts) -> Result<Received, String> {
     let end = Instant::now() + opts.dur;
     loop {
         let timeout = v.drain()?;
-        if !counted && v.r.first_frame.is_some() {
+        if !counted && v.r.first_keyframe.is_some() {
             counted = true;
             if let Some(p) = &opts.progress {
                 p.fetch_add(1, Ordering::Relaxed);
