@@ -22,23 +22,13 @@
 //! GStreamer (see .ci/run); Chromium and `npm ci --prefix tests/browser` for
 //! the browser figure.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+#[path = "bench/hls.rs"]
+mod hls;
+
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use mp4_atom::{Any, Decode};
-use rtspgate::bus::{MediaKind, StreamState};
-use rtspgate::config::{parse_source, Config, TransportPref};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Arrival time of each video frame, by a hash of its last NAL unit.
-type Arrivals = Arc<Mutex<HashMap<u64, Instant>>>;
+use std::time::Duration;
 
 struct Camera(Child);
 
@@ -73,148 +63,6 @@ fn start_camera() -> (Camera, String) {
         .recv_timeout(Duration::from_secs(20))
         .expect("camera.py prints READY within 20 s");
     (camera, url)
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free TCP port")
-        .port()
-}
-
-fn free_rtp_port() -> u16 {
-    loop {
-        let a = UdpSocket::bind("127.0.0.1:0").expect("a free UDP port");
-        let p = a.local_addr().expect("bound").port();
-        if p.is_multiple_of(2) && p < u16::MAX && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-}
-
-/// GET over HTTP/1.0; (status, body).
-async fn get(port: u16, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.set_nodelay(true)?;
-    let req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
-    s.write_all(req.as_bytes()).await?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await?;
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad HTTP response");
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(bad)?;
-    let status = std::str::from_utf8(&raw[..end])
-        .ok()
-        .and_then(|h| h.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(bad)?;
-    Ok((status, raw[end + 4..].to_vec()))
-}
-
-/// The last NAL unit of an AVCC access unit (4-byte lengths).
-fn last_nal(au: &[u8]) -> Option<&[u8]> {
-    let mut pos = 0;
-    let mut last = None;
-    while pos + 4 <= au.len() {
-        let len = u32::from_be_bytes(au[pos..pos + 4].try_into().ok()?) as usize;
-        let nal = au.get(pos + 4..pos + 4 + len)?;
-        last = Some(nal);
-        pos += 4 + len;
-    }
-    last
-}
-
-fn hash(bytes: &[u8]) -> u64 {
-    let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
-}
-
-/// The last sample of `track_id` in a part (`moof` + `mdat`).
-fn last_sample(part: &[u8], track_id: u32) -> Option<&[u8]> {
-    let mut buf = part;
-    let Ok(Any::Moof(moof)) = Any::decode(&mut buf) else {
-        return None;
-    };
-    let traf = moof.traf.iter().find(|t| t.tfhd.track_id == track_id)?;
-    let trun = traf.trun.first()?;
-    let mut off = usize::try_from(trun.data_offset?).ok()?;
-    let mut last = None;
-    for s in trun.samples.iter() {
-        let size = s.size? as usize;
-        last = Some(part.get(off..off + size)?);
-        off += size;
-    }
-    last
-}
-
-/// The (MSN, index) of EXT-X-PRELOAD-HINT.
-fn preload_hint(playlist: &str) -> Option<(u64, u64)> {
-    let uri = playlist
-        .lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-"))?;
-    let (msn, rest) = uri.split_once('-')?;
-    let index = rest.strip_suffix(".mp4\"")?;
-    Some((msn.parse().ok()?, index.parse().ok()?))
-}
-
-/// Time from the arrival of the part's last video frame to `served`.
-async fn delay(arrivals: &Arrivals, part: &[u8], served: Instant) -> Option<Duration> {
-    // Video is track 1 (the lead track) when the stream has video.
-    let key = hash(last_nal(last_sample(part, 1)?)?);
-    // The recorder reads the bus in parallel; give it a moment.
-    for _ in 0..50 {
-        if let Some(t) = arrivals.lock().ok()?.get(&key) {
-            return Some(served.saturating_duration_since(*t));
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    None
-}
-
-/// Fetches every part from `start` on until `until`; `blocking_reload`
-/// first waits for the part with a blocking playlist reload.
-async fn client(
-    port: u16,
-    arrivals: Arrivals,
-    start: (u64, u64),
-    until: Instant,
-    blocking_reload: bool,
-) -> Vec<Duration> {
-    let (mut msn, mut index) = start;
-    let mut delays = Vec::new();
-    while Instant::now() < until {
-        if blocking_reload {
-            let path = format!("/cam/stream.m3u8?_HLS_msn={msn}&_HLS_part={index}");
-            match get(port, &path).await {
-                Ok((200, body)) => {
-                    let text = String::from_utf8_lossy(&body);
-                    if !text.contains(&format!("part-{msn}-{index}.mp4")) {
-                        // The segment ended with fewer parts.
-                        (msn, index) = (msn + 1, 0);
-                        continue;
-                    }
-                }
-                other => panic!("blocking reload {path}: {other:?}"),
-            }
-        }
-        let path = format!("/cam/part-{msn}-{index}.mp4");
-        match get(port, &path).await {
-            Ok((200, body)) => {
-                let served = Instant::now();
-                if let Some(d) = delay(&arrivals, &body, served).await {
-                    delays.push(d);
-                }
-                index += 1;
-            }
-            // The segment ended with fewer parts: on to the next one.
-            Ok((404, _)) => (msn, index) = (msn + 1, 0),
-            other => panic!("GET {path}: {other:?}"),
-        }
-    }
-    delays
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -302,68 +150,20 @@ async fn main() {
     }
 
     let (_camera, camera_url) = start_camera();
-    let mut config = Config {
-        listen: [127, 0, 0, 1].into(),
-        rtsp_port: free_tcp_port(),
-        http_port: free_tcp_port(),
-        rtp_port: free_rtp_port(),
-        ..Config::default()
-    };
-    let source = parse_source("cam", &camera_url, TransportPref::Auto, None, None)
-        .expect("camera.py prints a valid URL");
-    config.paths.insert("cam".into(), source);
-    let gateway = rtspgate::Gateway::start(&config)
+    let run = hls::HlsRun::start(&camera_url)
         .await
-        .expect("the gateway starts");
-    let stream = gateway.registry.get("cam").expect("configured");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while stream.state() != StreamState::Live {
-        assert!(Instant::now() < deadline, "not live: {:?}", stream.state());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let video = stream
-        .tracks()
-        .and_then(|set| set.tracks.iter().position(|t| t.kind() == MediaKind::Video))
-        .expect("a video track");
-
-    let arrivals: Arrivals = Arc::default();
-    let mut bus = stream.subscribe();
-    let recorder = {
-        let arrivals = arrivals.clone();
-        tokio::spawn(async move {
-            while let Ok(f) = bus.recv().await {
-                if f.track == video {
-                    if let Some(nal) = last_nal(&f.data) {
-                        if let Ok(mut map) = arrivals.lock() {
-                            map.insert(hash(nal), f.received);
-                        }
-                    }
-                }
-            }
-        })
-    };
-
-    let port = config.http_port;
-    let (status, body) = get(port, "/cam/stream.m3u8").await.expect("playlist");
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let hint = preload_hint(&String::from_utf8_lossy(&body)).expect("a preload hint");
-    println!(
-        "measuring {seconds} s of 200 ms parts (camera H.264 640x360 25 fps + AAC, part start {hint:?})"
-    );
-    let until = Instant::now() + Duration::from_secs(seconds);
-    let a = tokio::spawn(client(port, arrivals.clone(), hint, until, false));
-    let b = tokio::spawn(client(port, arrivals.clone(), hint, until, true));
-    let hinted = a.await.expect("client task");
-    let reloaded = b.await.expect("client task");
+        .expect("the gateway starts and the camera goes live");
+    let port = run.port;
+    println!("measuring {seconds} s of 200 ms parts (camera H.264 640x360 25 fps + AAC)");
+    let d = run.measure(seconds).await.expect("LL-HLS playlist");
     print_figures(
         "part served after its last frame arrived, preload-hint GET",
-        hinted,
+        d.hinted,
     );
     print_figures(
         "part served after its last frame arrived, blocking reload + GET",
-        reloaded,
+        d.reloaded,
     );
-    recorder.abort();
 
     if browser_seconds > 0 {
         let url = format!("http://127.0.0.1:{port}/cam/index.m3u8");

@@ -207,6 +207,34 @@ impl<T: Clone> Subscriber<T> {
         }
     }
 
+    /// The next item if one is ready now, without waiting: `Ok(None)` when
+    /// there is none yet. Same order and lag handling as [`Self::recv`], so
+    /// a reader can take everything that queued up in one go.
+    pub fn try_recv(&mut self) -> Result<Option<T>, RecvError> {
+        if let Some(item) = self.backlog.pop_front() {
+            return Ok(Some(item));
+        }
+        loop {
+            match self.rx.try_recv() {
+                Ok(entry) => {
+                    if self.resync {
+                        if !entry.gop_start {
+                            continue;
+                        }
+                        self.resync = false;
+                    }
+                    return Ok(Some(entry.item));
+                }
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    self.lagged += n;
+                    self.resync = true;
+                }
+                Err(broadcast::error::TryRecvError::Empty) => return Ok(None),
+                Err(broadcast::error::TryRecvError::Closed) => return Err(RecvError::Closed),
+            }
+        }
+    }
+
     /// Items this subscriber missed because it fell behind.
     pub fn lagged(&self) -> u64 {
         self.lagged
@@ -308,6 +336,28 @@ mod tests {
         assert_eq!(s.recv().await.unwrap(), Item(1, true));
         assert_eq!(s.recv().await, Err(RecvError::Closed));
         assert_eq!(f.subscribe().recv().await, Err(RecvError::Closed));
+    }
+
+    #[tokio::test]
+    async fn try_recv_takes_what_is_ready_in_order_and_resyncs_after_lag() {
+        let f = Fanout::new(4, GopLimits::default());
+        publish(&f, 0, true);
+        let mut s = f.subscribe();
+        assert_eq!(s.try_recv(), Ok(Some(Item(0, true)))); // cached GOP
+        assert_eq!(s.try_recv(), Ok(None));
+        publish(&f, 1, false);
+        publish(&f, 2, false);
+        assert_eq!(s.try_recv(), Ok(Some(Item(1, false))));
+        assert_eq!(s.try_recv(), Ok(Some(Item(2, false))));
+        assert_eq!(s.try_recv(), Ok(None));
+        for n in 3..10 {
+            publish(&f, n, false);
+        }
+        publish(&f, 10, true);
+        assert_eq!(s.try_recv(), Ok(Some(Item(10, true))));
+        assert!(s.lagged() > 0);
+        f.close();
+        assert_eq!(s.try_recv(), Err(RecvError::Closed));
     }
 
     #[tokio::test]

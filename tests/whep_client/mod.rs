@@ -1,16 +1,18 @@
 //! A minimal WHEP viewer built on str0m, for tests and `examples/whep_load.rs`:
 //! POSTs a recvonly offer, connects over UDP or ICE-TCP (RFC 6544 active,
 //! RFC 4571 framing), and counts what it receives after SRTP decryption.
-//! Blocking sockets, one thread per viewer; everything on 127.0.0.1.
+//! Blocking sockets, one thread per viewer; on 127.0.0.1 unless
+//! [`Opts::bind`] says otherwise. [`play_answering`] is the same viewer for
+//! servers that make the offer themselves (Janus's streaming plugin).
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::change::SdpAnswer;
+use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -34,6 +36,9 @@ pub struct Received {
     pub connected: Option<Duration>,
     /// From sending the POST to the first complete video frame.
     pub first_frame: Option<Duration>,
+    /// From sending the POST to the first keyframe (the first picture a
+    /// decoder can show).
+    pub first_keyframe: Option<Duration>,
     pub video_frames: u64,
     pub keyframes: u64,
     pub audio_frames: u64,
@@ -41,6 +46,9 @@ pub struct Received {
     /// ingress stats.
     pub packets: u64,
     pub bytes: u64,
+    /// NACKs this viewer sent (packets it found missing), from str0m's
+    /// ingress stats.
+    pub nacks: u64,
     /// The first video frame contained an SPS (H.264 NAL type 7).
     pub first_frame_has_sps: bool,
     /// First byte of each NAL unit of the first video frame (Annex B).
@@ -104,11 +112,13 @@ struct Viewer {
     rtc: Rtc,
     sock: Sock,
     local: SocketAddr,
-    video_mid: Mid,
+    /// Known from our offer, or from the remote offer's first video section.
+    video_mid: Option<Mid>,
     t0: Instant,
     r: Received,
-    /// Latest ingress stats: video packets, video bytes, audio packets, audio bytes.
-    counts: [u64; 4],
+    /// Latest ingress stats: video packets, video bytes, video NACKs, audio
+    /// packets, audio bytes, audio NACKs.
+    counts: [u64; 6],
 }
 
 impl Viewer {
@@ -139,7 +149,10 @@ impl Viewer {
         let r = &mut self.r;
         match e {
             Event::Connected => r.connected = Some(self.t0.elapsed()),
-            Event::MediaData(m) if m.mid == self.video_mid => {
+            Event::MediaAdded(m) if m.kind == MediaKind::Video && self.video_mid.is_none() => {
+                self.video_mid = Some(m.mid);
+            }
+            Event::MediaData(m) if Some(m.mid) == self.video_mid => {
                 if r.first_frame.is_none() {
                     r.first_frame = Some(self.t0.elapsed());
                     // Annex B from str0m's depacketizer: 00 00 01 67 = SPS.
@@ -154,15 +167,20 @@ impl Viewer {
                 r.video_frames += 1;
                 if m.is_keyframe() {
                     r.keyframes += 1;
+                    if r.first_keyframe.is_none() {
+                        r.first_keyframe = Some(self.t0.elapsed());
+                    }
                 }
             }
             Event::MediaData(_) => r.audio_frames += 1,
             Event::MediaIngressStats(s) => {
-                let at = if s.mid == self.video_mid { 0 } else { 2 };
+                let at = if Some(s.mid) == self.video_mid { 0 } else { 3 };
                 self.counts[at] = s.packets;
                 self.counts[at + 1] = s.bytes;
-                r.packets = self.counts[0] + self.counts[2];
-                r.bytes = self.counts[1] + self.counts[3];
+                self.counts[at + 2] = s.nacks;
+                r.packets = self.counts[0] + self.counts[3];
+                r.bytes = self.counts[1] + self.counts[4];
+                r.nacks = self.counts[2] + self.counts[5];
             }
             _ => {}
         }
@@ -230,6 +248,12 @@ pub struct Opts {
     /// Stop reading the socket this long after connecting (a stalled
     /// viewer: over ICE-TCP the gateway's writes to it back up).
     pub stall_after: Option<Duration>,
+    /// Local address of the UDP socket (127.0.0.1 by default; the
+    /// benchmark uses its network namespace's veth address).
+    pub bind: IpAddr,
+    /// Incremented when the first keyframe arrives, so a load generator
+    /// knows when all its viewers show a picture.
+    pub progress: Option<Arc<AtomicUsize>>,
 }
 
 impl Opts {
@@ -240,6 +264,8 @@ impl Opts {
             delete: true,
             stop: None,
             stall_after: None,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            progress: None,
         }
     }
 }
@@ -270,7 +296,7 @@ fn play_inner(
     // to connect; the local candidate is announced after connecting.
     let udp = match via {
         Via::Udp => {
-            let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+            let s = UdpSocket::bind((opts.bind, 0)).map_err(|e| e.to_string())?;
             let local = s.local_addr().map_err(|e| e.to_string())?;
             rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
             Some(s)
@@ -343,19 +369,84 @@ fn play_inner(
             )
         }
     };
-    let mut v = Viewer {
+    let v = Viewer {
         rtc,
         sock,
         local,
-        video_mid,
+        video_mid: Some(video_mid),
         t0,
         r: std::mem::take(r),
-        counts: [0; 4],
+        counts: [0; 6],
     };
+    let r = run_media(v, opts)?;
+    if opts.delete {
+        if let Some(loc) = &r.location {
+            let _ = http(http_addr, "DELETE", loc, &[], b"");
+        }
+    }
+    Ok(r)
+}
+
+/// Plays a stream whose server makes the offer (Janus): `get_offer` returns
+/// the server's SDP offer (with its candidates), `send_answer` delivers our
+/// answer (with our one UDP host candidate on `opts.bind`). UDP only;
+/// `opts.delete` is the caller's business. Timings count from `get_offer`.
+pub fn play_answering(
+    get_offer: impl FnOnce() -> Result<String, String>,
+    send_answer: impl FnOnce(&str) -> Result<(), String>,
+    opts: &Opts,
+) -> Received {
+    let mut r = Received::default();
+    let t0 = Instant::now();
+    let run = || -> Result<Received, String> {
+        let mut rtc = Rtc::builder()
+            .set_stats_interval(Some(Duration::from_millis(500)))
+            .build(Instant::now());
+        let s = UdpSocket::bind((opts.bind, 0)).map_err(|e| e.to_string())?;
+        let local = s.local_addr().map_err(|e| e.to_string())?;
+        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
+        let offer = get_offer()?;
+        let offer = SdpOffer::from_sdp_string(&offer).map_err(|e| format!("offer: {e}"))?;
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| format!("accept offer: {e}"))?;
+        send_answer(&answer.to_sdp_string())?;
+        r.post = Some(t0.elapsed());
+        let v = Viewer {
+            rtc,
+            sock: Sock::Udp(s),
+            local,
+            video_mid: None,
+            t0,
+            r: std::mem::take(&mut r),
+            counts: [0; 6],
+        };
+        run_media(v, opts)
+    };
+    match run() {
+        Ok(v) => v,
+        Err(e) => Received {
+            error: Some(e),
+            ..r
+        },
+    }
+}
+
+/// Receives until `opts.dur` is over (or `opts.stop`).
+fn run_media(mut v: Viewer, opts: &Opts) -> Result<Received, String> {
+    let mut counted = false;
+    let t0 = v.t0;
     let mut buf = vec![0u8; 65536];
     let end = Instant::now() + opts.dur;
     loop {
         let timeout = v.drain()?;
+        if !counted && v.r.first_keyframe.is_some() {
+            counted = true;
+            if let Some(p) = &opts.progress {
+                p.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let now = Instant::now();
         if now >= end
             || opts
@@ -376,11 +467,6 @@ fn play_inner(
             .saturating_duration_since(now)
             .min(Duration::from_millis(50));
         v.step(wait, &mut buf)?;
-    }
-    if opts.delete {
-        if let Some(loc) = &v.r.location {
-            let _ = http(http_addr, "DELETE", loc, &[], b"");
-        }
     }
     Ok(v.r)
 }

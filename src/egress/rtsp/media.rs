@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::task::JoinHandle;
 
 use crate::bus::{ByteLen, Fanout, GopLimits, MediaKind, RecvError, Stream, Subscriber};
@@ -22,8 +22,16 @@ use crate::egress::rtsp::sdp;
 pub struct RtpBatch {
     /// Bus track index.
     pub track: usize,
-    /// Complete RTP packets (12-byte header + payload), in order.
+    /// Complete RTP packets (12-byte header + payload), in order: views
+    /// into `interleaved`.
     pub packets: Vec<Bytes>,
+    /// The same packets framed for RTSP interleaved TCP (RFC 2326 §10.12:
+    /// '$', channel, 16-bit length, packet) on channel `channel`, the one
+    /// clients pick for this track (`2 * track`): a reader on that channel
+    /// is written this one buffer, shared with every other such reader.
+    /// Empty if a packet is too long to frame.
+    pub interleaved: Bytes,
+    pub channel: u8,
     /// RTP timestamp of the frame.
     pub rtp_timestamp: u32,
     /// When the frame reached the gateway.
@@ -33,6 +41,51 @@ pub struct RtpBatch {
 impl ByteLen for Arc<RtpBatch> {
     fn byte_len(&self) -> usize {
         self.packets.iter().map(Bytes::len).sum()
+    }
+}
+
+impl RtpBatch {
+    /// A batch whose packets live in one interleaved-framed buffer for
+    /// `channel` (one copy per frame, for all readers).
+    pub fn new(
+        track: usize,
+        channel: u8,
+        packets: &[Bytes],
+        rtp_timestamp: u32,
+        received: Instant,
+    ) -> RtpBatch {
+        let total: usize = packets.iter().map(|p| 4 + p.len()).sum();
+        let mut buf = BytesMut::with_capacity(total);
+        let mut ranges = Vec::with_capacity(packets.len());
+        for p in packets {
+            let Ok(len) = u16::try_from(p.len()) else {
+                // Cannot be interleaved (readers on TCP skip it): keep the
+                // packets as they are.
+                return RtpBatch {
+                    track,
+                    packets: packets.to_vec(),
+                    interleaved: Bytes::new(),
+                    channel,
+                    rtp_timestamp,
+                    received,
+                };
+            };
+            buf.put_u8(b'$');
+            buf.put_u8(channel);
+            buf.put_u16(len);
+            let start = buf.len();
+            buf.extend_from_slice(p);
+            ranges.push(start..buf.len());
+        }
+        let interleaved = buf.freeze();
+        RtpBatch {
+            track,
+            packets: ranges.into_iter().map(|r| interleaved.slice(r)).collect(),
+            interleaved,
+            channel,
+            rtp_timestamp,
+            received,
+        }
     }
 }
 
@@ -190,13 +243,9 @@ impl RtpMedia {
                         };
                     }
                     let gop_start = frame.keyframe && (video[i] || !has_video);
+                    let channel = u8::try_from(2 * i).unwrap_or(u8::MAX);
                     fanout.publish(
-                        Arc::new(RtpBatch {
-                            track: i,
-                            packets: std::mem::take(&mut out),
-                            rtp_timestamp: ts,
-                            received: frame.received,
-                        }),
+                        Arc::new(RtpBatch::new(i, channel, &out, ts, frame.received)),
                         gop_start,
                     );
                 }
@@ -271,5 +320,34 @@ impl MediaRegistry {
         map.insert(stream.name().to_owned(), Arc::downgrade(&media));
         map.retain(|_, w| w.strong_count() > 0);
         (media, sub)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_packets_are_views_of_one_interleaved_buffer() {
+        let packets = vec![Bytes::from(vec![0x80u8; 14]), Bytes::from(vec![7u8; 300])];
+        let b = RtpBatch::new(1, 2, &packets, 90_000, Instant::now());
+        assert_eq!(b.packets, packets);
+        assert_eq!(b.channel, 2);
+        assert_eq!(b.interleaved.len(), 4 + 14 + 4 + 300);
+        // RFC 2326 §10.12: '$', channel, 16-bit length, packet.
+        assert_eq!(&b.interleaved[..4], &[b'$', 2, 0, 14]);
+        assert_eq!(&b.interleaved[18..22], &[b'$', 2, 1, 44]);
+        assert_eq!(&b.interleaved[22..], &packets[1][..]);
+        // The packets share the interleaved buffer (no second copy).
+        let range = b.interleaved.as_ptr_range();
+        assert!(b.packets.iter().all(|p| range.contains(&p.as_ptr())));
+    }
+
+    #[test]
+    fn an_unframable_packet_keeps_the_packets_and_no_interleaved_buffer() {
+        let packets = vec![Bytes::from(vec![0u8; 70_000])];
+        let b = RtpBatch::new(0, 0, &packets, 0, Instant::now());
+        assert_eq!(b.packets, packets);
+        assert!(b.interleaved.is_empty());
     }
 }

@@ -3,14 +3,15 @@
 //! readers over TCP (interleaved) or UDP.
 
 use std::collections::HashMap;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use rtsp_types::{headers, Message, ParseError, Request, Response, StatusCode, Version};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use super::media::{MediaRegistry, RtpBatch, RtpMedia};
@@ -35,6 +36,9 @@ pub struct ServerConfig {
 const MAX_REQUEST: usize = 64 * 1024;
 /// Interval between RTCP sender reports (RFC 3550 §6.2 suggests ~5 s).
 const SR_INTERVAL: Duration = Duration::from_secs(5);
+/// Batches (frames) already queued for a reader that are written together,
+/// in one vectored write.
+const MAX_COALESCE: usize = 64;
 
 /// The RTSP server, shared by all connection tasks.
 pub struct RtspServer {
@@ -43,6 +47,9 @@ pub struct RtspServer {
     media: MediaRegistry,
     config: ServerConfig,
     udp_rtp: Arc<UdpSocket>,
+    /// quinn-udp state of `udp_rtp`: GSO sends (one syscall for a frame's
+    /// equal-sized packets).
+    udp_rtp_state: quinn_udp::UdpSocketState,
     udp_rtcp: Arc<UdpSocket>,
     rtp_port: u16,
     /// Last RTCP seen from each UDP reader's RTCP address (ms since `start`),
@@ -78,12 +85,14 @@ impl RtspServer {
     ) -> std::io::Result<Arc<Self>> {
         let udp_rtp = UdpSocket::bind((ip, rtp_port)).await?;
         let udp_rtcp = UdpSocket::bind((ip, rtp_port + 1)).await?;
+        let udp_rtp_state = quinn_udp::UdpSocketState::new((&udp_rtp).into())?;
         let server = Arc::new(RtspServer {
             registry,
             sessions,
             media: MediaRegistry::default(),
             config,
             udp_rtp: Arc::new(udp_rtp),
+            udp_rtp_state,
             udp_rtcp: Arc::new(udp_rtcp),
             rtp_port,
             udp_activity: Mutex::new(HashMap::new()),
@@ -148,7 +157,8 @@ impl RtspServer {
             peer,
             local,
             inbuf: BytesMut::with_capacity(4096),
-            outbuf: Vec::with_capacity(64 * 1024),
+            pending: Vec::new(),
+            udp_buf: Vec::new(),
             conn: Conn::new(self.config.session_timeout),
             playing: None,
         };
@@ -179,7 +189,10 @@ struct Connection {
     peer: SocketAddr,
     local: std::net::IpAddr,
     inbuf: BytesMut,
-    outbuf: Vec<u8>,
+    /// Batches taken from the fan-out, written together.
+    pending: Vec<Arc<RtpBatch>>,
+    /// Contiguous copy of equal-sized packets for one UDP GSO send.
+    udp_buf: Vec<u8>,
     conn: Conn,
     playing: Option<Playing>,
 }
@@ -219,13 +232,31 @@ impl Connection {
                     }
                 }
                 batch = next_batch(&mut self.playing) => {
-                    match batch {
-                        Some(b) => {
-                            if let Err(e) = self.send_batch(&b).await {
-                                return format!("write error: {e}");
+                    let Some(b) = batch else {
+                        return "the stream ended or its source restarted with new tracks".into();
+                    };
+                    // Take whatever else is queued too (a GOP backlog, audio
+                    // next to video, or a reader that was briefly slow):
+                    // one vectored write for all of it.
+                    self.pending.push(b);
+                    let mut ended = false;
+                    while self.pending.len() < MAX_COALESCE {
+                        match self.playing.as_mut().map(|p| p.sub.try_recv()) {
+                            Some(Ok(Some(b))) => self.pending.push(b),
+                            Some(Err(_)) => {
+                                ended = true;
+                                break;
                             }
+                            _ => break,
                         }
-                        None => return "the stream ended or its source restarted with new tracks".into(),
+                    }
+                    let r = self.send_pending().await;
+                    self.pending.clear();
+                    if let Err(e) = r {
+                        return format!("write error: {e}");
+                    }
+                    if ended {
+                        return "the stream ended or its source restarted with new tracks".into();
                     }
                 }
                 _ = kicked(kick) => return "session kicked through the API".into(),
@@ -463,49 +494,73 @@ impl Connection {
         }
     }
 
-    async fn send_batch(&mut self, batch: &RtpBatch) -> std::io::Result<()> {
-        let Some(p) = &mut self.playing else {
-            return Ok(());
-        };
-        let Some(Some(transport)) = p.transports.get(batch.track) else {
+    /// Writes the pending batches. A TCP reader on the usual channel of a
+    /// track gets the batch's shared interleaved buffer (no per-reader copy;
+    /// one vectored write for all pending batches); another channel gets a
+    /// framed copy. UDP readers get one GSO send per run of equal-sized
+    /// packets where the kernel supports it.
+    async fn send_pending(&mut self) -> std::io::Result<()> {
+        let Connection {
+            server,
+            socket,
+            pending,
+            udp_buf,
+            playing,
+            ..
+        } = self;
+        let Some(p) = playing else {
             return Ok(());
         };
         let mut bytes = 0u64;
-        match *transport {
-            TrackTransport::Tcp { rtp_channel, .. } => {
-                self.outbuf.clear();
-                for pkt in &batch.packets {
-                    // RFC 2326 §10.12: '$', channel, 16-bit length, packet.
-                    let Ok(len) = u16::try_from(pkt.len()) else {
-                        continue;
-                    };
-                    self.outbuf.push(b'$');
-                    self.outbuf.push(rtp_channel);
-                    self.outbuf.extend_from_slice(&len.to_be_bytes());
-                    self.outbuf.extend_from_slice(pkt);
-                    bytes += pkt.len() as u64;
-                }
-                self.socket.write_all(&self.outbuf).await?;
-            }
-            TrackTransport::Udp { rtp, .. } => {
-                for pkt in &batch.packets {
-                    // A UDP send error (e.g. ICMP port unreachable) drops the
-                    // packet; the session times out if the client is gone.
-                    if self.server.udp_rtp.send_to(pkt, rtp).await.is_ok() {
-                        bytes += pkt.len() as u64;
+        // Framed copies for readers on another channel (rare): (batch, copy).
+        let mut copies: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut tcp = false;
+        for (i, batch) in pending.iter().enumerate() {
+            match p.transports.get(batch.track) {
+                Some(Some(TrackTransport::Tcp { rtp_channel, .. })) => {
+                    tcp = true;
+                    if *rtp_channel != batch.channel || batch.interleaved.is_empty() {
+                        copies.push((i, frame_interleaved(*rtp_channel, &batch.packets)));
                     }
+                    bytes += batch.packets.iter().map(|p| p.len() as u64).sum::<u64>();
+                }
+                Some(Some(TrackTransport::Udp { rtp, .. })) => {
+                    bytes += send_udp(server, udp_buf, *rtp, &batch.packets).await;
+                }
+                _ => continue,
+            }
+            let c = &mut p.counts[batch.track];
+            c.0 = c.0.wrapping_add(batch.packets.len() as u32);
+            c.1 = c.1.wrapping_add(
+                batch
+                    .packets
+                    .iter()
+                    .map(|pk| pk.len().saturating_sub(12) as u32)
+                    .sum::<u32>(),
+            );
+        }
+        if tcp {
+            let mut iov = [IoSlice::new(&[]); MAX_COALESCE];
+            let mut n = 0;
+            for (i, batch) in pending.iter().enumerate() {
+                let is_tcp = matches!(
+                    p.transports.get(batch.track),
+                    Some(Some(TrackTransport::Tcp { .. }))
+                );
+                if !is_tcp {
+                    continue;
+                }
+                let data: &[u8] = match copies.iter().find(|(j, _)| *j == i) {
+                    Some((_, copy)) => copy,
+                    None => &batch.interleaved,
+                };
+                if !data.is_empty() && n < iov.len() {
+                    iov[n] = IoSlice::new(data);
+                    n += 1;
                 }
             }
+            write_all_vectored(socket, &mut iov[..n]).await?;
         }
-        let c = &mut p.counts[batch.track];
-        c.0 = c.0.wrapping_add(batch.packets.len() as u32);
-        c.1 = c.1.wrapping_add(
-            batch
-                .packets
-                .iter()
-                .map(|pk| pk.len().saturating_sub(12) as u32)
-                .sum::<u32>(),
-        );
         p.stream.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
         p.handle.bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok(())
@@ -546,5 +601,103 @@ impl Connection {
             let _ = self.server.udp_rtcp.send_to(&sr, addr).await;
         }
         Ok(())
+    }
+}
+
+/// Writes all of `bufs`, looping on short writes.
+async fn write_all_vectored(
+    socket: &mut TcpStream,
+    mut bufs: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    while !bufs.is_empty() {
+        let n = socket.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
+
+/// RFC 2326 §10.12 framing of `packets` on `channel` (packets too long for
+/// its 16-bit length are left out).
+fn frame_interleaved(channel: u8, packets: &[Bytes]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(packets.iter().map(|p| 4 + p.len()).sum());
+    for p in packets {
+        let Ok(len) = u16::try_from(p.len()) else {
+            continue;
+        };
+        v.push(b'$');
+        v.push(channel);
+        v.extend_from_slice(&len.to_be_bytes());
+        v.extend_from_slice(p);
+    }
+    v
+}
+
+/// Sends one frame's packets to a UDP reader: runs of equal-sized packets
+/// (FU-A fragments; the run's last may be shorter) as one GSO send when the
+/// kernel offers it, else one datagram each. A send error (e.g. ICMP port
+/// unreachable) drops the packets; the session times out if the reader is
+/// gone. Returns the bytes sent.
+async fn send_udp(
+    server: &RtspServer,
+    buf: &mut Vec<u8>,
+    to: SocketAddr,
+    packets: &[Bytes],
+) -> u64 {
+    let max_segments = server.udp_rtp_state.max_gso_segments();
+    let mut sent = 0u64;
+    let mut i = 0;
+    while i < packets.len() {
+        let size = packets[i].len();
+        // packets[i..j]: same size, then at most one shorter one.
+        let mut j = i + 1;
+        while j < packets.len() && j - i < max_segments && packets[j].len() == size {
+            j += 1;
+        }
+        if j < packets.len() && j - i < max_segments && packets[j].len() < size {
+            j += 1;
+        }
+        let ok = if j - i == 1 || size == 0 {
+            server.udp_rtp.send_to(&packets[i], to).await.is_ok()
+        } else {
+            buf.clear();
+            for p in &packets[i..j] {
+                buf.extend_from_slice(p);
+            }
+            let transmit = quinn_udp::Transmit {
+                destination: to,
+                ecn: None,
+                contents: buf,
+                segment_size: Some(size),
+                src_ip: None,
+            };
+            let (sock, state) = (&server.udp_rtp, &server.udp_rtp_state);
+            sock.async_io(Interest::WRITABLE, || {
+                state.try_send(sock.into(), &transmit)
+            })
+            .await
+            .is_ok()
+        };
+        if ok {
+            sent += packets[i..j].iter().map(|p| p.len() as u64).sum::<u64>();
+        }
+        i = j;
+    }
+    sent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interleaved_copy_for_another_channel() {
+        let packets = [Bytes::from_static(&[1, 2, 3]), Bytes::from_static(&[4])];
+        assert_eq!(
+            frame_interleaved(5, &packets),
+            [b'$', 5, 0, 3, 1, 2, 3, b'$', 5, 0, 1, 4]
+        );
     }
 }

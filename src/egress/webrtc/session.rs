@@ -16,6 +16,7 @@ use str0m::change::SdpOffer;
 use str0m::format::Codec as RtcCodec;
 use str0m::media::{Frequency, KeyframeRequestKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive, Transmit};
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use crate::bus::{Codec, Frame, MediaKind, Track, TrackSet};
@@ -49,6 +50,35 @@ pub const KEYFRAME_REQUEST_GRACE: Duration = Duration::from_millis(300);
 
 /// How often str0m reports statistics (RTCP-derived RTT, NACK/PLI counts).
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long sent packets are kept for retransmission (RTX on NACK), per
+/// viewer: str0m keeps 3 s, which at 2 Mbit/s is ~600 packets (~750 KiB)
+/// per viewer. A NACK comes about one round trip after the loss, so
+/// viewers start with [`RTX_CACHE_AGE`] and one whose round-trip time
+/// reaches [`RTX_LONG_RTT`] gets [`RTX_CACHE_AGE_LONG_RTT`] (Janus keeps
+/// 200 ms to 1 s by round-trip time). See [`rtx_cache_age`].
+pub const RTX_CACHE_AGE: Duration = Duration::from_millis(500);
+pub const RTX_CACHE_AGE_LONG_RTT: Duration = Duration::from_millis(1500);
+pub const RTX_LONG_RTT: Duration = Duration::from_millis(200);
+/// Cap on the packets in the RTX cache, per stream (str0m's default).
+const RTX_CACHE_PACKETS_VIDEO: usize = 1000;
+const RTX_CACHE_PACKETS_AUDIO: usize = 50;
+/// Stop resending when retransmissions exceed this share of the bytes
+/// sent (str0m's default).
+const RTX_RATIO_CAP: Option<f32> = Some(0.15);
+
+/// The RTX cache age for a viewer with round-trip time `rtt` whose cache
+/// keeps `current` now. Changing it empties str0m's cache, so it changes
+/// only across a margin: up at [`RTX_LONG_RTT`], down below 3/4 of it.
+pub fn rtx_cache_age(rtt: Duration, current: Duration) -> Duration {
+    if rtt >= RTX_LONG_RTT {
+        RTX_CACHE_AGE_LONG_RTT
+    } else if rtt < RTX_LONG_RTT * 3 / 4 {
+        RTX_CACHE_AGE
+    } else {
+        current
+    }
+}
 
 /// Why a session could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +197,8 @@ pub struct Session {
     egress: [(Option<Mid>, EgressTotals); 2],
     /// `bytes_sent` already handed out by [`Session::take_new_bytes`].
     bytes_reported: u64,
+    /// Current RTX cache age of the sent streams ([`rtx_cache_age`]).
+    rtx_age: Duration,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -199,8 +231,16 @@ impl Session {
     /// The answer gets an `a=rtspgate-info:` line on sections whose track
     /// is not sent, saying why (e.g. AAC); see [`add_media_info`].
     pub fn new(p: SessionParams<'_>) -> Result<(Session, String), SessionError> {
+        // Only the mid header extension (BUNDLE demultiplexing). No
+        // transport-cc or abs-send-time: rtspgate passes the camera's
+        // bitrate through and has no bandwidth estimation to feed, and
+        // without them str0m keeps no per-packet send records (1000 per
+        // viewer) and the browser sends no transport feedback to parse.
+        let mut exts = ExtensionMap::empty();
+        exts.set(4, Extension::RtpMid);
         let mut config = RtcConfig::new()
             .set_ice_lite(true)
+            .set_extension_map(exts)
             .clear_codecs()
             .set_stats_interval(Some(STATS_INTERVAL));
         let codecs = config.codec_config();
@@ -260,6 +300,7 @@ impl Session {
         };
         let video = p.plan.video.as_ref().and_then(&mut sender);
         let audio = p.plan.audio.as_ref().and_then(&mut sender);
+        set_rtx_cache(&mut rtc, &video, &audio, RTX_CACHE_AGE);
         if video.is_none() && audio.is_none() {
             return Err(SessionError::BadOffer(
                 "no m= section was accepted with a codec rtspgate can send".to_owned(),
@@ -326,6 +367,7 @@ impl Session {
             handle,
             egress,
             bytes_reported: 0,
+            rtx_age: RTX_CACHE_AGE,
         };
         // Nothing to transmit before the viewer's first STUN request (we
         // are ICE-lite), but the drain sets the first timeout.
@@ -646,6 +688,11 @@ impl Session {
                 stats.firs = sum(|t| t.firs);
                 if let Some(rtt) = s.rtt {
                     stats.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+                    let age = rtx_cache_age(rtt, self.rtx_age);
+                    if age != self.rtx_age {
+                        self.rtx_age = age;
+                        set_rtx_cache(&mut self.rtc, &self.video, &self.audio, age);
+                    }
                 }
                 if s.loss.is_some() {
                     stats.loss = s.loss;
@@ -673,6 +720,20 @@ impl Session {
 
     fn stats_mut(&self) -> std::sync::MutexGuard<'_, SessionStats> {
         self.handle.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Sets the RTX cache of the sent streams (this empties it).
+fn set_rtx_cache(rtc: &mut Rtc, video: &Option<Sender>, audio: &Option<Sender>, age: Duration) {
+    for (s, packets) in [
+        (video, RTX_CACHE_PACKETS_VIDEO),
+        (audio, RTX_CACHE_PACKETS_AUDIO),
+    ] {
+        let Some(s) = s else { continue };
+        let mut api = rtc.direct_api();
+        if let Some(tx) = api.stream_tx_by_mid(s.mid, None) {
+            tx.set_rtx_cache(packets, age, RTX_RATIO_CAP);
+        }
     }
 }
 

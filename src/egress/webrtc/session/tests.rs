@@ -465,3 +465,27 @@ fn lost_packets_are_repaired_with_nack_and_rtx() {
     assert!(s.nacks > 0, "NACKs counted: {s:?}");
     // (RTT needs real time between RTCP reports; the e2e tests check it.)
 }
+
+#[test]
+fn rtx_cache_age_follows_round_trip_time_with_a_margin() {
+    let ms = Duration::from_millis;
+    assert_eq!(rtx_cache_age(ms(1), RTX_CACHE_AGE), RTX_CACHE_AGE);
+    assert_eq!(
+        rtx_cache_age(RTX_LONG_RTT, RTX_CACHE_AGE),
+        RTX_CACHE_AGE_LONG_RTT
+    );
+    // Between 3/4 of the threshold and the threshold: no change either way.
+    let between = RTX_LONG_RTT * 7 / 8;
+    assert_eq!(rtx_cache_age(between, RTX_CACHE_AGE), RTX_CACHE_AGE);
+    assert_eq!(
+        rtx_cache_age(between, RTX_CACHE_AGE_LONG_RTT),
+        RTX_CACHE_AGE_LONG_RTT
+    );
+    assert_eq!(
+        rtx_cache_age(RTX_LONG_RTT / 2, RTX_CACHE_AGE_LONG_RTT),
+        RTX_CACHE_AGE
+    );
+    // A NACK for a loss comes about one round trip later: still cached.
+    assert!(RTX_CACHE_AGE > RTX_LONG_RTT * 2);
+    assert!(RTX_CACHE_AGE_LONG_RTT > RTX_LONG_RTT * 5);
+}

@@ -1,0 +1,344 @@
+//! Processes and network namespaces the benchmark starts, and what it
+//! reads about them from /proc. Everything started is registered, so Drop
+//! *and* Ctrl-C (see [`cleanup_all`]) kill it and delete the namespaces.
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// PIDs and namespace names to remove on Ctrl-C.
+static LIVE: Mutex<(Vec<u32>, Vec<String>)> = Mutex::new((Vec::new(), Vec::new()));
+
+fn live() -> std::sync::MutexGuard<'static, (Vec<u32>, Vec<String>)> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Kills every registered process and deletes every registered namespace
+/// (for the Ctrl-C handler; Drop does the same one by one).
+pub fn cleanup_all() {
+    let (pids, nss) = std::mem::take(&mut *live());
+    for pid in pids {
+        // Each child leads its own process group (see Proc::spawn).
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .stderr(Stdio::null())
+            .status();
+    }
+    for ns in nss {
+        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    /// Spawns `cmd` in a process group of its own, so that what it starts
+    /// (a profiling wrapper's child) is stopped with it.
+    pub fn spawn(name: &str, cmd: &mut Command) -> Result<Proc, String> {
+        let child = cmd
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("{name}: {e}"))?;
+        live().0.push(child.id());
+        Ok(Proc { child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Spawns `cmd` with stdout piped and waits up to `timeout` for a line
+    /// starting with `READY `; returns the rest of it.
+    pub fn spawn_ready(
+        name: &str,
+        cmd: &mut Command,
+        timeout: Duration,
+    ) -> Result<(Proc, String), String> {
+        cmd.stdout(Stdio::piped());
+        let mut p = Proc::spawn(name, cmd)?;
+        let out = p
+            .child
+            .stdout
+            .take()
+            .ok_or_else(|| format!("{name}: no stdout"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("READY ") {
+                    let _ = tx.send(rest.trim().to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(v) => Ok((p, v)),
+            Err(_) => {
+                let alive = p.running();
+                Err(format!(
+                    "{name} did not print READY within {timeout:?} ({})",
+                    if alive { "still running" } else { "exited" }
+                ))
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SIGTERM first, so servers can say goodbye (RTSP TEARDOWN) and the
+        // camera stops sending to them; SIGKILL after a second.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let pid = self.child.id();
+        live().0.retain(|p| *p != pid);
+    }
+}
+
+/// A network namespace with one veth pair: `host` (here) ↔ `peer` (inside),
+/// a /30 between them, loopback up inside, and no other route: traffic from
+/// inside can reach only `host`. Deleted on drop (which also removes the
+/// veth pair).
+pub struct NetNs {
+    pub name: String,
+    pub host: Ipv4Addr,
+    pub peer: Ipv4Addr,
+    pub peer_if: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl NetNs {
+    /// `index` picks the /30: 10.200.<index>.0/30.
+    pub fn create(index: u8) -> Result<NetNs, String> {
+        let pid = std::process::id();
+        let name = format!("rtspgate-bench-{pid}-{index}");
+        let host_if = format!("rgb{}h{index}", pid % 100_000);
+        let peer_if = format!("rgb{}n{index}", pid % 100_000);
+        let host = Ipv4Addr::new(10, 200, index, 1);
+        let peer = Ipv4Addr::new(10, 200, index, 2);
+        // Refuse to shadow an address range the machine already uses.
+        let routes = Command::new("ip")
+            .args(["-4", "route", "show", "to", "match", &host.to_string()])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if routes.lines().any(|l| !l.starts_with("default")) {
+            return Err(format!(
+                "10.200.{index}.0/30 is already routed here ({}); not creating a namespace over it",
+                routes.trim()
+            ));
+        }
+        ip(&["netns", "add", &name])?;
+        live().1.push(name.clone());
+        let ns = NetNs {
+            name,
+            host,
+            peer,
+            peer_if: peer_if.clone(),
+        };
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
+        ])?;
+        ip(&["link", "set", &peer_if, "netns", &ns.name])?;
+        ip(&["addr", "add", &format!("{host}/30"), "dev", &host_if])?;
+        ip(&["link", "set", &host_if, "up"])?;
+        ip(&[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            &format!("{peer}/30"),
+            "dev",
+            &peer_if,
+        ])?;
+        ip(&["-n", &ns.name, "link", "set", &peer_if, "up"])?;
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `program args...` run inside the namespace.
+    pub fn command(&self, program: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+        let name = self.name.clone();
+        live().1.retain(|n| *n != name);
+    }
+}
+
+/// The first descendant of `pid` whose command name is `name`.
+pub fn descendant_named(pid: u32, name: &str) -> Option<u32> {
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let children =
+            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        for c in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).unwrap_or_default();
+            if comm.trim() == name {
+                return Some(c);
+            }
+            todo.push(c);
+        }
+    }
+    None
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// target/<profile>/rtspgate next to target/<profile>/examples/bench.
+pub fn gateway_bin() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("rtspgate"))
+        .ok_or("no target directory")?;
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} missing: `cargo build --release` first",
+            bin.display()
+        ))
+    }
+}
+
+pub fn free_tcp_port(ip: Ipv4Addr) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 (WebRTC: UDP + ICE-TCP).
+pub fn free_udp_tcp_port() -> u16 {
+    for _ in 0..100 {
+        let p = free_tcp_port(Ipv4Addr::LOCALHOST);
+        if UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    0
+}
+
+/// An even UDP port whose successor is free too (RTP/RTCP).
+pub fn free_rtp_port() -> u16 {
+    for _ in 0..100 {
+        let Ok(s) = UdpSocket::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let p = s.local_addr().map(|a| a.port()).unwrap_or(1);
+        if p % 2 == 0 && p < u16::MAX && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    0
+}
+
+pub fn clk_tck() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of `pid` in seconds (proc(5) fields 14 and 15).
+pub fn cpu_seconds(pid: u32, tck: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3: utime (14) is index 11, stime (15) index 12.
+    let ut: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    (ut + st) / tck
+}
+
+/// VmRSS of `pid` in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU seconds used by `pids` together over a window.
+pub struct CpuWindow {
+    pids: Vec<u32>,
+    tck: f64,
+    c0: f64,
+    t0: Instant,
+}
+
+impl CpuWindow {
+    pub fn start(pids: &[u32], tck: f64) -> CpuWindow {
+        CpuWindow {
+            pids: pids.to_vec(),
+            tck,
+            c0: pids.iter().map(|p| cpu_seconds(*p, tck)).sum(),
+            t0: Instant::now(),
+        }
+    }
+
+    /// (CPU seconds, wall seconds) since `start`.
+    pub fn end(&self) -> (f64, f64) {
+        let c1: f64 = self.pids.iter().map(|p| cpu_seconds(*p, self.tck)).sum();
+        (c1 - self.c0, self.t0.elapsed().as_secs_f64())
+    }
+}
+
+/// stdin and stderr to /dev/null.
+pub fn stdio_null(cmd: &mut Command) -> &mut Command {
+    cmd.stdin(Stdio::null()).stderr(Stdio::null())
+}
