@@ -33,6 +33,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::bus::{Codec, Frame, MediaKind, SessionHandle as Registration, Stream};
+use crate::egress::gso::gso_run;
 
 use super::annexb::{to_annex_b, ReorderDetector, B_FRAMES_WARNING};
 use super::demux::{is_stun, rfc4571_frame, Demux, Rfc4571Decoder, Transport};
@@ -137,6 +138,8 @@ pub(super) struct Driver {
     paths: HashMap<String, PathState>,
     shared: Arc<Shared>,
     out: Vec<Transmit>,
+    /// A run of one session's equal-sized datagrams, for one GSO send.
+    gso_buf: Vec<u8>,
 }
 
 impl Driver {
@@ -169,6 +172,7 @@ impl Driver {
             paths: HashMap::new(),
             shared,
             out: Vec::new(),
+            gso_buf: Vec::new(),
         })
     }
 
@@ -278,9 +282,7 @@ impl Driver {
     /// Sends what the session produced, handles its events, re-arms its timer.
     fn after(&mut self, id: SessionId) {
         let out = std::mem::take(&mut self.out);
-        for t in &out {
-            self.send(t);
-        }
+        self.send_all(&out);
         let mut out = out;
         out.clear();
         self.out = out;
@@ -317,33 +319,46 @@ impl Driver {
         }
     }
 
+    /// Sends a session's output: runs of equal-sized UDP datagrams to the
+    /// same viewer (a frame's fragments) as one GSO send each.
+    fn send_all(&mut self, out: &[Transmit]) {
+        let max_segments = self.udp_state.max_gso_segments();
+        let mut i = 0;
+        while i < out.len() {
+            let t = &out[i];
+            let j = if t.proto == Protocol::Udp {
+                gso_run(
+                    i,
+                    out.len(),
+                    max_segments,
+                    |k| out[k].contents.len(),
+                    |k| {
+                        out[k].proto == Protocol::Udp
+                            && out[k].destination == t.destination
+                            && out[k].source == t.source
+                    },
+                )
+            } else {
+                i + 1
+            };
+            if j - i == 1 {
+                self.send(t);
+            } else {
+                let mut buf = std::mem::take(&mut self.gso_buf);
+                buf.clear();
+                for o in &out[i..j] {
+                    buf.extend_from_slice(&o.contents);
+                }
+                self.send_udp(t, &buf, Some(t.contents.len()));
+                self.gso_buf = buf;
+            }
+            i = j;
+        }
+    }
+
     fn send(&mut self, t: &Transmit) {
         match t.proto {
-            Protocol::Udp => {
-                let transmit = quinn_udp::Transmit {
-                    destination: t.destination,
-                    ecn: None,
-                    contents: &t.contents,
-                    segment_size: None,
-                    // On a wildcard socket, answer from the address the
-                    // viewer talks to (the candidate str0m chose).
-                    src_ip: self
-                        .udp_local
-                        .ip()
-                        .is_unspecified()
-                        .then_some(t.source.ip()),
-                };
-                let udp = &self.udp;
-                let state = &self.udp_state;
-                match udp.try_io(Interest::WRITABLE, || state.try_send(udp.into(), &transmit)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        // Socket buffer full: drop; NACK/RTX repairs video.
-                        self.shared.note_drop();
-                    }
-                    Err(e) => tracing::debug!(to = %t.destination, "WebRTC UDP send: {e}"),
-                }
-            }
+            Protocol::Udp => self.send_udp(t, &t.contents, None),
             _ => {
                 if let Some(tx) = self.tcp_conns.get(&t.destination) {
                     match rfc4571_frame(&t.contents) {
@@ -357,6 +372,34 @@ impl Driver {
                     }
                 }
             }
+        }
+    }
+
+    /// Sends `contents` (one datagram, or GSO segments of `segment_size`)
+    /// to `t`'s destination, from `t`'s source.
+    fn send_udp(&self, t: &Transmit, contents: &[u8], segment_size: Option<usize>) {
+        let transmit = quinn_udp::Transmit {
+            destination: t.destination,
+            ecn: None,
+            contents,
+            segment_size,
+            // On a wildcard socket, answer from the address the viewer
+            // talks to (the candidate str0m chose).
+            src_ip: self
+                .udp_local
+                .ip()
+                .is_unspecified()
+                .then_some(t.source.ip()),
+        };
+        let udp = &self.udp;
+        let state = &self.udp_state;
+        match udp.try_io(Interest::WRITABLE, || state.try_send(udp.into(), &transmit)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Socket buffer full: drop; NACK/RTX repairs video.
+                self.shared.note_drop();
+            }
+            Err(e) => tracing::debug!(to = %t.destination, "WebRTC UDP send: {e}"),
         }
     }
 
