@@ -17,7 +17,7 @@
 //! held (session, subscriber, demux entries, TCP connection) is freed.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,8 +35,9 @@ use tokio::sync::mpsc;
 use crate::bus::{Codec, Frame, MediaKind, SessionHandle as Registration, Stream};
 use crate::egress::gso::gso_run;
 
-use super::annexb::{to_annex_b, ReorderDetector, B_FRAMES_WARNING};
+use super::annexb::{ReorderDetector, B_FRAMES_WARNING};
 use super::demux::{is_stun, rfc4571_frame, Demux, Rfc4571Decoder, Transport};
+use super::rtp::{PathPacketizer, RtpFrame};
 use super::session::{format_id, Session, SessionEvent, SessionId};
 use super::Shared;
 
@@ -82,9 +83,6 @@ const TCP_QUEUE: usize = 512;
 const MAX_TCP_CONNECTIONS: usize = 1024;
 /// Largest RFC 4571 frame accepted (the 16-bit length allows 65535).
 const TCP_READ_BUF: usize = 16 * 1024;
-/// Converted frames remembered per path, so that every viewer of a frame
-/// reuses one Annex B conversion.
-const ANNEXB_CACHE: usize = 8;
 
 /// Aborts a task when dropped.
 pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
@@ -112,8 +110,8 @@ struct PathState {
     name: Arc<str>,
     /// Sessions of this path; the state goes when the last one does.
     viewers: usize,
-    /// Recent conversions: (frame, Annex B bytes).
-    annexb: VecDeque<(Arc<Frame>, Arc<[u8]>)>,
+    /// The path's frames as RTP payloads, made once for all its viewers.
+    rtp: PathPacketizer,
     reorder: ReorderDetector,
     /// The last frame examined by `reorder`, so each frame is looked at once.
     last_checked: Option<Arc<Frame>>,
@@ -419,7 +417,7 @@ impl Driver {
                     .or_insert_with(|| PathState {
                         name: Arc::from(session.path.as_str()),
                         viewers: 0,
-                        annexb: VecDeque::new(),
+                        rtp: PathPacketizer::default(),
                         reorder: ReorderDetector::default(),
                         last_checked: None,
                     })
@@ -513,14 +511,12 @@ impl Driver {
         };
         let shared = &self.shared;
         let session_path = path.name.clone();
-        let mut convert = |codec: &Codec, f: &Arc<Frame>| -> Option<Arc<[u8]>> {
-            if codec.kind() != MediaKind::Video {
-                return None;
-            }
-            if !path
-                .last_checked
-                .as_ref()
-                .is_some_and(|l| Arc::ptr_eq(l, f))
+        let mut packetize = |codec: &Codec, f: &Arc<Frame>| -> Option<Arc<RtpFrame>> {
+            if codec.kind() == MediaKind::Video
+                && !path
+                    .last_checked
+                    .as_ref()
+                    .is_some_and(|l| Arc::ptr_eq(l, f))
             {
                 path.last_checked = Some(f.clone());
                 if path.reorder.check(codec, &f.data) {
@@ -528,20 +524,10 @@ impl Driver {
                     shared.set_warning(&session_path, B_FRAMES_WARNING);
                 }
             }
-            if let Some((_, data)) = path.annexb.iter().find(|(g, _)| Arc::ptr_eq(g, f)) {
-                return Some(data.clone());
-            }
-            match to_annex_b(codec, &f.data, f.keyframe) {
-                Ok(v) => {
-                    let data: Arc<[u8]> = Arc::from(v);
-                    if path.annexb.len() >= ANNEXB_CACHE {
-                        path.annexb.pop_front();
-                    }
-                    path.annexb.push_back((f.clone(), data.clone()));
-                    Some(data)
-                }
+            match path.rtp.packets(codec, f) {
+                Ok(rtp) => Some(rtp),
                 Err(e) => {
-                    tracing::debug!(path = %session_path, "video frame not sent: {e}");
+                    tracing::debug!(path = %session_path, track = f.track, "frame not sent: {e}");
                     None
                 }
             }
@@ -549,7 +535,7 @@ impl Driver {
         let mut out = std::mem::take(&mut self.out);
         entry
             .session
-            .write_frame(now, &frame, from_backlog, &mut convert, &mut out);
+            .write_frame(now, &frame, from_backlog, &mut packetize, &mut out);
         self.out = out;
         self.after(id);
     }
