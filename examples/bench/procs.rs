@@ -233,8 +233,12 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// target/<profile>/rtspgate next to target/<profile>/examples/bench.
+/// target/<profile>/rtspgate next to target/<profile>/examples/bench, or
+/// `BENCH_RTSPGATE` (to compare two builds with the same benchmark).
 pub fn gateway_bin() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("BENCH_RTSPGATE") {
+        return Ok(PathBuf::from(bin));
+    }
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let bin = exe
         .parent()

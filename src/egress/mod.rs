@@ -1,5 +1,6 @@
 //! Everything that reads the bus and serves viewers.
 
+pub mod gso;
 pub mod hls;
 pub mod rtsp;
 pub mod webrtc;

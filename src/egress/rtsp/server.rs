@@ -19,6 +19,7 @@ use super::rtcp;
 use super::sdp;
 use super::session::{Conn, Ctx, Effect, PathStatus, Paths, TrackTransport};
 use crate::bus::{Registry, SessionHandle, Sessions, StreamState, Subscriber};
+use crate::egress::gso::gso_run;
 
 /// Server settings.
 #[derive(Clone, Debug)]
@@ -637,7 +638,7 @@ fn frame_interleaved(channel: u8, packets: &[Bytes]) -> Vec<u8> {
 
 /// Sends one frame's packets to a UDP reader: runs of equal-sized packets
 /// (FU-A fragments; the run's last may be shorter) as one GSO send when the
-/// kernel offers it, else one datagram each. A send error (e.g. ICMP port
+/// kernel offers it ([`gso_run`]), else one datagram each. A send error (e.g. ICMP port
 /// unreachable) drops the packets; the session times out if the reader is
 /// gone. Returns the bytes sent.
 async fn send_udp(
@@ -651,15 +652,14 @@ async fn send_udp(
     let mut i = 0;
     while i < packets.len() {
         let size = packets[i].len();
-        // packets[i..j]: same size, then at most one shorter one.
-        let mut j = i + 1;
-        while j < packets.len() && j - i < max_segments && packets[j].len() == size {
-            j += 1;
-        }
-        if j < packets.len() && j - i < max_segments && packets[j].len() < size {
-            j += 1;
-        }
-        let ok = if j - i == 1 || size == 0 {
+        let j = gso_run(
+            i,
+            packets.len(),
+            max_segments,
+            |k| packets[k].len(),
+            |_| true,
+        );
+        let ok = if j - i == 1 {
             server.udp_rtp.send_to(&packets[i], to).await.is_ok()
         } else {
             buf.clear();

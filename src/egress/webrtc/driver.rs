@@ -17,7 +17,7 @@
 //! held (session, subscriber, demux entries, TCP connection) is freed.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,9 +33,11 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::bus::{Codec, Frame, MediaKind, SessionHandle as Registration, Stream};
+use crate::egress::gso::gso_run;
 
-use super::annexb::{to_annex_b, ReorderDetector, B_FRAMES_WARNING};
+use super::annexb::{ReorderDetector, B_FRAMES_WARNING};
 use super::demux::{is_stun, rfc4571_frame, Demux, Rfc4571Decoder, Transport};
+use super::rtp::{PathPacketizer, RtpFrame};
 use super::session::{format_id, Session, SessionEvent, SessionId};
 use super::Shared;
 
@@ -81,9 +83,6 @@ const TCP_QUEUE: usize = 512;
 const MAX_TCP_CONNECTIONS: usize = 1024;
 /// Largest RFC 4571 frame accepted (the 16-bit length allows 65535).
 const TCP_READ_BUF: usize = 16 * 1024;
-/// Converted frames remembered per path, so that every viewer of a frame
-/// reuses one Annex B conversion.
-const ANNEXB_CACHE: usize = 8;
 
 /// Aborts a task when dropped.
 pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
@@ -111,8 +110,8 @@ struct PathState {
     name: Arc<str>,
     /// Sessions of this path; the state goes when the last one does.
     viewers: usize,
-    /// Recent conversions: (frame, Annex B bytes).
-    annexb: VecDeque<(Arc<Frame>, Arc<[u8]>)>,
+    /// The path's frames as RTP payloads, made once for all its viewers.
+    rtp: PathPacketizer,
     reorder: ReorderDetector,
     /// The last frame examined by `reorder`, so each frame is looked at once.
     last_checked: Option<Arc<Frame>>,
@@ -137,6 +136,8 @@ pub(super) struct Driver {
     paths: HashMap<String, PathState>,
     shared: Arc<Shared>,
     out: Vec<Transmit>,
+    /// A run of one session's equal-sized datagrams, for one GSO send.
+    gso_buf: Vec<u8>,
 }
 
 impl Driver {
@@ -169,6 +170,7 @@ impl Driver {
             paths: HashMap::new(),
             shared,
             out: Vec::new(),
+            gso_buf: Vec::new(),
         })
     }
 
@@ -278,9 +280,7 @@ impl Driver {
     /// Sends what the session produced, handles its events, re-arms its timer.
     fn after(&mut self, id: SessionId) {
         let out = std::mem::take(&mut self.out);
-        for t in &out {
-            self.send(t);
-        }
+        self.send_all(&out);
         let mut out = out;
         out.clear();
         self.out = out;
@@ -317,33 +317,46 @@ impl Driver {
         }
     }
 
+    /// Sends a session's output: runs of equal-sized UDP datagrams to the
+    /// same viewer (a frame's fragments) as one GSO send each.
+    fn send_all(&mut self, out: &[Transmit]) {
+        let max_segments = self.udp_state.max_gso_segments();
+        let mut i = 0;
+        while i < out.len() {
+            let t = &out[i];
+            let j = if t.proto == Protocol::Udp {
+                gso_run(
+                    i,
+                    out.len(),
+                    max_segments,
+                    |k| out[k].contents.len(),
+                    |k| {
+                        out[k].proto == Protocol::Udp
+                            && out[k].destination == t.destination
+                            && out[k].source == t.source
+                    },
+                )
+            } else {
+                i + 1
+            };
+            if j - i == 1 {
+                self.send(t);
+            } else {
+                let mut buf = std::mem::take(&mut self.gso_buf);
+                buf.clear();
+                for o in &out[i..j] {
+                    buf.extend_from_slice(&o.contents);
+                }
+                self.send_udp(t, &buf, Some(t.contents.len()));
+                self.gso_buf = buf;
+            }
+            i = j;
+        }
+    }
+
     fn send(&mut self, t: &Transmit) {
         match t.proto {
-            Protocol::Udp => {
-                let transmit = quinn_udp::Transmit {
-                    destination: t.destination,
-                    ecn: None,
-                    contents: &t.contents,
-                    segment_size: None,
-                    // On a wildcard socket, answer from the address the
-                    // viewer talks to (the candidate str0m chose).
-                    src_ip: self
-                        .udp_local
-                        .ip()
-                        .is_unspecified()
-                        .then_some(t.source.ip()),
-                };
-                let udp = &self.udp;
-                let state = &self.udp_state;
-                match udp.try_io(Interest::WRITABLE, || state.try_send(udp.into(), &transmit)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        // Socket buffer full: drop; NACK/RTX repairs video.
-                        self.shared.note_drop();
-                    }
-                    Err(e) => tracing::debug!(to = %t.destination, "WebRTC UDP send: {e}"),
-                }
-            }
+            Protocol::Udp => self.send_udp(t, &t.contents, None),
             _ => {
                 if let Some(tx) = self.tcp_conns.get(&t.destination) {
                     match rfc4571_frame(&t.contents) {
@@ -357,6 +370,34 @@ impl Driver {
                     }
                 }
             }
+        }
+    }
+
+    /// Sends `contents` (one datagram, or GSO segments of `segment_size`)
+    /// to `t`'s destination, from `t`'s source.
+    fn send_udp(&self, t: &Transmit, contents: &[u8], segment_size: Option<usize>) {
+        let transmit = quinn_udp::Transmit {
+            destination: t.destination,
+            ecn: None,
+            contents,
+            segment_size,
+            // On a wildcard socket, answer from the address the viewer
+            // talks to (the candidate str0m chose).
+            src_ip: self
+                .udp_local
+                .ip()
+                .is_unspecified()
+                .then_some(t.source.ip()),
+        };
+        let udp = &self.udp;
+        let state = &self.udp_state;
+        match udp.try_io(Interest::WRITABLE, || state.try_send(udp.into(), &transmit)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Socket buffer full: drop; NACK/RTX repairs video.
+                self.shared.note_drop();
+            }
+            Err(e) => tracing::debug!(to = %t.destination, "WebRTC UDP send: {e}"),
         }
     }
 
@@ -376,7 +417,7 @@ impl Driver {
                     .or_insert_with(|| PathState {
                         name: Arc::from(session.path.as_str()),
                         viewers: 0,
-                        annexb: VecDeque::new(),
+                        rtp: PathPacketizer::default(),
                         reorder: ReorderDetector::default(),
                         last_checked: None,
                     })
@@ -470,14 +511,12 @@ impl Driver {
         };
         let shared = &self.shared;
         let session_path = path.name.clone();
-        let mut convert = |codec: &Codec, f: &Arc<Frame>| -> Option<Arc<[u8]>> {
-            if codec.kind() != MediaKind::Video {
-                return None;
-            }
-            if !path
-                .last_checked
-                .as_ref()
-                .is_some_and(|l| Arc::ptr_eq(l, f))
+        let mut packetize = |codec: &Codec, f: &Arc<Frame>| -> Option<Arc<RtpFrame>> {
+            if codec.kind() == MediaKind::Video
+                && !path
+                    .last_checked
+                    .as_ref()
+                    .is_some_and(|l| Arc::ptr_eq(l, f))
             {
                 path.last_checked = Some(f.clone());
                 if path.reorder.check(codec, &f.data) {
@@ -485,20 +524,10 @@ impl Driver {
                     shared.set_warning(&session_path, B_FRAMES_WARNING);
                 }
             }
-            if let Some((_, data)) = path.annexb.iter().find(|(g, _)| Arc::ptr_eq(g, f)) {
-                return Some(data.clone());
-            }
-            match to_annex_b(codec, &f.data, f.keyframe) {
-                Ok(v) => {
-                    let data: Arc<[u8]> = Arc::from(v);
-                    if path.annexb.len() >= ANNEXB_CACHE {
-                        path.annexb.pop_front();
-                    }
-                    path.annexb.push_back((f.clone(), data.clone()));
-                    Some(data)
-                }
+            match path.rtp.packets(codec, f) {
+                Ok(rtp) => Some(rtp),
                 Err(e) => {
-                    tracing::debug!(path = %session_path, "video frame not sent: {e}");
+                    tracing::debug!(path = %session_path, track = f.track, "frame not sent: {e}");
                     None
                 }
             }
@@ -506,7 +535,7 @@ impl Driver {
         let mut out = std::mem::take(&mut self.out);
         entry
             .session
-            .write_frame(now, &frame, from_backlog, &mut convert, &mut out);
+            .write_frame(now, &frame, from_backlog, &mut packetize, &mut out);
         self.out = out;
         self.after(id);
     }

@@ -6,6 +6,7 @@
 //!   fragments.
 //! - [`codecs`]: which track goes out with which offered codec (pure).
 //! - [`annexb`]: AVCC → Annex B with parameter sets; B-frame detection.
+//! - [`rtp`]: a path's frames cut into RTP payloads once, for all viewers.
 //! - [`demux`]: STUN ufrag / remote address → session; RFC 4571 framing.
 //! - [`session`]: one viewer, sans-IO around str0m.
 //! - [`driver`]: the socket task.
@@ -22,6 +23,7 @@ pub mod codecs;
 pub mod demux;
 mod driver;
 pub mod offer;
+pub mod rtp;
 pub mod session;
 
 use std::collections::HashMap;

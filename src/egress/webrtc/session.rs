@@ -14,15 +14,16 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use str0m::change::SdpOffer;
 use str0m::format::Codec as RtcCodec;
-use str0m::media::{Frequency, KeyframeRequestKind, MediaTime, Mid, Pt};
+use str0m::media::{KeyframeRequestKind, Mid, Pt};
 use str0m::net::{Protocol, Receive, Transmit};
-use str0m::rtp::{Extension, ExtensionMap};
+use str0m::rtp::{Extension, ExtensionMap, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use crate::bus::{Codec, Frame, MediaKind, Track, TrackSet};
 
 use super::codecs::{Plan, SendCodec};
 use super::offer::{add_media_info, OfferSummary, SectionKind};
+use super::rtp::RtpFrame;
 
 /// A session id: 128 random bits, shown as 32 lowercase hex digits.
 pub type SessionId = u128;
@@ -138,9 +139,10 @@ pub struct SessionStats {
     pub skipped_tracks: Vec<String>,
 }
 
-/// Converts a video frame to what str0m's packetizer takes (Annex B with
-/// parameter sets) given the track's current codec; `None` skips the frame.
-pub type AnnexBFn<'a> = dyn FnMut(&Codec, &Arc<Frame>) -> Option<Arc<[u8]>> + 'a;
+/// A frame's RTP payloads for the track's current codec, made once for all
+/// the path's viewers ([`super::rtp::PathPacketizer`]); `None` skips the
+/// frame (malformed).
+pub type PacketizeFn<'a> = dyn FnMut(&Codec, &Arc<Frame>) -> Option<Arc<RtpFrame>> + 'a;
 
 /// One API row: identity plus the shared live counters.
 #[derive(Debug)]
@@ -169,10 +171,42 @@ struct Sender {
     pt: Pt,
     /// Bus track index.
     track: usize,
-    clock: Frequency,
+    video: bool,
+    /// Next RTP sequence number (extended; starts random below 2^16, so the
+    /// SRTP rollover counter starts at 0 as the viewer expects).
+    seq: u64,
+    /// Added to the frame timestamps (random start, RFC 3550 §5.1).
+    ts_offset: u32,
     /// Video: drop delta frames until a keyframe (start, or after PLI/FIR).
     waiting_keyframe: bool,
     last_keyframe: Option<Instant>,
+}
+
+impl Sender {
+    /// Hands a frame's shared payloads to this viewer's str0m stream.
+    fn write(&mut self, rtc: &mut Rtc, frame: &Frame, rtp: &RtpFrame) -> bool {
+        let mut api = rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(self.mid, None) else {
+            return false;
+        };
+        let ts = (frame.pts as u32).wrapping_add(self.ts_offset);
+        for p in &rtp.packets {
+            tx.write_rtp(
+                RtpWrite::new(
+                    self.pt,
+                    SeqNo::from(self.seq),
+                    ts.wrapping_add(p.ts_delta),
+                    frame.received,
+                    p.payload.clone(),
+                )
+                .marker(p.marker)
+                // Browsers NACK video; audio is not worth resending late.
+                .nackable(self.video),
+            );
+            self.seq += 1;
+        }
+        true
+    }
 }
 
 /// One WHEP viewer. See the module docs.
@@ -240,6 +274,8 @@ impl Session {
         exts.set(4, Extension::RtpMid);
         let mut config = RtcConfig::new()
             .set_ice_lite(true)
+            // Shared payloads, our own RTP headers: see super::rtp.
+            .set_rtp_mode(true)
             .set_extension_map(exts)
             .clear_codecs()
             .set_stats_interval(Some(STATS_INTERVAL));
@@ -284,16 +320,21 @@ impl Session {
                 SendCodec::Pcmu => RtcCodec::PCMU,
                 SendCodec::Pcma => RtcCodec::PCMA,
             };
-            let writer = rtc.writer(mid)?;
-            let pt = writer
-                .payload_params()
-                .find(|pp| pp.spec().codec == want)
+            // The negotiated payload type of that codec on this m= section.
+            let remote = rtc.media(mid)?.remote_pts();
+            let pt = rtc
+                .codec_config()
+                .params()
+                .iter()
+                .find(|pp| pp.spec().codec == want && remote.contains(&pp.pt()))
                 .map(|pp| pp.pt())?;
             Some(Sender {
                 mid,
                 pt,
                 track: choice.track,
-                clock: Frequency::new(track.clock_rate).unwrap_or(Frequency::NINETY_KHZ),
+                video: track.kind() == MediaKind::Video,
+                seq: u64::from(rand::random::<u16>() >> 1),
+                ts_offset: rand::random(),
                 waiting_keyframe: track.kind() == MediaKind::Video,
                 last_keyframe: None,
             })
@@ -513,15 +554,15 @@ impl Session {
     /// video goes out at once so the first picture is immediate; cached
     /// audio is dropped, since playing it would delay all audio after it.
     ///
-    /// `annex_b` converts a video frame to Annex B with parameter sets (the
-    /// socket task caches it so each frame is converted once for all
-    /// viewers); `None` from it means the frame is malformed and skipped.
+    /// `packetize` gives the frame's RTP payloads (made once per path and
+    /// shared by its viewers); `None` from it means the frame is malformed
+    /// and skipped.
     pub fn write_frame(
         &mut self,
         now: Instant,
         frame: &Arc<Frame>,
         from_backlog: bool,
-        annex_b: &mut AnnexBFn<'_>,
+        packetize: &mut PacketizeFn<'_>,
         out: &mut Vec<Transmit>,
     ) {
         if self.closed.is_some() || !self.connected {
@@ -533,14 +574,13 @@ impl Session {
         let Some(track) = self.tracks.get(frame.track).cloned() else {
             return;
         };
-        let pts = u64::try_from(frame.pts).unwrap_or(0);
         let mut stats = self.handle.stats.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(v) = self.video.as_mut().filter(|v| v.track == frame.track) {
             if v.waiting_keyframe && !frame.keyframe {
                 stats.frames_skipped += 1;
                 return;
             }
-            let Some(data) = annex_b(&track.codec, frame) else {
+            let Some(rtp) = packetize(&track.codec, frame) else {
                 stats.frames_skipped += 1;
                 return;
             };
@@ -548,30 +588,22 @@ impl Session {
                 v.waiting_keyframe = false;
                 v.last_keyframe = Some(now);
             }
-            let (mid, pt, clock) = (v.mid, v.pt, v.clock);
-            if let Some(w) = self.rtc.writer(mid) {
-                if w.write(pt, frame.received, MediaTime::new(pts, clock), data)
-                    .is_ok()
-                {
-                    stats.video_frames += 1;
-                    if stats.first_frame_ms.is_none() {
-                        let ms = now.saturating_duration_since(self.created).as_millis();
-                        stats.first_frame_ms = Some(u64::try_from(ms).unwrap_or(u64::MAX));
-                    }
+            if v.write(&mut self.rtc, frame, &rtp) {
+                stats.video_frames += 1;
+                if stats.first_frame_ms.is_none() {
+                    let ms = now.saturating_duration_since(self.created).as_millis();
+                    stats.first_frame_ms = Some(u64::try_from(ms).unwrap_or(u64::MAX));
                 }
             }
-        } else if let Some(a) = self.audio.as_ref().filter(|a| a.track == frame.track) {
+        } else if let Some(a) = self.audio.as_mut().filter(|a| a.track == frame.track) {
             if from_backlog && self.video.is_some() {
                 return;
             }
-            let (mid, pt, clock) = (a.mid, a.pt, a.clock);
-            if let Some(w) = self.rtc.writer(mid) {
-                let data: Arc<[u8]> = Arc::from(&frame.data[..]);
-                if w.write(pt, frame.received, MediaTime::new(pts, clock), data)
-                    .is_ok()
-                {
-                    stats.audio_frames += 1;
-                }
+            let Some(rtp) = packetize(&track.codec, frame) else {
+                return;
+            };
+            if a.write(&mut self.rtc, frame, &rtp) {
+                stats.audio_frames += 1;
             }
         } else {
             return;

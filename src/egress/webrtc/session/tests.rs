@@ -13,9 +13,9 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 
 use super::*;
 use crate::bus::{Codec, Frame, Track, TrackSet};
-use crate::egress::webrtc::annexb::to_annex_b;
 use crate::egress::webrtc::codecs::plan;
 use crate::egress::webrtc::offer::parse_offer;
+use crate::egress::webrtc::rtp::PathPacketizer;
 
 const SPS: &[u8] = &[0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50];
 const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
@@ -85,10 +85,8 @@ struct Pair {
     /// Drop every n-th datagram to the client (simulated loss).
     drop_every: Option<usize>,
     sent_to_client: usize,
-}
-
-fn convert(codec: &Codec, f: &Arc<Frame>) -> Option<Arc<[u8]>> {
-    to_annex_b(codec, &f.data, f.keyframe).ok().map(Arc::from)
+    /// The path's shared packetizer (the driver's, in production).
+    rtp: PathPacketizer,
 }
 
 impl Pair {
@@ -135,6 +133,7 @@ impl Pair {
                 client_connected: false,
                 drop_every: None,
                 sent_to_client: 0,
+                rtp: PathPacketizer::default(),
             },
             answer,
         )
@@ -216,8 +215,10 @@ impl Pair {
 
     fn write(&mut self, f: &Arc<Frame>, backlog: bool) {
         let mut out = Vec::new();
+        let rtp = &mut self.rtp;
+        let mut packetize = |c: &Codec, f: &Arc<Frame>| rtp.packets(c, f).ok();
         self.server
-            .write_frame(self.now, f, backlog, &mut convert, &mut out);
+            .write_frame(self.now, f, backlog, &mut packetize, &mut out);
         self.deliver_to_client(out);
         self.exchange();
     }
