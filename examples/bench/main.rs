@@ -166,7 +166,14 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
         return f64::NAN;
     }
     v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * p).round() as usize]
+    // `+ 0.0` turns -0.0 into 0.0 for printing.
+    v[((v.len() - 1) as f64 * p).round() as usize] + 0.0
+}
+
+/// One decimal, never "-0.0".
+fn f1(x: f64) -> String {
+    let r = (x * 10.0).round() / 10.0 + 0.0;
+    format!("{r:.1}")
 }
 
 fn ratio(peer: f64, ours: f64) -> String {
@@ -440,7 +447,7 @@ fn fanout_row(name: &str, n: usize, p: &mut FanoutPoint) -> String {
         f64::NAN
     };
     format!(
-        "| {name} | {n} | {}/{n} | {:.2} | {:.1} | {:.1} | {:.0} | {} / {} | {:.2} | {:.1} | {:.1} |",
+        "| {name} | {n} | {}/{n} | {:.2} | {:.1} | {:.1} | {:.0} | {} / {} | {:.2} | {} | {} |",
         p.playing,
         p.cpu_s,
         100.0 * p.cpu_s / p.wall_s.max(1e-9),
@@ -449,8 +456,8 @@ fn fanout_row(name: &str, n: usize, p: &mut FanoutPoint) -> String {
         p.lost,
         p.packets,
         missing,
-        pct(&mut p.latency_ms, 0.5),
-        pct(&mut p.latency_ms, 0.99),
+        f1(pct(&mut p.latency_ms, 0.5)),
+        f1(pct(&mut p.latency_ms, 0.99)),
     )
 }
 
@@ -525,13 +532,13 @@ async fn section_rtsp(a: &Args, cam: &Camera, r: &mut Report, tck: f64) {
         for (i, &n) in a.readers.iter().enumerate() {
             let (o, t) = (ours[i], theirs[i]);
             r.line(format!(
-                "| {n} | {} | {} | {:.1} / {:.1} | {:.1} / {:.1} |",
+                "| {n} | {} | {} | {} / {} | {} / {} |",
                 ratio(t.0, o.0),
                 ratio(t.1 as f64, o.1 as f64),
-                t.2,
-                o.2,
-                t.3,
-                o.3
+                f1(t.2),
+                f1(o.2),
+                f1(t.3),
+                f1(o.3)
             ));
         }
     }
@@ -569,7 +576,18 @@ struct WebrtcPoint {
     fps: f64,
     nacks: u64,
     first_ms: f64,
+    /// rtspgate only: packets it dropped because its UDP send buffer was
+    /// full, during this point.
+    dropped: Option<u64>,
     errors: Vec<String>,
+}
+
+/// rtspgate's count of packets dropped on a full UDP send buffer.
+fn gateway_dropped(http: SocketAddr) -> Option<u64> {
+    whep_client::http(http, "GET", "/api/v1/webrtc/sessions", &[], b"")
+        .ok()
+        .and_then(|(_, _, b)| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["dropped_packets"].as_u64())
 }
 
 fn webrtc_point(peer: Peer, host: Ipv4Addr, n: usize, tck: f64, window: Duration) -> WebrtcPoint {
@@ -586,6 +604,11 @@ fn webrtc_point(peer: Peer, host: Ipv4Addr, n: usize, tck: f64, window: Duration
         Peer::Janus(j) => j.api,
     };
     let is_janus = matches!(peer, Peer::Janus(_));
+    let dropped_before = if is_janus {
+        None
+    } else {
+        gateway_dropped(http)
+    };
     let handles: Vec<_> = (0..n)
         .map(|_| {
             let opts = opts.clone();
@@ -639,6 +662,7 @@ fn webrtc_point(peer: Peer, host: Ipv4Addr, n: usize, tck: f64, window: Duration
             }
         }
     }
+    let dropped = dropped_before.and_then(|b| Some(gateway_dropped(http)?.saturating_sub(b)));
     // Let sessions close before the next point.
     std::thread::sleep(Duration::from_secs(2));
     WebrtcPoint {
@@ -650,6 +674,7 @@ fn webrtc_point(peer: Peer, host: Ipv4Addr, n: usize, tck: f64, window: Duration
         fps: pct(&mut fps, 0.5),
         nacks,
         first_ms: pct(&mut first, 0.5),
+        dropped,
         errors,
     }
 }
@@ -689,6 +714,11 @@ fn webrtc_rows(peer: Peer, host: Ipv4Addr, a: &Args, tck: f64, r: &mut Report) -
             r.line(format!(
                 "|  | {} viewer(s) failed, e.g.: {e} |",
                 p.errors.len()
+            ));
+        }
+        if let Some(d) = p.dropped.filter(|d| *d > 0) {
+            r.line(format!(
+                "|  | rtspgate dropped {d} packets on a full UDP send buffer (repaired by NACK/RTX) |"
             ));
         }
         out.push(p);
