@@ -7,13 +7,13 @@
 //! benchmark's network namespace with ICE restricted to the veth there.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::procs::{NetNs, Proc};
+use super::procs::{NetNs, Proc, TempDir};
 use super::whep_client;
 
 pub const BIN: &str = "/usr/bin/janus";
@@ -38,15 +38,10 @@ pub fn missing() -> Option<String> {
 }
 
 pub struct Janus {
+    // Stopped before its directory goes (fields drop in order).
     proc: Proc,
-    dir: PathBuf,
+    dir: TempDir,
     pub api: SocketAddr,
-}
-
-impl Drop for Janus {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn disable_list(dir: &str, keep: &str) -> String {
@@ -68,12 +63,12 @@ impl Janus {
 
     /// Starts Janus in `ns` with mountpoints 1..=N pulling `cameras`.
     pub fn start(ns: &NetNs, cameras: &[String]) -> Result<Janus, String> {
-        let dir = std::env::temp_dir().join(format!(
+        let tmp = TempDir::create(std::env::temp_dir().join(format!(
             "rtspgate-bench-janus-{}-{}",
             std::process::id(),
             cameras.len()
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        )))?;
+        let dir = tmp.0.clone();
         let d = dir.display();
         let write = |name: &str, text: String| {
             std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))
@@ -166,7 +161,7 @@ admin: {{
         let proc = Proc::spawn("janus", &mut cmd)?;
         let j = Janus {
             proc,
-            dir,
+            dir: tmp,
             api: SocketAddr::from((ns.peer, HTTP_PORT)),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -184,7 +179,7 @@ admin: {{
     }
 
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.join("janus.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(self.dir.0.join("janus.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(5)..].join(" | ")
     }

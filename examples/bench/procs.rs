@@ -10,17 +10,50 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// PIDs and namespace names to remove on Ctrl-C.
-static LIVE: Mutex<(Vec<u32>, Vec<String>)> = Mutex::new((Vec::new(), Vec::new()));
+/// What to remove on Ctrl-C.
+#[derive(Default)]
+struct Live {
+    pids: Vec<u32>,
+    namespaces: Vec<String>,
+    dirs: Vec<PathBuf>,
+}
 
-fn live() -> std::sync::MutexGuard<'static, (Vec<u32>, Vec<String>)> {
+static LIVE: Mutex<Live> = Mutex::new(Live {
+    pids: Vec::new(),
+    namespaces: Vec::new(),
+    dirs: Vec::new(),
+});
+
+fn live() -> std::sync::MutexGuard<'static, Live> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A scratch directory removed on drop (and on Ctrl-C).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn create(path: PathBuf) -> Result<TempDir, String> {
+        std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        live().dirs.push(path.clone());
+        Ok(TempDir(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        live().dirs.retain(|d| *d != self.0);
+    }
 }
 
 /// Kills every registered process and deletes every registered namespace
 /// (for the Ctrl-C handler; Drop does the same one by one).
 pub fn cleanup_all() {
-    let (pids, nss) = std::mem::take(&mut *live());
+    let Live {
+        pids,
+        namespaces,
+        dirs,
+    } = std::mem::take(&mut *live());
     for pid in pids {
         // Each child leads its own process group (see Proc::spawn).
         let _ = Command::new("kill")
@@ -28,8 +61,11 @@ pub fn cleanup_all() {
             .stderr(Stdio::null())
             .status();
     }
-    for ns in nss {
+    for ns in namespaces {
         let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    }
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
     }
 }
 
@@ -46,7 +82,7 @@ impl Proc {
             .process_group(0)
             .spawn()
             .map_err(|e| format!("{name}: {e}"))?;
-        live().0.push(child.id());
+        live().pids.push(child.id());
         Ok(Proc { child })
     }
 
@@ -113,7 +149,7 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let pid = self.child.id();
-        live().0.retain(|p| *p != pid);
+        live().pids.retain(|p| *p != pid);
     }
 }
 
@@ -166,7 +202,7 @@ impl NetNs {
             ));
         }
         ip(&["netns", "add", &name])?;
-        live().1.push(name.clone());
+        live().namespaces.push(name.clone());
         let ns = NetNs {
             name,
             host,
@@ -205,7 +241,7 @@ impl Drop for NetNs {
     fn drop(&mut self) {
         let _ = ip(&["netns", "del", &self.name]);
         let name = self.name.clone();
-        live().1.retain(|n| *n != name);
+        live().namespaces.retain(|n| *n != name);
     }
 }
 
