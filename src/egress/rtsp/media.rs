@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::task::JoinHandle;
 
-use crate::bus::{ByteLen, Fanout, GopLimits, MediaKind, RecvError, Stream, Subscriber};
+use crate::bus::{ByteLen, Fanout, GopLimits, Item, MediaKind, RecvError, Stream, Subscriber};
 use crate::codec::Payloader;
 use crate::egress::rtsp::sdp;
 
@@ -181,6 +181,8 @@ impl RtpMedia {
             .map(|t| t.kind() == MediaKind::Video)
             .collect();
         let clock_rates: Vec<u32> = set.tracks.iter().map(|t| t.clock_rate).collect();
+        // The codec each payloader was last set to.
+        let mut codecs: Vec<_> = set.tracks.iter().map(|t| t.codec.clone()).collect();
         let fanout = Arc::new(Fanout::new(CAPACITY, GopLimits::default()));
         let first = fanout.subscribe();
         let pos = Arc::new(Mutex::new(pos));
@@ -196,25 +198,35 @@ impl RtpMedia {
                 let mut out = Vec::new();
                 loop {
                     let frame = match bus.recv().await {
-                        Ok(f) => f,
+                        Ok(Item::Frame(f)) => f,
+                        Ok(Item::Tracks(set)) => {
+                            if set.generation != generation {
+                                // New track layout: readers must DESCRIBE again.
+                                fanout.close();
+                                break;
+                            }
+                            // New parameters (e.g. a new SPS) for the frames
+                            // after this item.
+                            for ((p, codec), t) in
+                                payloaders.iter_mut().zip(&mut codecs).zip(&set.tracks)
+                            {
+                                if let Some(p) = p.as_mut().filter(|_| *codec != t.codec) {
+                                    p.set_codec(&t.codec);
+                                    *codec = t.codec.clone();
+                                }
+                            }
+                            continue;
+                        }
                         Err(RecvError::Closed) => {
                             fanout.close();
                             break;
                         }
                     };
-                    if stream.tracks().map(|s| s.generation) != Some(generation) {
-                        // New track layout: readers must DESCRIBE again.
-                        fanout.close();
-                        break;
-                    }
                     let i = frame.track;
                     let (Some(Some(payloader)), Some(rtp)) = (payloaders.get_mut(i), tracks.get(i))
                     else {
                         continue;
                     };
-                    if let Some(t) = &frame.new_track {
-                        payloader.set_codec(&t.codec);
-                    }
                     {
                         let mut epoch = epoch.lock().unwrap_or_else(|e| e.into_inner());
                         if epoch.is_none() {

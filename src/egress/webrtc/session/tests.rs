@@ -67,7 +67,6 @@ fn frame(track: usize, pts: i64, key: bool, data: Bytes, at: Instant) -> Arc<Fra
         keyframe: key,
         received: at,
         data,
-        new_track: None,
     })
 }
 
