@@ -339,6 +339,56 @@ impl MediaRegistry {
 mod tests {
     use super::*;
 
+    fn h264(sps: &'static [u8]) -> Arc<crate::bus::Track> {
+        Arc::new(crate::bus::Track::new(
+            crate::bus::Codec::H264 {
+                sps: Bytes::from_static(sps),
+                pps: Bytes::from_static(&[0x68, 0xee, 0x3c, 0x80]),
+            },
+            90_000,
+        ))
+    }
+
+    fn idr(pts: i64) -> crate::bus::Frame {
+        crate::bus::Frame {
+            track: 0,
+            pts,
+            dts: pts,
+            keyframe: true,
+            received: Instant::now(),
+            data: Bytes::from_static(&[0, 0, 0, 3, 0x65, 0x88, 0x84]),
+        }
+    }
+
+    async fn next(sub: &mut Subscriber<Arc<RtpBatch>>) -> Result<Arc<RtpBatch>, RecvError> {
+        tokio::time::timeout(std::time::Duration::from_secs(5), sub.recv())
+            .await
+            .expect("a batch in time")
+    }
+
+    #[tokio::test]
+    async fn in_band_parameters_reach_the_packets_and_a_new_generation_ends_the_readers() {
+        const SPS1: &[u8] = &[0x67, 0x64, 0x00, 0x1f];
+        const SPS2: &[u8] = &[0x67, 0x64, 0x00, 0x28];
+        let stream = Stream::new("cam", "test");
+        let set = stream.set_tracks(vec![h264(SPS1)]);
+        let registry = MediaRegistry::default();
+        let (_media, mut sub) = registry.subscribe(&stream, &set, 1400);
+        stream.publish(idr(0), true);
+        let first = next(&mut sub).await.expect("a batch");
+        assert!(first.packets.iter().any(|p| p.ends_with(SPS1)));
+        // A new SPS in band: the next keyframe is preceded by it.
+        stream.set_tracks(vec![h264(SPS2)]);
+        stream.publish(idr(3600), true);
+        let second = next(&mut sub).await.expect("a batch");
+        assert!(second.packets.iter().any(|p| p.ends_with(SPS2)));
+        assert!(!second.packets.iter().any(|p| p.ends_with(SPS1)));
+        // Other tracks (a new generation): readers must DESCRIBE again.
+        let audio = crate::bus::Track::new(crate::bus::Codec::Pcma { channels: 1 }, 8000);
+        stream.set_tracks(vec![Arc::new(audio)]);
+        assert_eq!(next(&mut sub).await.err(), Some(RecvError::Closed));
+    }
+
     #[test]
     fn batch_packets_are_views_of_one_interleaved_buffer() {
         let packets = vec![Bytes::from(vec![0x80u8; 14]), Bytes::from(vec![7u8; 300])];
