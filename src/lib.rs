@@ -123,6 +123,9 @@ impl Gateway {
             addr: rtp_addr,
             source,
         })?;
+        // RTSP publish (ANNOUNCE/RECORD) feeds ingest's publisher; the
+        // server knows only the bus's sink trait.
+        server.set_publish_sink(Arc::new(ingest::push::PushSink::new(registry.clone())));
         tasks.push(tokio::spawn(server.run(rtsp_listener)));
 
         let webrtc = egress::webrtc::WebRtcEngine::start(

@@ -104,7 +104,10 @@ impl HlsRun {
         let recorder = {
             let arrivals = arrivals.clone();
             tokio::spawn(async move {
-                while let Ok(f) = bus.recv().await {
+                while let Ok(item) = bus.recv().await {
+                    let rtspgate::bus::Item::Frame(f) = item else {
+                        continue;
+                    };
                     if f.track == video {
                         if let Some(nal) = last_nal(&f.data) {
                             if let Ok(mut map) = arrivals.lock() {

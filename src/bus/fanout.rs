@@ -1,33 +1,53 @@
-//! Bounded fan-out with a GOP cache, shared by the bus (frames) and by egress
-//! layers that packetize once and share the result (RTP packets).
+//! Bounded fan-out with a GOP cache, shared by the bus (track sets and
+//! frames) and by egress layers that packetize once and share the result
+//! (RTP packets).
 //!
 //! The publisher never waits: items go into a `tokio::sync::broadcast` ring.
 //! A subscriber that falls more than `capacity` items behind is told so and
 //! resumes at the next GOP start (keyframe), because anything in between would
 //! not decode. A new subscriber first gets the cached items since the last GOP
 //! start, so its first picture is a keyframe and arrives at once.
+//!
+//! Headers: a fan-out may also carry *header* items (the bus's track sets),
+//! which say how the items after them are to be read. They travel in the same
+//! order as the other items, and every subscriber sees the header in force
+//! before any item it applies to: a new subscriber gets the current header
+//! first, and one that lagged past a header change gets the header in force
+//! at the GOP start it resumes at, just before it. Headers are never skipped
+//! while resyncing.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use tokio::sync::broadcast;
 
-/// An item and whether it starts a GOP (a video keyframe, or any frame of an
-/// audio-only stream).
+/// One item in the ring.
 #[derive(Clone, Debug)]
-pub struct Entry<T> {
-    pub item: T,
-    pub gop_start: bool,
+struct Entry<T> {
+    item: T,
+    /// The item starts a GOP (a video keyframe, or any frame of an
+    /// audio-only stream).
+    gop_start: bool,
+    /// `Some(n)`: the item is header number `n`.
+    header: Option<u64>,
+    /// On GOP starts only: the header in force, for a subscriber that
+    /// resumes here after a lag and may have missed it.
+    in_force: Option<(u64, T)>,
 }
 
 struct Inner<T> {
     /// `None` once closed: subscribers then get [`RecvError::Closed`].
     tx: Option<broadcast::Sender<Entry<T>>>,
-    /// Items since the last GOP start; `valid` is false when the cache was
+    /// Items since the last GOP start, headers published since then
+    /// included in their place; `valid` is false when the cache was
     /// overrun (GOP longer than the limits) or no GOP start was seen yet.
     gop: Vec<T>,
     gop_bytes: usize,
     valid: bool,
+    /// The header in force at the cached GOP's start.
+    gop_header: Option<T>,
+    /// The current header and its number (numbers start at 1).
+    header: Option<(u64, T)>,
 }
 
 /// Limits of the GOP cache: a camera with a 60 s GOP must not pin gigabytes.
@@ -69,6 +89,8 @@ impl<T: Clone + ByteLen> Fanout<T> {
                 gop: Vec::new(),
                 gop_bytes: 0,
                 valid: false,
+                gop_header: None,
+                header: None,
             }),
             limits,
         }
@@ -81,6 +103,7 @@ impl<T: Clone + ByteLen> Fanout<T> {
             inner.gop.clear();
             inner.gop_bytes = 0;
             inner.valid = true;
+            inner.gop_header = inner.header.as_ref().map(|(_, h)| h.clone());
         }
         if inner.valid {
             let len = item.byte_len();
@@ -96,10 +119,59 @@ impl<T: Clone + ByteLen> Fanout<T> {
                 inner.gop_bytes += len;
             }
         }
+        let in_force = if gop_start {
+            inner.header.clone()
+        } else {
+            None
+        };
         if let Some(tx) = &inner.tx {
             // Err only means "no subscribers", which is fine.
-            let _ = tx.send(Entry { item, gop_start });
+            let _ = tx.send(Entry {
+                item,
+                gop_start,
+                header: None,
+                in_force,
+            });
         }
+    }
+
+    /// Makes a new header current and sends it to every subscriber, in
+    /// order with the items around it. `make` gets the current header and
+    /// returns the new one with whether the GOP cache must be dropped (the
+    /// cached items cannot be read with the new header: new subscribers
+    /// then wait for the next GOP start), or `None` to change nothing, and
+    /// a result passed back to the caller. Deciding under the fan-out's
+    /// lock keeps concurrent header changes from interleaving.
+    pub fn publish_header<R>(&self, make: impl FnOnce(Option<&T>) -> (Option<(T, bool)>, R)) -> R {
+        let mut inner = self.lock();
+        let (change, result) = make(inner.header.as_ref().map(|(_, h)| h));
+        let Some((header, reset)) = change else {
+            return result;
+        };
+        let number = inner.header.as_ref().map_or(1, |(n, _)| n + 1);
+        inner.header = Some((number, header.clone()));
+        if reset {
+            inner.gop.clear();
+            inner.gop_bytes = 0;
+            inner.valid = false;
+        } else if inner.valid {
+            // Headers are small and few: not counted against the limits.
+            inner.gop.push(header.clone());
+        }
+        if let Some(tx) = &inner.tx {
+            let _ = tx.send(Entry {
+                item: header,
+                gop_start: false,
+                header: Some(number),
+                in_force: None,
+            });
+        }
+        result
+    }
+
+    /// The current header, if any was published.
+    pub fn header(&self) -> Option<T> {
+        self.lock().header.as_ref().map(|(_, h)| h.clone())
     }
 
     /// Ends the fan-out: every subscriber, present and future, gets
@@ -110,17 +182,12 @@ impl<T: Clone + ByteLen> Fanout<T> {
         inner.gop.clear();
         inner.gop_bytes = 0;
         inner.valid = false;
+        inner.gop_header = None;
+        inner.header = None;
     }
 
-    /// Drops the GOP cache, e.g. when the source restarts with new tracks.
-    pub fn reset(&self) {
-        let mut inner = self.lock();
-        inner.gop.clear();
-        inner.gop_bytes = 0;
-        inner.valid = false;
-    }
-
-    /// A new subscriber: it first gets the cached GOP, then live items.
+    /// A new subscriber: it first gets the current header (if any), then
+    /// the cached GOP, then live items.
     pub fn subscribe(&self) -> Subscriber<T> {
         let inner = self.lock();
         // Subscribing and copying the cache under one lock: no item is lost
@@ -130,16 +197,23 @@ impl<T: Clone + ByteLen> Fanout<T> {
             // A receiver whose sender is already gone: closed at once.
             None => broadcast::channel(1).1,
         };
-        let (backlog, resync) = if inner.valid {
-            (inner.gop.iter().cloned().collect(), false)
+        let mut backlog = VecDeque::new();
+        let resync = if inner.valid {
+            // The GOP holds the headers published since its start, so the
+            // last header in the backlog is the current one.
+            backlog.extend(inner.gop_header.iter().cloned());
+            backlog.extend(inner.gop.iter().cloned());
+            false
         } else {
-            (VecDeque::new(), true)
+            backlog.extend(inner.header.iter().map(|(_, h)| h.clone()));
+            true
         };
         Subscriber {
             rx,
             backlog,
             resync,
             lagged: 0,
+            header: inner.header.as_ref().map(|(n, _)| *n),
         }
     }
 
@@ -178,11 +252,15 @@ pub struct Subscriber<T> {
     backlog: VecDeque<T>,
     resync: bool,
     lagged: u64,
+    /// Number of the last header this subscriber was given.
+    header: Option<u64>,
 }
 
 impl<T: Clone> Subscriber<T> {
-    /// The next item: cached GOP first, then live. After a lag, items up to
-    /// the next GOP start are skipped.
+    /// The next item: current header and cached GOP first, then live.
+    /// After a lag, items up to the next GOP start are skipped (headers
+    /// excepted), and the header in force there comes first if this
+    /// subscriber has not had it.
     pub async fn recv(&mut self) -> Result<T, RecvError> {
         if let Some(item) = self.backlog.pop_front() {
             return Ok(item);
@@ -190,18 +268,11 @@ impl<T: Clone> Subscriber<T> {
         loop {
             match self.rx.recv().await {
                 Ok(entry) => {
-                    if self.resync {
-                        if !entry.gop_start {
-                            continue;
-                        }
-                        self.resync = false;
+                    if let Some(item) = self.accept(entry) {
+                        return Ok(item);
                     }
-                    return Ok(entry.item);
                 }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    self.lagged += n;
-                    self.resync = true;
-                }
+                Err(broadcast::error::RecvError::Lagged(n)) => self.lag(n),
                 Err(broadcast::error::RecvError::Closed) => return Err(RecvError::Closed),
             }
         }
@@ -217,21 +288,42 @@ impl<T: Clone> Subscriber<T> {
         loop {
             match self.rx.try_recv() {
                 Ok(entry) => {
-                    if self.resync {
-                        if !entry.gop_start {
-                            continue;
-                        }
-                        self.resync = false;
+                    if let Some(item) = self.accept(entry) {
+                        return Ok(Some(item));
                     }
-                    return Ok(Some(entry.item));
                 }
-                Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                    self.lagged += n;
-                    self.resync = true;
-                }
+                Err(broadcast::error::TryRecvError::Lagged(n)) => self.lag(n),
                 Err(broadcast::error::TryRecvError::Empty) => return Ok(None),
                 Err(broadcast::error::TryRecvError::Closed) => return Err(RecvError::Closed),
             }
+        }
+    }
+
+    fn lag(&mut self, n: u64) {
+        self.lagged += n;
+        self.resync = true;
+    }
+
+    /// What `entry` gives this subscriber, in order: `None` to skip it.
+    fn accept(&mut self, entry: Entry<T>) -> Option<T> {
+        if let Some(n) = entry.header {
+            self.header = Some(n);
+            return Some(entry.item);
+        }
+        if self.resync {
+            if !entry.gop_start {
+                return None;
+            }
+            self.resync = false;
+        }
+        match entry.in_force {
+            // A header this subscriber missed (lost in a lag): it first.
+            Some((n, header)) if self.header != Some(n) => {
+                self.header = Some(n);
+                self.backlog.push_back(entry.item);
+                Some(header)
+            }
+            _ => Some(entry.item),
         }
     }
 
@@ -358,6 +450,84 @@ mod tests {
         assert!(s.lagged() > 0);
         f.close();
         assert_eq!(s.try_recv(), Err(RecvError::Closed));
+    }
+
+    fn header(f: &Fanout<Item>, n: u32, reset: bool) {
+        f.publish_header(|_| (Some((Item(n, false), reset)), ()));
+    }
+
+    #[tokio::test]
+    async fn header_comes_first_and_in_order_with_the_gop() {
+        let f = Fanout::new(16, GopLimits::default());
+        header(&f, 100, false);
+        publish(&f, 1, true);
+        publish(&f, 2, false);
+        header(&f, 101, false); // mid-GOP change, e.g. a new SPS
+        publish(&f, 3, false);
+        let mut s = f.subscribe();
+        publish(&f, 4, false);
+        let got: Vec<u32> = [(); 6]
+            .iter()
+            .map(|_| s.try_recv().unwrap().unwrap().0)
+            .collect();
+        assert_eq!(got, [100, 1, 2, 101, 3, 4]);
+        assert_eq!(f.header(), Some(Item(101, false)));
+    }
+
+    #[tokio::test]
+    async fn a_reset_header_drops_the_gop_and_is_delivered_alone() {
+        let f = Fanout::new(16, GopLimits::default());
+        header(&f, 100, false);
+        publish(&f, 1, true);
+        let mut old = f.subscribe();
+        header(&f, 200, true);
+        publish(&f, 2, false); // not a GOP start: new subscribers skip it
+        let mut new = f.subscribe();
+        publish(&f, 3, true);
+        assert_eq!(old.recv().await.unwrap(), Item(100, false));
+        assert_eq!(old.recv().await.unwrap(), Item(1, true));
+        assert_eq!(old.recv().await.unwrap(), Item(200, false));
+        assert_eq!(old.recv().await.unwrap(), Item(2, false));
+        assert_eq!(new.recv().await.unwrap(), Item(200, false));
+        assert_eq!(new.recv().await.unwrap(), Item(3, true));
+    }
+
+    #[tokio::test]
+    async fn a_lagged_subscriber_gets_the_missed_header_before_its_keyframe() {
+        let f = Fanout::new(4, GopLimits::default());
+        header(&f, 100, false);
+        publish(&f, 0, true);
+        let mut s = f.subscribe();
+        assert_eq!(s.recv().await.unwrap(), Item(100, false));
+        assert_eq!(s.recv().await.unwrap(), Item(0, true));
+        header(&f, 101, false); // lost in the lag below
+        for n in 1..=10 {
+            publish(&f, n, false);
+        }
+        publish(&f, 11, true);
+        publish(&f, 12, false);
+        assert_eq!(s.recv().await.unwrap(), Item(101, false));
+        assert_eq!(s.recv().await.unwrap(), Item(11, true));
+        assert!(s.lagged() > 0);
+        assert_eq!(s.recv().await.unwrap(), Item(12, false));
+    }
+
+    #[tokio::test]
+    async fn a_header_is_not_repeated_to_a_subscriber_that_had_it() {
+        let f = Fanout::new(4, GopLimits::default());
+        header(&f, 100, false);
+        publish(&f, 0, true);
+        let mut s = f.subscribe();
+        for n in 1..=10 {
+            publish(&f, n, false);
+        }
+        publish(&f, 11, true);
+        let got: Vec<u32> = [(); 3]
+            .iter()
+            .map(|_| s.try_recv().unwrap().unwrap().0)
+            .collect();
+        assert_eq!(got, [100, 0, 11]);
+        assert_eq!(s.try_recv(), Ok(None));
     }
 
     #[tokio::test]

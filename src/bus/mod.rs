@@ -2,6 +2,7 @@
 //! source and fanned out to every egress. See `shared/DESIGN.md`.
 
 pub mod fanout;
+pub mod publish;
 pub mod sessions;
 mod track;
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 pub use fanout::{ByteLen, Fanout, GopLimits, RecvError, Subscriber};
+pub use publish::{Publication, PublishError, PublishSink, SourceFrame, SourceTrack};
 pub use sessions::{SessionHandle, SessionInfo, Sessions};
 pub use track::{Codec, MediaKind, Track};
 
@@ -37,15 +39,36 @@ pub struct Frame {
     /// (AVCC/HVCC, ISO/IEC 14496-15), parameter sets not inserted. Audio: one
     /// raw frame (AAC access unit without ADTS, G.711 samples, Opus packet).
     pub data: Bytes,
-    /// Set on the frame from which new codec parameters apply (e.g. a new SPS).
-    pub new_track: Option<Arc<Track>>,
 }
 
-impl ByteLen for Arc<Frame> {
+/// One item of a stream's subscription, in the order the source produced
+/// them: the track set in force, then frames read with it, until the next
+/// track set. A new subscriber gets the current track set first, then the
+/// cached GOP, then live items; a change of codec parameters (a new SPS
+/// mid-stream) or a source restart with other tracks is an item between the
+/// frames it separates.
+#[derive(Clone, Debug)]
+pub enum Item {
+    /// The tracks from here on. The same `generation` as before: readers
+    /// carry on with the new parameters; another one: readers described
+    /// with the old tracks must be ended.
+    Tracks(Arc<TrackSet>),
+    Frame(Arc<Frame>),
+}
+
+impl ByteLen for Item {
     fn byte_len(&self) -> usize {
-        self.data.len()
+        match self {
+            Item::Tracks(_) => 0,
+            Item::Frame(f) => f.data.len(),
+        }
     }
 }
+
+/// A reader of a [`Stream`]: see [`Item`] for the order. A reader that
+/// falls behind resumes at the next keyframe, preceded by the track set in
+/// force there if it changed in what was skipped.
+pub type Subscription = Subscriber<Item>;
 
 /// Where a stream is in its life, as shown by the API and the viewer page.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -61,10 +84,11 @@ pub enum StreamState {
     Failed { reason: String },
 }
 
-/// The current track set of a live stream. Replaced as a whole (with a new
-/// `generation`) when the source restarts with different tracks; readers
-/// described with an older generation must be ended.
-#[derive(Clone, Debug)]
+/// The track set of a live stream. Replaced as a whole on every change; the
+/// `generation` changes only when the tracks are incompatible with the
+/// previous ones (count, codecs, clock rates), and readers described with an
+/// older generation must then be ended.
+#[derive(Clone, Debug, PartialEq)]
 pub struct TrackSet {
     pub generation: u64,
     pub tracks: Vec<Arc<Track>>,
@@ -123,8 +147,9 @@ pub struct Stream {
     source: String,
     state: Mutex<StreamState>,
     ingest: Mutex<IngestInfo>,
-    tracks: watch::Sender<Option<Arc<TrackSet>>>,
-    frames: Fanout<Arc<Frame>>,
+    /// Track sets (as headers) and frames; the current track set is its
+    /// current header.
+    items: Fanout<Item>,
     pub stats: StreamStats,
 }
 
@@ -136,8 +161,7 @@ impl Stream {
             source: source_display.into(),
             state: Mutex::new(StreamState::Waiting),
             ingest: Mutex::new(IngestInfo::default()),
-            tracks: watch::Sender::new(None),
-            frames: Fanout::new(FANOUT_CAPACITY, GopLimits::default()),
+            items: Fanout::new(FANOUT_CAPACITY, GopLimits::default()),
             stats: StreamStats::default(),
         })
     }
@@ -173,55 +197,64 @@ impl Stream {
     /// The current tracks, or `None` before the source has described them
     /// with all codec parameters known.
     pub fn tracks(&self) -> Option<Arc<TrackSet>> {
-        self.tracks.borrow().clone()
-    }
-
-    /// Waits until the stream has tracks, or `timeout` passes.
-    pub async fn wait_for_tracks(&self, timeout: std::time::Duration) -> Option<Arc<TrackSet>> {
-        let mut rx = self.tracks.subscribe();
-        let res = tokio::time::timeout(timeout, rx.wait_for(|t| t.is_some())).await;
-        match res {
-            Ok(Ok(t)) => t.clone(),
+        match self.items.header() {
+            Some(Item::Tracks(set)) => Some(set),
             _ => None,
         }
     }
 
-    /// Announces the tracks of a (re)started source. If they are compatible
-    /// with the current ones (same count and codecs), the generation is kept
-    /// and readers carry on; otherwise a new generation starts.
-    pub fn set_tracks(&self, tracks: Vec<Arc<Track>>) -> Arc<TrackSet> {
-        let current = self.tracks();
-        let compatible = current.as_ref().is_some_and(|c| {
-            c.tracks.len() == tracks.len()
-                && c.tracks
-                    .iter()
-                    .zip(&tracks)
-                    .all(|(a, b)| a.codec.same_kind_as(&b.codec) && a.clock_rate == b.clock_rate)
-        });
-        let generation = match (&current, compatible) {
-            (Some(c), true) => c.generation,
-            (Some(c), false) => {
-                self.frames.reset();
-                c.generation + 1
-            }
-            (None, _) => 1,
-        };
-        let set = Arc::new(TrackSet { generation, tracks });
-        self.tracks.send_replace(Some(set.clone()));
-        set
-    }
-
-    /// Replaces one track's parameters (e.g. a new SPS) without a new generation.
-    pub fn update_track(&self, index: usize, track: Arc<Track>) {
-        self.tracks.send_modify(|cur| {
-            if let Some(set) = cur {
-                if index < set.tracks.len() {
-                    let mut new = (**set).clone();
-                    new.tracks[index] = track;
-                    *set = Arc::new(new);
+    /// Waits until the stream has tracks, or `timeout` passes.
+    pub async fn wait_for_tracks(&self, timeout: std::time::Duration) -> Option<Arc<TrackSet>> {
+        if let Some(set) = self.tracks() {
+            return Some(set);
+        }
+        // Subscribed after the check: a track set published in between is
+        // this subscriber's first item.
+        let mut sub = self.subscribe();
+        let first_tracks = async {
+            loop {
+                match sub.recv().await {
+                    Ok(Item::Tracks(set)) => return Some(set),
+                    Ok(Item::Frame(_)) => {}
+                    Err(RecvError::Closed) => return None,
                 }
             }
-        });
+        };
+        tokio::time::timeout(timeout, first_tracks)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Announces the tracks from now on, in order with the frames: a source
+    /// that (re)started, or new codec parameters of a track (e.g. a new
+    /// SPS). If they are compatible with the current ones (same count,
+    /// codecs, channels and clock rates), the generation is kept and
+    /// readers carry on; otherwise a new generation starts and the GOP
+    /// cache is dropped. The same tracks as now change nothing.
+    pub fn set_tracks(&self, tracks: Vec<Arc<Track>>) -> Arc<TrackSet> {
+        self.items.publish_header(|current| {
+            let current = match current {
+                Some(Item::Tracks(set)) => Some(set),
+                _ => None,
+            };
+            if let Some(c) = current.filter(|c| c.tracks == tracks) {
+                return (None, c.clone());
+            }
+            let compatible = current.is_some_and(|c| {
+                c.tracks.len() == tracks.len()
+                    && c.tracks.iter().zip(&tracks).all(|(a, b)| {
+                        a.codec.same_kind_as(&b.codec) && a.clock_rate == b.clock_rate
+                    })
+            });
+            let generation = match (current, compatible) {
+                (Some(c), true) => c.generation,
+                (Some(c), false) => c.generation + 1,
+                (None, _) => 1,
+            };
+            let set = Arc::new(TrackSet { generation, tracks });
+            (Some((Item::Tracks(set.clone()), !compatible)), set)
+        })
     }
 
     /// Publishes one frame to every reader. Never waits.
@@ -230,27 +263,23 @@ impl Stream {
             .bytes_in
             .fetch_add(frame.data.len() as u64, Ordering::Relaxed);
         self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-        self.frames.publish(Arc::new(frame), gop_start);
+        self.items.publish(Item::Frame(Arc::new(frame)), gop_start);
     }
 
     /// Ends the stream for every reader (the path was removed).
     pub fn close(&self) {
-        self.frames.close();
+        self.items.close();
     }
 
-    /// A new reader, starting at the cached GOP's keyframe.
-    pub fn subscribe(&self) -> Subscriber<Arc<Frame>> {
-        self.frames.subscribe()
-    }
-
-    /// Frames since the last keyframe.
-    pub fn gop_snapshot(&self) -> Vec<Arc<Frame>> {
-        self.frames.gop_snapshot()
+    /// A new reader: the current track set, the cached GOP from its
+    /// keyframe, then live items (see [`Item`]).
+    pub fn subscribe(&self) -> Subscription {
+        self.items.subscribe()
     }
 
     /// Number of bus subscribers (egress packetizers and direct readers).
     pub fn subscriber_count(&self) -> usize {
-        self.frames.subscriber_count()
+        self.items.subscriber_count()
     }
 }
 
@@ -297,6 +326,21 @@ impl Registry {
         true
     }
 
+    /// Removes `stream` if it is still the one registered under its name.
+    pub fn remove_stream(&self, stream: &Arc<Stream>) -> bool {
+        let mut map = self.streams.write().unwrap_or_else(|e| e.into_inner());
+        if !map
+            .get(stream.name())
+            .is_some_and(|s| Arc::ptr_eq(s, stream))
+        {
+            return false;
+        }
+        map.remove(stream.name());
+        drop(map);
+        self.changes.send_modify(|n| *n += 1);
+        true
+    }
+
     pub fn remove(&self, name: &str) -> Option<Arc<Stream>> {
         let removed = self
             .streams
@@ -316,5 +360,137 @@ impl Registry {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Stream>>> {
         self.streams.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h264(sps_tail: u8) -> Arc<Track> {
+        Arc::new(Track::new(
+            Codec::H264 {
+                sps: Bytes::from(vec![0x67, 0x64, 0x00, sps_tail]),
+                pps: Bytes::from_static(&[0x68, 0xee, 0x3c, 0x80]),
+            },
+            90_000,
+        ))
+    }
+
+    fn h265() -> Arc<Track> {
+        Arc::new(Track::new(
+            Codec::H265 {
+                vps: Bytes::from_static(&[0x40, 0x01]),
+                sps: Bytes::from_static(&[0x42, 0x01]),
+                pps: Bytes::from_static(&[0x44, 0x01]),
+            },
+            90_000,
+        ))
+    }
+
+    fn frame(n: i64, keyframe: bool) -> Frame {
+        Frame {
+            track: 0,
+            pts: n * 3600,
+            dts: n * 3600,
+            keyframe,
+            received: Instant::now(),
+            data: Bytes::from(vec![0, 0, 0, 1, if keyframe { 0x65 } else { 0x41 }]),
+        }
+    }
+
+    /// What a subscriber reads now, in words: `T<gen>:<sps byte>` for a
+    /// track set, `K<n>`/`F<n>` for a keyframe/frame at n * 3600.
+    fn drain(sub: &mut Subscription) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(Some(item)) = sub.try_recv() {
+            out.push(match item {
+                Item::Tracks(set) => {
+                    let tail = match &set.tracks[0].codec {
+                        Codec::H264 { sps, .. } => sps.last().copied().unwrap_or(0),
+                        _ => 0xff,
+                    };
+                    format!("T{}:{tail}", set.generation)
+                }
+                Item::Frame(f) => format!("{}{}", if f.keyframe { "K" } else { "F" }, f.pts / 3600),
+            });
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_gets_tracks_then_the_gop_then_live_items() {
+        let s = Stream::new("cam", "test");
+        s.set_tracks(vec![h264(30)]);
+        s.publish(frame(0, false), false); // before the first keyframe: not cached
+        s.publish(frame(1, true), true);
+        s.publish(frame(2, false), false);
+        let mut sub = s.subscribe();
+        s.publish(frame(3, false), false);
+        assert_eq!(drain(&mut sub), ["T1:30", "K1", "F2", "F3"]);
+    }
+
+    #[tokio::test]
+    async fn a_parameter_change_comes_between_the_frames_it_separates() {
+        let s = Stream::new("cam", "test");
+        s.set_tracks(vec![h264(30)]);
+        let mut live = s.subscribe();
+        s.publish(frame(0, true), true);
+        s.publish(frame(1, false), false);
+        // A new SPS mid-stream: compatible, same generation.
+        assert_eq!(s.set_tracks(vec![h264(31)]).generation, 1);
+        s.publish(frame(2, true), true);
+        assert_eq!(drain(&mut live), ["T1:30", "K0", "F1", "T1:31", "K2"]);
+        // The same tracks again change nothing.
+        s.set_tracks(vec![h264(31)]);
+        // A source restart as H.265: a new generation, the old GOP dropped.
+        s.publish(frame(3, false), false);
+        assert_eq!(s.set_tracks(vec![h265()]).generation, 2);
+        let mut late = s.subscribe();
+        s.publish(frame(4, false), false);
+        s.publish(frame(5, true), true);
+        assert_eq!(drain(&mut live), ["F3", "T2:255", "F4", "K5"]);
+        assert_eq!(drain(&mut late), ["T2:255", "K5"]);
+        assert_eq!(s.tracks().map(|t| t.generation), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_lagged_subscriber_gets_the_current_tracks_before_its_next_keyframe() {
+        let s = Stream::new("cam", "test");
+        s.set_tracks(vec![h264(30)]);
+        s.publish(frame(0, true), true);
+        let mut sub = s.subscribe();
+        assert_eq!(drain(&mut sub), ["T1:30", "K0"]);
+        // A change, then more frames than the ring holds: the change is lost
+        // to the lag.
+        s.set_tracks(vec![h264(31)]);
+        let n = FANOUT_CAPACITY as i64 + 10;
+        for i in 1..n {
+            s.publish(frame(i, false), false);
+        }
+        s.publish(frame(n, true), true);
+        s.publish(frame(n + 1, false), false);
+        assert_eq!(
+            drain(&mut sub),
+            ["T1:31".to_owned(), format!("K{n}"), format!("F{}", n + 1)]
+        );
+        assert!(sub.lagged() > 0);
+    }
+
+    #[tokio::test]
+    async fn wait_for_tracks_returns_the_first_track_set_or_none_at_the_deadline() {
+        let s = Stream::new("cam", "test");
+        let waited = s
+            .wait_for_tracks(std::time::Duration::from_millis(20))
+            .await;
+        assert!(waited.is_none());
+        let waiter = {
+            let s = s.clone();
+            tokio::spawn(async move { s.wait_for_tracks(std::time::Duration::from_secs(5)).await })
+        };
+        tokio::task::yield_now().await;
+        s.set_tracks(vec![h264(30)]);
+        let set = waiter.await.expect("no panic").expect("tracks in time");
+        assert_eq!(set.generation, 1);
     }
 }

@@ -4,14 +4,15 @@
 //! works with no camera at all.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use mp4_atom::{Any, Codec as Mp4Codec, Decode, StszSamples};
 
+use super::publisher::{BusPublisher, Input, Quirks};
 use super::Source;
-use crate::bus::{Codec, Frame, MediaKind, Stream, StreamState, Track};
+use crate::bus::{Codec, MediaKind, SourceFrame, SourceTrack, Stream, Track};
 
 /// The embedded clip: 10 s, 640x360, 25 fps, 1 s GOP, AAC-LC 48 kHz stereo.
 pub static DEMO_MP4: &[u8] = include_bytes!("../../static/demo.mp4");
@@ -237,27 +238,32 @@ impl DemoClip {
         self.duration
     }
 
+    /// The tracks as a session of the publisher describes them.
+    fn source_tracks(&self) -> Vec<SourceTrack> {
+        self.tracks
+            .iter()
+            .map(|t| SourceTrack::known((**t).clone()))
+            .collect()
+    }
+
     /// Frames of loop number `n` (0-based) with timestamps continued from
     /// earlier loops, each with its due time in seconds from the start.
-    fn frames_of_loop(&self, n: u64) -> impl Iterator<Item = (f64, Frame, bool)> + '_ {
+    fn frames_of_loop(&self, n: u64) -> impl Iterator<Item = (f64, SourceFrame)> + '_ {
         let loop_start = n as f64 * self.duration;
         self.samples.iter().map(move |s| {
             let rate = f64::from(self.tracks[s.track].clock_rate);
             let offset = (loop_start * rate).round() as i64;
             let due = loop_start + s.dts as f64 / rate;
-            let is_video = self.tracks[s.track].kind() == MediaKind::Video;
             (
                 due,
-                Frame {
+                SourceFrame {
                     track: s.track,
                     pts: s.pts + offset,
-                    dts: s.dts + offset,
-                    keyframe: s.keyframe,
-                    received: std::time::Instant::now(),
+                    dts: Some(s.dts + offset),
                     data: s.data.clone(),
-                    new_track: None,
+                    source_keyframe: s.keyframe,
+                    loss: 0,
                 },
-                is_video && s.keyframe,
             )
         })
     }
@@ -281,18 +287,18 @@ impl Source for DemoSource {
     fn run(self: Box<Self>, stream: Arc<Stream>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             let clip = self.clip;
-            stream.set_tracks(clip.tracks.clone());
             stream.set_ingest_info(crate::bus::IngestInfo {
                 transport: Some("built-in".into()),
                 notice: None,
             });
-            stream.set_state(StreamState::Live);
+            // The same rules as a camera: tracks, then frames from a keyframe.
+            let publisher = BusPublisher::new(stream, Quirks::default());
+            publisher.handle(Input::Start(clip.source_tracks()), Instant::now());
             let start = tokio::time::Instant::now();
             for n in 0.. {
-                for (due, mut frame, gop_start) in clip.frames_of_loop(n) {
+                for (due, frame) in clip.frames_of_loop(n) {
                     tokio::time::sleep_until(start + Duration::from_secs_f64(due)).await;
-                    frame.received = std::time::Instant::now();
-                    stream.publish(frame, gop_start);
+                    publisher.handle(Input::Frame(frame), Instant::now());
                 }
             }
         })
@@ -337,8 +343,37 @@ mod tests {
         let last_video = first.iter().rev().find(|f| f.1.track == 0).expect("video");
         let next_video = second.iter().find(|f| f.1.track == 0).expect("video");
         assert_eq!(next_video.1.pts - last_video.1.pts, 3600);
-        assert!(next_video.2, "each loop starts at a keyframe");
+        assert!(
+            next_video.1.source_keyframe,
+            "each loop starts at a keyframe"
+        );
         assert!((next_video.0 - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_publisher_passes_two_loops_through_unchanged_with_gops_at_sync_samples() {
+        use super::super::publisher::{Action, Publisher};
+        let clip = DemoClip::parse(DEMO_MP4).expect("valid clip");
+        let mut p = Publisher::new(Quirks::default());
+        let t0 = Instant::now();
+        assert!(p.handle(Input::Start(clip.source_tracks()), t0).is_empty());
+        let mut published = 0;
+        for (due, f) in clip.frames_of_loop(0).chain(clip.frames_of_loop(1)) {
+            let at = t0 + Duration::from_secs_f64(due);
+            let (track, pts, dts, key) = (f.track, f.pts, f.dts, f.source_keyframe);
+            for a in p.handle(Input::Frame(f), at) {
+                if let Action::Publish { frame, gop_start } = a {
+                    published += 1;
+                    // One session from 0: the timeline is the identity.
+                    assert_eq!((frame.pts, Some(frame.dts)), (pts, dts));
+                    // The codec layer's random access points are the MP4's
+                    // sync samples.
+                    assert_eq!(frame.keyframe, key, "track {track} at {dts:?}");
+                    assert_eq!(gop_start, track == 0 && key);
+                }
+            }
+        }
+        assert_eq!(published, 2 * clip.samples.len());
     }
 
     #[test]

@@ -1,9 +1,14 @@
 //! Sources that feed the bus. Each runs as one task per path and reconnects
-//! for ever; no egress talks to a source directly.
+//! for ever; no egress talks to a source directly. Every source goes
+//! through one pure [`publisher::Publisher`] (the rules); the modules around
+//! it are I/O: `rtsp_pull` (retina), `demo` (the built-in clip), `push`
+//! (streams pushed to a server, through [`crate::bus::PublishSink`]).
 
 pub mod backoff;
 pub mod demo;
 mod opus_side;
+pub mod publisher;
+pub mod push;
 pub mod rtsp_pull;
 mod timeline;
 

@@ -7,23 +7,23 @@
 //! and reads retina's raw RTP packets: RFC 7587 §4.2 puts exactly one Opus
 //! packet in each RTP payload, so the payload is the bus frame as is.
 //!
-//! Timestamps go through a [`Timeline`] kept across reconnects by the
-//! caller, like the main session's tracks. As for those, readers align
+//! Frames go through the main session's publisher (same rules, and a
+//! timeline kept across reconnects like the other tracks'). Readers align
 //! audio and video by arrival time (each frame's `received`, e.g. in RTCP
 //! sender reports), which a second session to the same camera does not
 //! change beyond network jitter.
 //!
 //! The task lives as long as the main session: the caller aborts it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use retina::client::{InitialTimestampPolicy, Session};
 use retina::client::{PacketItem, PlayOptions, SessionOptions, SetupOptions, Transport};
 
-use super::Timeline;
-use crate::bus::{Frame, Stream};
+use super::publisher::{BusPublisher, Input};
+use crate::bus::SourceFrame;
 
 /// How long an RTSP request of the side session may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,19 +35,16 @@ pub struct OpusSide {
     pub transport: Transport,
     /// Index of the Opus stream in the camera's DESCRIBE answer.
     pub retina_index: usize,
-    /// Bus track index the frames are published as.
+    /// Track index the frames are published as.
     pub bus_track: usize,
-    /// Whether the stream has video: then audio frames never start a GOP.
-    pub has_video: bool,
-    /// 48 kHz timeline shared across reconnects.
-    pub timeline: Arc<Mutex<Timeline>>,
 }
 
 /// Runs the side session until the camera fails it or the task is
 /// aborted. Failures are logged, not retried: the main session's next
 /// reconnect starts a new side session.
-pub async fn run(side: OpusSide, stream: Arc<Stream>) {
-    if let Err(e) = run_inner(side, &stream).await {
+pub async fn run(side: OpusSide, publisher: Arc<BusPublisher>) {
+    let stream = publisher.stream().clone();
+    if let Err(e) = run_inner(side, &publisher).await {
         tracing::warn!(
             path = stream.name(),
             "Opus audio not available: {}",
@@ -56,7 +53,8 @@ pub async fn run(side: OpusSide, stream: Arc<Stream>) {
     }
 }
 
-async fn run_inner(side: OpusSide, stream: &Arc<Stream>) -> Result<(), String> {
+async fn run_inner(side: OpusSide, publisher: &BusPublisher) -> Result<(), String> {
+    let stream = publisher.stream();
     let mut session = tokio::time::timeout(
         REQUEST_TIMEOUT,
         Session::describe(side.url.clone(), side.options),
@@ -99,36 +97,21 @@ async fn run_inner(side: OpusSide, stream: &Arc<Stream>) -> Result<(), String> {
         if pkt.stream_id() != side.retina_index {
             continue;
         }
-        // Published tracks must include ours before frames are sent.
-        if stream
-            .tracks()
-            .is_none_or(|set| set.tracks.len() <= side.bus_track)
-        {
-            continue;
-        }
-        let now = Instant::now();
-        let elapsed = pkt.timestamp().elapsed();
-        let pts = side
-            .timeline
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map(elapsed, now);
+        let loss = u32::from(pkt.loss());
+        let pts = pkt.timestamp().elapsed();
         let data = pkt.into_payload_bytes();
         if data.is_empty() {
             continue;
         }
-        stream.publish(
-            Frame {
-                track: side.bus_track,
-                pts,
-                dts: pts,
-                keyframe: true,
-                received: now,
-                data,
-                new_track: None,
-            },
-            !side.has_video,
-        );
+        let frame = SourceFrame {
+            track: side.bus_track,
+            pts,
+            dts: None,
+            data,
+            source_keyframe: true,
+            loss,
+        };
+        publisher.handle(Input::Frame(frame), Instant::now());
     }
 }
 

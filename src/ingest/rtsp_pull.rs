@@ -20,8 +20,11 @@ use retina::client::{
 use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoParametersCodec};
 
 use super::opus_side::{self, AbortOnDrop, OpusSide};
-use super::{Backoff, Source, Timeline};
-use crate::bus::{Codec, Frame, IngestInfo, MediaKind, Stream, StreamState, Track};
+use super::publisher::{BusPublisher, Input, Quirks};
+use super::{Backoff, Source};
+use crate::bus::{
+    Codec, IngestInfo, MediaKind, SourceFrame, SourceTrack, Stream, StreamState, Track,
+};
 use crate::config::{redact, SourceConfig, TransportPref};
 
 /// How long an RTSP request to the camera may take before we give up.
@@ -30,11 +33,16 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const UDP_SILENCE: Duration = Duration::from_secs(3);
 /// No media for this long during a session: the camera is considered gone.
 const MEDIA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How the first RTP timestamp of each stream is found: many cameras send
+/// an RTP-Info `rtptime` that disagrees with their packets, or none, so the
+/// packets' own timestamps are taken when it does not fit.
+const INITIAL_RTP_TIMESTAMP: InitialTimestampPolicy = InitialTimestampPolicy::Permissive;
 
 /// RTSP pull source (retina).
 pub struct RtspPull {
     config: SourceConfig,
     group: Arc<SessionGroup>,
+    quirks: Quirks,
 }
 
 impl RtspPull {
@@ -42,6 +50,7 @@ impl RtspPull {
         RtspPull {
             config,
             group: Arc::new(SessionGroup::default()),
+            quirks: Quirks::default(),
         }
     }
 }
@@ -65,14 +74,12 @@ enum SessionEnd {
 struct Pull {
     config: SourceConfig,
     group: Arc<SessionGroup>,
-    stream: Arc<Stream>,
-    /// Per bus track: timestamp continuity across sessions.
-    timelines: Vec<Timeline>,
+    /// The rules and the timelines, across sessions; shared with the Opus
+    /// side session.
+    publisher: Arc<BusPublisher>,
     /// UDP failed once: use TCP from now on.
     tcp_only: bool,
     notice: Option<String>,
-    /// Timestamp continuity of the Opus track read by [`opus_side`].
-    opus_timeline: Arc<std::sync::Mutex<Timeline>>,
 }
 
 async fn run(src: RtspPull, stream: Arc<Stream>) {
@@ -81,10 +88,8 @@ async fn run(src: RtspPull, stream: Arc<Stream>) {
         tcp_only: src.config.transport == TransportPref::Tcp,
         config: src.config,
         group: src.group,
-        stream,
-        timelines: Vec::new(),
+        publisher: BusPublisher::new(stream, src.quirks),
         notice: None,
-        opus_timeline: Arc::new(std::sync::Mutex::new(Timeline::new(48000))),
     };
     let mut backoff = Backoff::default();
     loop {
@@ -97,7 +102,7 @@ async fn run(src: RtspPull, stream: Arc<Stream>) {
         let error = match end {
             SessionEnd::UdpFailed(why) if pull.config.transport == TransportPref::Auto => {
                 let msg = format!("{why}: UDP is probably blocked or rewritten by a router's RTSP ALG or a firewall; switched to TCP");
-                tracing::warn!(path = pull.stream.name(), source = %url, "{msg}");
+                tracing::warn!(path = pull.stream().name(), source = %url, "{msg}");
                 pull.notice = Some(msg);
                 pull.tcp_only = true;
                 // Retry at once over TCP: this is not a camera failure.
@@ -108,16 +113,19 @@ async fn run(src: RtspPull, stream: Arc<Stream>) {
             ),
             SessionEnd::Failed(why) => why,
         };
-        pull.stream.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+        pull.stream()
+            .stats
+            .reconnects
+            .fetch_add(1, Ordering::Relaxed);
         let delay = backoff.next_delay();
         tracing::warn!(
-            path = pull.stream.name(),
+            path = pull.stream().name(),
             source = %url,
             after = ?started.elapsed(),
             "source failed: {error}; retrying in {}s",
             delay.as_secs()
         );
-        pull.stream.set_state(StreamState::Reconnecting {
+        pull.stream().set_state(StreamState::Reconnecting {
             error: error.clone(),
         });
         tokio::time::sleep(delay).await;
@@ -146,6 +154,10 @@ fn plain_error(what: &str, e: &retina::Error) -> String {
 }
 
 impl Pull {
+    fn stream(&self) -> &Arc<Stream> {
+        self.publisher.stream()
+    }
+
     /// One RTSP session: DESCRIBE, SETUP, PLAY, then frames until failure.
     /// Returns why it ended and whether it went live.
     async fn session(&mut self, use_tcp: bool) -> (SessionEnd, bool) {
@@ -207,7 +219,7 @@ impl Pull {
         }
         if !skipped.is_empty() {
             tracing::info!(
-                path = self.stream.name(),
+                path = self.stream().name(),
                 "skipping unsupported tracks: {}",
                 skipped.join(", ")
             );
@@ -254,8 +266,7 @@ impl Pull {
         }
         let playing = tokio::time::timeout(
             REQUEST_TIMEOUT,
-            session
-                .play(PlayOptions::default().initial_timestamp(InitialTimestampPolicy::Permissive)),
+            session.play(PlayOptions::default().initial_timestamp(INITIAL_RTP_TIMESTAMP)),
         )
         .await;
         let playing = match playing {
@@ -268,7 +279,7 @@ impl Pull {
             Ok(d) => d,
             Err(e) => return SessionEnd::Failed(plain_error("PLAY", &e)),
         };
-        self.stream.set_ingest_info(IngestInfo {
+        self.stream().set_ingest_info(IngestInfo {
             transport: Some(if use_tcp { "tcp" } else { "udp" }.to_owned()),
             notice: self.notice.clone(),
         });
@@ -278,26 +289,38 @@ impl Pull {
         for (bus_i, &i) in picked.iter().enumerate() {
             index_of[i] = Some(bus_i);
         }
-        let mut tracks: Vec<Option<Arc<Track>>> = picked
+        let mut tracks: Vec<SourceTrack> = picked
             .iter()
-            .map(|&i| track_from_stream(&demuxed.streams()[i]).map(Arc::new))
+            .map(|&i| {
+                let s = &demuxed.streams()[i];
+                SourceTrack {
+                    kind: if s.media() == "video" {
+                        MediaKind::Video
+                    } else {
+                        MediaKind::Audio
+                    },
+                    clock_rate: s.clock_rate_hz(),
+                    track: track_from_stream(s),
+                }
+            })
             .collect();
-        let has_video = picked
-            .iter()
-            .any(|&i| demuxed.streams()[i].media() == "video");
+        // Per bus track: codec parameters known (else retina may learn them in band).
+        let mut known: Vec<bool> = tracks.iter().map(|t| t.track.is_some()).collect();
         // The Opus track comes last on the bus; a second session feeds it.
-        let _opus_side = opus.map(|(retina_index, channels)| {
-            tracks.push(Some(Arc::new(Track {
+        if let Some((_, channels)) = opus {
+            tracks.push(SourceTrack::known(Track {
                 codec: Codec::Opus { channels },
                 clock_rate: 48000,
                 rfc6381: Some("opus".to_owned()),
                 dimensions: None,
                 frame_rate: None,
-            })));
-            self.opus_timeline
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .new_session(play_at);
+            }));
+        }
+        let applied = self.publisher.handle(Input::Start(tracks), play_at);
+        if let Some(why) = applied.failed {
+            return SessionEnd::Failed(why);
+        }
+        let _opus_side = opus.map(|(retina_index, _)| {
             AbortOnDrop(tokio::spawn(opus_side::run(
                 OpusSide {
                     url: self.config.url.clone(),
@@ -305,25 +328,11 @@ impl Pull {
                     transport: transport.clone(),
                     retina_index,
                     bus_track: picked.len(),
-                    has_video,
-                    timeline: self.opus_timeline.clone(),
                 },
-                self.stream.clone(),
+                self.publisher.clone(),
             )))
         });
-        let mut published = false;
         let mut got_media = false;
-        if self.timelines.len() != picked.len() {
-            self.timelines = picked
-                .iter()
-                .map(|&i| Timeline::new(demuxed.streams()[i].clock_rate_hz()))
-                .collect();
-        }
-        for t in &mut self.timelines {
-            t.new_session(play_at);
-        }
-        // Per track: last transit time and jitter estimate, in seconds.
-        let mut jitter: Vec<(Option<f64>, f64)> = vec![(None, 0.0); picked.len()];
 
         loop {
             let wait = if got_media || use_tcp {
@@ -349,30 +358,30 @@ impl Pull {
                 Ok(Some(Ok(item))) => item,
             };
             let now = Instant::now();
-            let (stream_id, keyframe, elapsed, data, loss, new_params) = match item {
+            let (stream_id, frame, new_params) = match item {
                 CodecItem::VideoFrame(f) => {
                     let new_params = f.has_new_parameters();
-                    let (sid, key, ts, loss) = (
-                        f.stream_id(),
-                        f.is_random_access_point(),
-                        f.timestamp(),
-                        f.loss(),
-                    );
-                    (
-                        sid,
-                        key,
-                        ts.elapsed(),
-                        Bytes::from(f.into_data()),
-                        loss,
-                        new_params,
-                    )
+                    let stream_id = f.stream_id();
+                    let frame = SourceFrame {
+                        track: 0,
+                        pts: f.timestamp().elapsed(),
+                        dts: None,
+                        source_keyframe: f.is_random_access_point(),
+                        loss: u32::from(f.loss()),
+                        data: Bytes::from(f.into_data()),
+                    };
+                    (stream_id, frame, new_params)
                 }
                 CodecItem::AudioFrame(f) => (
                     f.stream_id(),
-                    true,
-                    f.timestamp().elapsed(),
-                    Bytes::copy_from_slice(f.data()),
-                    f.loss(),
+                    SourceFrame {
+                        track: 0,
+                        pts: f.timestamp().elapsed(),
+                        dts: None,
+                        source_keyframe: true,
+                        loss: u32::from(f.loss()),
+                        data: Bytes::copy_from_slice(f.data()),
+                    },
                     false,
                 ),
                 _ => continue,
@@ -381,76 +390,40 @@ impl Pull {
             let Some(bus_i) = index_of.get(stream_id).copied().flatten() else {
                 continue;
             };
-            if loss > 0 {
-                self.stream
-                    .stats
-                    .packets_lost
-                    .fetch_add(u64::from(loss), Ordering::Relaxed);
-            }
-            let mut new_track = None;
-            if new_params || tracks[bus_i].is_none() {
+            if new_params || !known[bus_i] {
                 if let Some(t) = track_from_stream(&demuxed.streams()[stream_id]) {
-                    let t = Arc::new(t);
-                    if published {
-                        self.stream.update_track(bus_i, t.clone());
-                        new_track = Some(t.clone());
-                    }
-                    tracks[bus_i] = Some(t);
+                    known[bus_i] = true;
+                    self.publisher.handle(
+                        Input::Parameters {
+                            track: bus_i,
+                            params: t,
+                        },
+                        now,
+                    );
                 }
             }
-            if !published {
-                if tracks.iter().any(Option::is_none) {
-                    // Parameter sets not known yet (not in the SDP): wait for in-band ones.
-                    continue;
-                }
-                let all: Vec<Arc<Track>> = tracks.iter().flatten().cloned().collect();
-                if has_video && !keyframe {
-                    continue;
-                }
-                let set = self.stream.set_tracks(all);
-                tracing::info!(
-                    path = self.stream.name(),
-                    generation = set.generation,
-                    tracks = %set.tracks.iter().map(|t| t.codec.name()).collect::<Vec<_>>().join("+"),
-                    transport = if use_tcp { "tcp" } else { "udp" },
-                    "source live"
-                );
-                published = true;
-            }
-            let is_video = tracks[bus_i]
-                .as_ref()
-                .is_some_and(|t| t.kind() == MediaKind::Video);
-            let gop_start = if has_video {
-                is_video && keyframe
-            } else {
-                true
-            };
-            // RFC 3550 §6.4.1 interarrival jitter, on frame arrival times.
-            let clock = f64::from(demuxed.streams()[stream_id].clock_rate_hz().max(1));
-            let transit = now.duration_since(play_at).as_secs_f64() - elapsed as f64 / clock;
-            let (last, j) = &mut jitter[bus_i];
-            if let Some(last) = *last {
-                *j += ((transit - last).abs() - *j) / 16.0;
-                self.stream.stats.set_jitter(bus_i, *j);
-            }
-            *last = Some(transit);
-            let pts = self.timelines[bus_i].map(elapsed, now);
-            if !*live {
-                *live = true;
-                self.stream.set_state(StreamState::Live);
-            }
-            self.stream.publish(
-                Frame {
+            let applied = self.publisher.handle(
+                Input::Frame(SourceFrame {
                     track: bus_i,
-                    pts,
-                    dts: pts,
-                    keyframe,
-                    received: now,
-                    data,
-                    new_track,
-                },
-                gop_start,
+                    ..frame
+                }),
+                now,
             );
+            if applied.live {
+                *live = true;
+                if let Some(set) = self.stream().tracks() {
+                    tracing::info!(
+                        path = self.stream().name(),
+                        generation = set.generation,
+                        tracks = %set.tracks.iter().map(|t| t.codec.name()).collect::<Vec<_>>().join("+"),
+                        transport = if use_tcp { "tcp" } else { "udp" },
+                        "source live"
+                    );
+                }
+            }
+            if let Some(why) = applied.failed {
+                return SessionEnd::Failed(why);
+            }
         }
     }
 }

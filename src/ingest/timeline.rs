@@ -8,12 +8,15 @@ use std::time::Instant;
 /// Within one source session, `elapsed` (RTP timestamp minus the session's
 /// start, in clock units) is offset so the track's timeline continues where
 /// the previous session stopped, advanced by the wall-clock time in between.
-/// A jump backwards or of more than 5 s forward inside a session (a camera
-/// that resets or steps its clock) is re-based to one typical frame
-/// duration after the last frame, so readers never see time run backwards.
+/// A jump backwards or of more than `max_jump` (5 s by default) forward
+/// inside a session (a camera that resets or steps its clock) is re-based
+/// to one typical frame duration after the last frame, so readers never see
+/// time run backwards.
 #[derive(Debug, Clone)]
 pub struct Timeline {
     clock_rate: u32,
+    /// Largest forward step taken as it is, in clock units.
+    max_jump: i64,
     offset: Option<i64>,
     last: Option<(i64, Instant)>,
     last_delta: i64,
@@ -23,15 +26,30 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// `clock_rate` in Hz.
+    /// `clock_rate` in Hz; forward jumps above 5 s are re-based.
     pub fn new(clock_rate: u32) -> Self {
+        Self::with_max_jump(clock_rate, Some(std::time::Duration::from_secs(5)))
+    }
+
+    /// `clock_rate` in Hz; forward jumps above `max_jump` are re-based,
+    /// none when `None` (backward ones always are).
+    pub fn with_max_jump(clock_rate: u32, max_jump: Option<std::time::Duration>) -> Self {
+        let max_jump = max_jump.map_or(i64::MAX, |d| {
+            i64::try_from(d.as_millis() * u128::from(clock_rate) / 1000).unwrap_or(i64::MAX)
+        });
         Timeline {
             clock_rate,
+            max_jump,
             offset: None,
             last: None,
             last_delta: (clock_rate / 25).max(1) as i64,
             session_start: false,
         }
+    }
+
+    /// The clock rate in Hz.
+    pub fn clock_rate(&self) -> u32 {
+        self.clock_rate
     }
 
     /// A new source session begins; its first frame is mapped relative to
@@ -48,12 +66,11 @@ impl Timeline {
     /// start) received at `now` to the bus timestamp.
     pub fn map(&mut self, elapsed: i64, now: Instant) -> i64 {
         let offset = *self.offset.get_or_insert(0);
-        let mut pts = offset + elapsed;
+        let mut pts = offset.saturating_add(elapsed);
         let first_of_session = std::mem::take(&mut self.session_start);
         if let Some((last, _)) = self.last.filter(|_| !first_of_session || elapsed < 0) {
-            let delta = pts - last;
-            let max_jump = 5 * self.clock_rate as i64;
-            if delta <= 0 || delta > max_jump {
+            let delta = pts.saturating_sub(last);
+            if delta <= 0 || delta > self.max_jump {
                 if delta == 0 {
                     // Same timestamp twice (e.g. audio frames of 0 length): keep order.
                     pts = last + 1;

@@ -12,11 +12,13 @@
 //! blocking playlist reloads and requests for a part that is still being
 //! written wait on it ([`HlsStream::wait_for`]), so nothing polls.
 //!
-//! Track changes: when the stream's track set changes generation (the
-//! source restarted with other codecs), the open segment is completed and
-//! the bus is read afresh from the new generation's first keyframe; the
-//! muxer then writes a new init segment and flags the next segment with
-//! EXT-X-DISCONTINUITY, so players carry on in the same playlist.
+//! Track changes arrive in band, between the frames they separate: when the
+//! track set changes generation (the source restarted with other codecs),
+//! the open segment is completed and the muxer restarts on the new tracks
+//! from their first keyframe, writing a new init segment and flagging the
+//! next segment with EXT-X-DISCONTINUITY, so players carry on in the same
+//! playlist. New parameters of the same generation (a new SPS) get a new
+//! init segment after a discontinuity too.
 //!
 //! Names: [`MuxerConfig::first_sequence`] comes from the UNIX time (in
 //! units of the minimum segment duration) and is never below where the
@@ -33,7 +35,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{Lookup, MuxEvent, Muxer, MuxerConfig, Notice, ReloadDecision};
-use crate::bus::{Frame, RecvError, Registry, Sessions, Stream, StreamState, Subscriber, Track};
+use crate::bus::{
+    Frame, Item, RecvError, Registry, Sessions, Stream, StreamState, Subscription, Track,
+};
 use crate::config::HlsConfig;
 
 /// The media playlist's URI relative to the multivariant playlist.
@@ -229,10 +233,17 @@ impl HlsStream {
         })
     }
 
-    /// Feeds one frame and publishes what changed.
-    fn feed(&self, frame: &Frame, tracks: &[Arc<Track>], wall: SystemTime) {
+    /// Feeds the tracks of the frames that follow and publishes what changed.
+    fn feed_tracks(&self, tracks: &[Arc<Track>]) {
         let mut inner = self.lock();
-        inner.muxer.handle_frame(frame, tracks, wall);
+        inner.muxer.handle_tracks(tracks);
+        self.after_mux(inner);
+    }
+
+    /// Feeds one frame and publishes what changed.
+    fn feed(&self, frame: &Frame, wall: SystemTime) {
+        let mut inner = self.lock();
+        inner.muxer.handle_frame(frame, wall);
         self.after_mux(inner);
     }
 
@@ -469,18 +480,9 @@ impl HlsManager {
             task: Mutex::new(None),
         });
         // Subscribed here rather than in the task, so frames published
-        // right after this returns are not missed. The generation is read
-        // first: frames the subscriber gets are then of this generation or
-        // a later one, never an earlier.
-        let generation = hs.stream.tracks().map(|s| s.generation);
+        // right after this returns are not missed.
         let bus = hs.stream.subscribe();
-        let task = tokio::spawn(run(
-            self.me.clone(),
-            hs.clone(),
-            self.config.clone(),
-            generation,
-            bus,
-        ));
+        let task = tokio::spawn(run(self.me.clone(), hs.clone(), self.config.clone(), bus));
         *hs.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         tracing::debug!(path = name, first_sequence, "HLS muxer started");
         running.streams.insert(name, hs.clone());
@@ -525,13 +527,11 @@ impl HlsManager {
 
 /// The muxer task of one stream: reads the bus, feeds the muxer, and
 /// stops when idle or when the stream is removed.
-/// `bus` was subscribed after the track-set `generation` was read.
 async fn run(
     manager: Weak<HlsManager>,
     hs: Arc<HlsStream>,
     config: HlsConfig,
-    mut generation: Option<u64>,
-    mut bus: Subscriber<Arc<Frame>>,
+    mut bus: Subscription,
 ) {
     let stream = hs.stream.clone();
     let idle = tokio::time::sleep(config.idle_timeout);
@@ -556,7 +556,14 @@ async fn run(
             }
             received = bus.recv() => {
                 let frame = match received {
-                    Ok(f) => f,
+                    Ok(Item::Frame(f)) => f,
+                    Ok(Item::Tracks(set)) => {
+                        // Other tracks (a new generation) complete the open
+                        // segment and restart the muxer on them; new
+                        // parameters give a new init segment.
+                        hs.feed_tracks(&set.tracks);
+                        continue;
+                    }
                     Err(RecvError::Closed) => {
                         hs.flush();
                         if let Some(m) = manager.upgrade() {
@@ -566,23 +573,10 @@ async fn run(
                         return;
                     }
                 };
-                let Some(set) = stream.tracks() else { continue };
-                if generation.is_some_and(|g| g != set.generation) {
-                    // Frames still queued were described by the old track
-                    // list; the new subscriber starts at the new
-                    // generation's first keyframe (the bus reset its GOP
-                    // cache). The muxer sees the new track list and
-                    // writes a new init segment after a discontinuity.
-                    hs.flush();
-                    generation = stream.tracks().map(|s| s.generation);
-                    bus = stream.subscribe();
-                    continue;
-                }
-                generation = Some(set.generation);
                 let wall = SystemTime::now()
                     .checked_sub(frame.received.elapsed())
                     .unwrap_or_else(SystemTime::now);
-                hs.feed(&frame, &set.tracks, wall);
+                hs.feed(&frame, wall);
             }
             () = &mut idle, if !config.always_on => {
                 let Some(m) = manager.upgrade() else { return };
@@ -831,12 +825,6 @@ mod tests {
             data[5] = 1;
             let f = frame(0, 1_000_000 + i as i64 * 3600, key, data.into());
             stream.publish(f, key);
-            if i == 0 {
-                // Let the muxer catch up, as it does in real time: it
-                // notices the change at the first frame after it and reads
-                // the new generation from its first keyframe.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
         }
         let mark = hs.progress().next_part.0;
         until(&hs, |p| p.next_part.0 >= mark + 2).await;

@@ -150,11 +150,18 @@ impl Muxer {
         }
     }
 
-    /// Feeds one frame of the stream whose current track list is `tracks`
+    /// The stream's tracks from the next frame on (see
+    /// [`Segmenter::handle_tracks`]).
+    pub fn handle_tracks(&mut self, tracks: &[Arc<Track>]) {
+        self.segmenter.handle_tracks(tracks);
+        self.drain();
+    }
+
+    /// Feeds one frame of the tracks last given to [`Self::handle_tracks`]
     /// (see [`Segmenter::handle_frame`]); `now_wall` is the wall-clock time
     /// of its arrival, used for EXT-X-PROGRAM-DATE-TIME.
-    pub fn handle_frame(&mut self, frame: &Frame, tracks: &[Arc<Track>], now_wall: SystemTime) {
-        self.segmenter.handle_frame(frame, tracks, now_wall);
+    pub fn handle_frame(&mut self, frame: &Frame, now_wall: SystemTime) {
+        self.segmenter.handle_frame(frame, now_wall);
         self.drain();
     }
 

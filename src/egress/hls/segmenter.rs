@@ -236,6 +236,12 @@ struct Slot {
     /// A sample was accepted since the last re-anchor.
     epoch_started: bool,
     blocked: Option<Blocked>,
+    /// The track as last announced by the stream; differs from `track`
+    /// once new parameters were announced and until they are applied.
+    announced: Arc<Track>,
+    /// New parameters announced and not yet applied: they apply from the
+    /// track's next frame.
+    new_parameters: Option<Arc<Track>>,
     /// Samples of the open part, and the decode time of the first.
     part: Vec<Sample>,
     part_base: u64,
@@ -257,6 +263,8 @@ impl Slot {
             pending: None,
             epoch_started: false,
             blocked: None,
+            announced: track.clone(),
+            new_parameters: None,
             part: Vec::new(),
             part_base: 0,
             track,
@@ -408,19 +416,36 @@ impl Segmenter {
         &self.selection
     }
 
-    /// Feeds one frame. `tracks` is the stream's current track list (the
-    /// frame's `track` indexes it); a change in its shape (count, codecs,
-    /// clock rates) restarts the muxing on the new tracks. `now` is the wall
-    /// clock used for EXT-X-PROGRAM-DATE-TIME of a segment this frame starts.
-    pub fn handle_frame(&mut self, frame: &Frame, tracks: &[Arc<Track>], now: SystemTime) {
-        self.sync_tracks(tracks);
+    /// The stream's tracks from the next frame on (the bus's in-band track
+    /// set). A change in their shape (count, codecs, clock rates) restarts
+    /// the muxing on the new tracks; new parameters of a muxed track (a new
+    /// SPS) apply from that track's next frame, with a new init segment.
+    pub fn handle_tracks(&mut self, tracks: &[Arc<Track>]) {
+        if self.sync_tracks(tracks) {
+            return;
+        }
+        for slot in &mut self.slots {
+            let Some(new) = tracks.get(slot.bus_index) else {
+                continue;
+            };
+            if new.codec != slot.announced.codec || new.dimensions != slot.announced.dimensions {
+                slot.announced = new.clone();
+                slot.new_parameters = Some(new.clone());
+            }
+        }
+    }
+
+    /// Feeds one frame of the tracks last given to [`Self::handle_tracks`]
+    /// (the frame's `track` indexes them). `now` is the wall clock used for
+    /// EXT-X-PROGRAM-DATE-TIME of a segment this frame starts.
+    pub fn handle_frame(&mut self, frame: &Frame, now: SystemTime) {
         let Some(si) = self.slots.iter().position(|s| s.bus_index == frame.track) else {
             return;
         };
-        if let Some(new) = &frame.new_track {
+        if let Some(new) = self.slots[si].new_parameters.take() {
             let s = &self.slots[si];
             if new.codec != s.track.codec || new.dimensions != s.track.dimensions {
-                self.change_parameters(si, new.clone(), frame.dts);
+                self.change_parameters(si, new, frame.dts);
             }
         }
         if self.slots[si].blocked.is_some() {
@@ -489,12 +514,13 @@ impl Segmenter {
         self.out.push_back(SegmenterOutput::Notice(n));
     }
 
-    /// Re-selects the tracks when the stream's track set changed shape.
-    fn sync_tracks(&mut self, tracks: &[Arc<Track>]) {
+    /// Re-selects the tracks when the stream's track set changed shape;
+    /// returns whether it did.
+    fn sync_tracks(&mut self, tracks: &[Arc<Track>]) -> bool {
         let key = |t: &Arc<Track>| (t.codec.name(), t.clock_rate, t.codec.channels());
         if let Some(shape) = &self.shape {
             if shape.len() == tracks.len() && shape.iter().zip(tracks).all(|(a, t)| *a == key(t)) {
-                return;
+                return false;
             }
         }
         let first = self.shape.is_none();
@@ -526,7 +552,7 @@ impl Segmenter {
         self.anchor = None;
         if self.slots.is_empty() {
             self.state = State::NoTracks;
-            return;
+            return true;
         }
         if self.init_written {
             self.init_version += 1;
@@ -536,6 +562,7 @@ impl Segmenter {
             discontinuity: self.segments_started > 0,
             reanchor: true,
         };
+        true
     }
 
     /// The latest output time of any track so far, in nanoseconds.

@@ -106,21 +106,29 @@ impl Run {
     }
 
     fn with_config(tracks: Vec<Arc<Track>>, config: MuxerConfig) -> Self {
-        Run {
+        let mut run = Run {
             muxer: Muxer::new(config),
             clock_rate_for_wall: tracks.iter().map(|t| t.clock_rate).collect(),
-            tracks,
+            tracks: Vec::new(),
             events: Vec::new(),
             parts: Vec::new(),
             raw_parts: Vec::new(),
-        }
+        };
+        run.set_tracks(tracks);
+        run
+    }
+
+    /// The bus's in-band track set: the tracks of the frames fed after it.
+    fn set_tracks(&mut self, tracks: Vec<Arc<Track>>) {
+        self.muxer.handle_tracks(&tracks);
+        self.tracks = tracks;
+        self.collect();
     }
 
     fn feed(&mut self, f: Frame) {
         let rate = self.clock_rate_for_wall[f.track];
         let ms = (f.dts.max(0) as u64) * 1000 / u64::from(rate);
-        self.muxer
-            .handle_frame(&f, &self.tracks, wall(Duration::from_millis(ms)));
+        self.muxer.handle_frame(&f, wall(Duration::from_millis(ms)));
         self.collect();
     }
 
@@ -584,11 +592,10 @@ fn parameter_change_starts_a_new_init_version() {
         pps: Bytes::from(fx.pps.clone()),
     };
     let new = Arc::new(new);
-    for (i, mut f) in frames.into_iter().enumerate() {
+    for (i, f) in frames.into_iter().enumerate() {
         if i == 50 {
-            f.new_track = Some(new.clone());
-            // The bus's track list follows the change.
-            run.tracks = vec![new.clone()];
+            // The new parameters come in band, before the frame they apply to.
+            run.set_tracks(vec![new.clone()]);
         }
         run.feed(f);
     }
@@ -709,7 +716,7 @@ fn track_set_change_restarts_with_a_discontinuity() {
         run.feed(f);
     }
     // The source comes back with audio.
-    run.tracks = vec![h264_track(&fx), aac_track()];
+    run.set_tracks(vec![h264_track(&fx), aac_track()]);
     run.clock_rate_for_wall = vec![90_000, 48_000];
     for mut f in av_frames(2, 25, 25) {
         f.dts += 50 * 3600 * i64::from(f.track == 0);

@@ -184,7 +184,6 @@ pub fn frame_pts(track: usize, pts: i64, dts: i64, keyframe: bool, data: Bytes) 
         keyframe,
         received: Instant::now(),
         data,
-        new_track: None,
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::task::JoinHandle;
 
-use crate::bus::{ByteLen, Fanout, GopLimits, MediaKind, RecvError, Stream, Subscriber};
+use crate::bus::{ByteLen, Fanout, GopLimits, Item, MediaKind, RecvError, Stream, Subscriber};
 use crate::codec::Payloader;
 use crate::egress::rtsp::sdp;
 
@@ -181,6 +181,8 @@ impl RtpMedia {
             .map(|t| t.kind() == MediaKind::Video)
             .collect();
         let clock_rates: Vec<u32> = set.tracks.iter().map(|t| t.clock_rate).collect();
+        // The codec each payloader was last set to.
+        let mut codecs: Vec<_> = set.tracks.iter().map(|t| t.codec.clone()).collect();
         let fanout = Arc::new(Fanout::new(CAPACITY, GopLimits::default()));
         let first = fanout.subscribe();
         let pos = Arc::new(Mutex::new(pos));
@@ -196,25 +198,35 @@ impl RtpMedia {
                 let mut out = Vec::new();
                 loop {
                     let frame = match bus.recv().await {
-                        Ok(f) => f,
+                        Ok(Item::Frame(f)) => f,
+                        Ok(Item::Tracks(set)) => {
+                            if set.generation != generation {
+                                // New track layout: readers must DESCRIBE again.
+                                fanout.close();
+                                break;
+                            }
+                            // New parameters (e.g. a new SPS) for the frames
+                            // after this item.
+                            for ((p, codec), t) in
+                                payloaders.iter_mut().zip(&mut codecs).zip(&set.tracks)
+                            {
+                                if let Some(p) = p.as_mut().filter(|_| *codec != t.codec) {
+                                    p.set_codec(&t.codec);
+                                    *codec = t.codec.clone();
+                                }
+                            }
+                            continue;
+                        }
                         Err(RecvError::Closed) => {
                             fanout.close();
                             break;
                         }
                     };
-                    if stream.tracks().map(|s| s.generation) != Some(generation) {
-                        // New track layout: readers must DESCRIBE again.
-                        fanout.close();
-                        break;
-                    }
                     let i = frame.track;
                     let (Some(Some(payloader)), Some(rtp)) = (payloaders.get_mut(i), tracks.get(i))
                     else {
                         continue;
                     };
-                    if let Some(t) = &frame.new_track {
-                        payloader.set_codec(&t.codec);
-                    }
                     {
                         let mut epoch = epoch.lock().unwrap_or_else(|e| e.into_inner());
                         if epoch.is_none() {
@@ -326,6 +338,56 @@ impl MediaRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn h264(sps: &'static [u8]) -> Arc<crate::bus::Track> {
+        Arc::new(crate::bus::Track::new(
+            crate::bus::Codec::H264 {
+                sps: Bytes::from_static(sps),
+                pps: Bytes::from_static(&[0x68, 0xee, 0x3c, 0x80]),
+            },
+            90_000,
+        ))
+    }
+
+    fn idr(pts: i64) -> crate::bus::Frame {
+        crate::bus::Frame {
+            track: 0,
+            pts,
+            dts: pts,
+            keyframe: true,
+            received: Instant::now(),
+            data: Bytes::from_static(&[0, 0, 0, 3, 0x65, 0x88, 0x84]),
+        }
+    }
+
+    async fn next(sub: &mut Subscriber<Arc<RtpBatch>>) -> Result<Arc<RtpBatch>, RecvError> {
+        tokio::time::timeout(std::time::Duration::from_secs(5), sub.recv())
+            .await
+            .expect("a batch in time")
+    }
+
+    #[tokio::test]
+    async fn in_band_parameters_reach_the_packets_and_a_new_generation_ends_the_readers() {
+        const SPS1: &[u8] = &[0x67, 0x64, 0x00, 0x1f];
+        const SPS2: &[u8] = &[0x67, 0x64, 0x00, 0x28];
+        let stream = Stream::new("cam", "test");
+        let set = stream.set_tracks(vec![h264(SPS1)]);
+        let registry = MediaRegistry::default();
+        let (_media, mut sub) = registry.subscribe(&stream, &set, 1400);
+        stream.publish(idr(0), true);
+        let first = next(&mut sub).await.expect("a batch");
+        assert!(first.packets.iter().any(|p| p.ends_with(SPS1)));
+        // A new SPS in band: the next keyframe is preceded by it.
+        stream.set_tracks(vec![h264(SPS2)]);
+        stream.publish(idr(3600), true);
+        let second = next(&mut sub).await.expect("a batch");
+        assert!(second.packets.iter().any(|p| p.ends_with(SPS2)));
+        assert!(!second.packets.iter().any(|p| p.ends_with(SPS1)));
+        // Other tracks (a new generation): readers must DESCRIBE again.
+        let audio = crate::bus::Track::new(crate::bus::Codec::Pcma { channels: 1 }, 8000);
+        stream.set_tracks(vec![Arc::new(audio)]);
+        assert_eq!(next(&mut sub).await.err(), Some(RecvError::Closed));
+    }
 
     #[test]
     fn batch_packets_are_views_of_one_interleaved_buffer() {

@@ -18,7 +18,7 @@ use super::media::{MediaRegistry, RtpBatch, RtpMedia};
 use super::rtcp;
 use super::sdp;
 use super::session::{Conn, Ctx, Effect, PathStatus, Paths, TrackTransport};
-use crate::bus::{Registry, SessionHandle, Sessions, StreamState, Subscriber};
+use crate::bus::{PublishSink, Registry, SessionHandle, Sessions, StreamState, Subscriber};
 use crate::egress::gso::gso_run;
 
 /// Server settings.
@@ -57,6 +57,9 @@ pub struct RtspServer {
     /// so UDP readers stay alive on receiver reports alone.
     udp_activity: Mutex<HashMap<SocketAddr, Arc<AtomicU64>>>,
     start: Instant,
+    /// Where streams pushed with ANNOUNCE/RECORD go (wired by `lib.rs`);
+    /// ANNOUNCE/RECORD are not served yet (501).
+    publish: std::sync::OnceLock<Arc<dyn PublishSink>>,
 }
 
 impl Paths for Registry {
@@ -98,9 +101,20 @@ impl RtspServer {
             rtp_port,
             udp_activity: Mutex::new(HashMap::new()),
             start: Instant::now(),
+            publish: std::sync::OnceLock::new(),
         });
         tokio::spawn(server.clone().drain_udp());
         Ok(server)
+    }
+
+    /// Sets where pushed streams go; the first call wins.
+    pub fn set_publish_sink(&self, sink: Arc<dyn PublishSink>) {
+        let _ = self.publish.set(sink);
+    }
+
+    /// Where pushed streams go, once set.
+    pub fn publish_sink(&self) -> Option<&Arc<dyn PublishSink>> {
+        self.publish.get()
     }
 
     /// Accepts connections for ever.

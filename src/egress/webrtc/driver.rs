@@ -32,7 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::bus::{Codec, Frame, MediaKind, SessionHandle as Registration, Stream};
+use crate::bus::{Codec, Frame, Item, MediaKind, SessionHandle as Registration, Stream};
 use crate::egress::gso::gso_run;
 
 use super::annexb::{ReorderDetector, B_FRAMES_WARNING};
@@ -117,7 +117,9 @@ struct PathState {
     last_checked: Option<Arc<Frame>>,
 }
 
-type FrameItem = (SessionId, Option<(Arc<Frame>, bool)>);
+/// A session's next bus item and whether it came from the cached GOP;
+/// `None` once the stream ended.
+type FrameItem = (SessionId, Option<(Item, bool)>);
 
 pub(super) struct Driver {
     udp: UdpSocket,
@@ -463,7 +465,8 @@ impl Driver {
     }
 
     /// Subscribes a newly connected session to its stream's bus. The
-    /// subscriber starts with the cached GOP (from its keyframe).
+    /// subscriber starts with the current track set and the cached GOP
+    /// (from its keyframe).
     fn subscribe(&mut self, id: SessionId) {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
@@ -487,23 +490,25 @@ impl Driver {
         tracing::info!(path = %entry.session.path, session = %format_id(id), "WebRTC viewer connected");
     }
 
-    fn on_frame(&mut self, id: SessionId, item: Option<(Arc<Frame>, bool)>) {
+    fn on_frame(&mut self, id: SessionId, item: Option<(Item, bool)>) {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
-        let Some((frame, from_backlog)) = item else {
-            self.remove(id, "the stream was removed");
-            return;
-        };
-        if frame.keyframe && !from_backlog {
-            // A source that restarted with other codecs: this viewer's
-            // negotiation no longer holds.
-            let current = entry.stream.tracks().map(|t| t.generation);
-            if current.is_some_and(|g| g != entry.session.generation()) {
-                self.remove(id, "the source restarted with different tracks; reconnect");
+        let (frame, from_backlog) = match item {
+            None => {
+                self.remove(id, "the stream was removed");
                 return;
             }
-        }
+            Some((Item::Tracks(set), _)) => {
+                if !entry.session.update_tracks(&set) {
+                    // A source that restarted with other codecs: this
+                    // viewer's negotiation no longer holds.
+                    self.remove(id, "the source restarted with different tracks; reconnect");
+                }
+                return;
+            }
+            Some((Item::Frame(frame), from_backlog)) => (frame, from_backlog),
+        };
         let now = Instant::now();
         // Present from `Command::Add` until the path's last session goes.
         let Some(path) = self.paths.get_mut(entry.session.path.as_str()) else {

@@ -125,7 +125,6 @@ mod tests {
             keyframe,
             received: Instant::now(),
             data: Bytes::from(data),
-            new_track: None,
         })
     }
 

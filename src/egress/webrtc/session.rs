@@ -548,6 +548,19 @@ impl Session {
         self.drain(now, out);
     }
 
+    /// The stream's tracks from the next frame on (a bus
+    /// [`crate::bus::Item::Tracks`]). Returns false when they are of another
+    /// generation than the one negotiated: the session must then be ended
+    /// (the viewer reconnects). New parameters of the same generation (a
+    /// new SPS) apply to the frames after this.
+    pub fn update_tracks(&mut self, set: &TrackSet) -> bool {
+        if set.generation != self.generation {
+            return false;
+        }
+        self.tracks.clone_from(&set.tracks);
+        true
+    }
+
     /// Sends one bus frame if it belongs to a sent track.
     ///
     /// `from_backlog`: the frame is from the GOP cache, not live. Cached
@@ -567,9 +580,6 @@ impl Session {
     ) {
         if self.closed.is_some() || !self.connected {
             return;
-        }
-        if let (Some(t), Some(slot)) = (&frame.new_track, self.tracks.get_mut(frame.track)) {
-            *slot = t.clone();
         }
         let Some(track) = self.tracks.get(frame.track).cloned() else {
             return;

@@ -67,7 +67,6 @@ fn frame(track: usize, pts: i64, key: bool, data: Bytes, at: Instant) -> Arc<Fra
         keyframe: key,
         received: at,
         data,
-        new_track: None,
     })
 }
 
@@ -329,6 +328,35 @@ fn first_frame_is_the_keyframe_with_parameter_sets() {
     assert_eq!(s.frames_skipped, 1);
     assert!(s.first_frame_ms.is_some());
     assert_eq!(s.state, "connected");
+}
+
+#[test]
+fn in_band_track_sets_bring_new_parameters_or_end_the_session() {
+    let (mut p, _) = Pair::new(None);
+    p.connect();
+    // Same generation, a new SPS (level 4.0): the next keyframe carries it.
+    let new_sps: &[u8] = &[0x67, 0x64, 0x00, 0x28, 0xac, 0xd9, 0x40, 0x50];
+    let mut set = tracks(None);
+    let mut t = (*set.tracks[0]).clone();
+    t.codec = Codec::H264 {
+        sps: Bytes::from_static(new_sps),
+        pps: Bytes::from_static(PPS),
+    };
+    set.tracks[0] = Arc::new(t);
+    assert!(p.server.update_tracks(&set));
+    let t0 = p.now;
+    p.write(&frame(0, 0, true, au(true, 3000, 1), t0), false);
+    p.run(Duration::from_millis(100));
+    let video = p.video_frames();
+    assert_eq!(video.len(), 1);
+    assert!(
+        contains(&video[0].1, new_sps),
+        "the new SPS before the keyframe"
+    );
+    assert!(!contains(&video[0].1, SPS));
+    // Another generation: the negotiation no longer holds.
+    set.generation = 2;
+    assert!(!p.server.update_tracks(&set));
 }
 
 #[test]
