@@ -1,6 +1,6 @@
-//! rtspgate: an RTSP-to-browser gateway. See `shared/DESIGN.md` for the
-//! architecture: sources (`ingest`) feed one `bus::Stream` per path, which
-//! every egress reads.
+//! rtspgate: an RTSP-to-browser gateway. Sources (`ingest`) feed one
+//! `bus::Stream` per path, which every egress reads. The layers, the bus
+//! contract and where each concern lives: `docs/ARCHITECTURE.md`.
 
 pub mod bus;
 pub mod codec;

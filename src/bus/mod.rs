@@ -1,5 +1,6 @@
 //! The internal packet bus: one [`Stream`] per path, read once from its
-//! source and fanned out to every egress. See `shared/DESIGN.md`.
+//! source and fanned out to every egress. See `docs/ARCHITECTURE.md` for the
+//! bus contract.
 
 pub mod fanout;
 pub mod publish;
