@@ -131,7 +131,7 @@ impl Gateway {
         let webrtc = egress::webrtc::WebRtcEngine::start(
             config.listen,
             config.webrtc.clone(),
-            Some(sessions.clone()),
+            sessions.clone(),
         )
         .await
         .map_err(|e| StartError::Bind {

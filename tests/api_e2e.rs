@@ -54,8 +54,10 @@ fn add_live_kick_remove_round_trip() {
         (!list.is_empty()).then_some(list)
     })
     .expect("the reader shows up as a session");
-    assert_eq!(sessions[0]["kind"], "rtsp");
+    assert_eq!(sessions[0]["protocol"], "rtsp");
     assert_eq!(sessions[0]["path"], "added");
+    assert_eq!(sessions[0]["detail"]["transport"], "tcp", "{sessions:?}");
+    assert!(sessions[0]["remote"].is_string(), "{sessions:?}");
     thread::sleep(Duration::from_secs(2));
     let id = sessions[0]["id"].as_str().expect("id").to_owned();
     let r =

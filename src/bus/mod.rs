@@ -18,7 +18,9 @@ use tokio::sync::watch;
 
 pub use fanout::{ByteLen, Fanout, GopLimits, RecvError, Subscriber};
 pub use publish::{Publication, PublishError, PublishSink, SourceFrame, SourceTrack};
-pub use sessions::{SessionHandle, SessionInfo, Sessions};
+pub use sessions::{
+    Detail, DetailSource, NewSession, Protocol, SessionHandle, SessionInfo, Sessions,
+};
 pub use track::{Codec, MediaKind, Track};
 
 /// One access unit (video) or audio frame of one track.
@@ -100,9 +102,11 @@ pub struct TrackSet {
 pub struct StreamStats {
     pub bytes_in: AtomicU64,
     pub frames_in: AtomicU64,
+    /// Media bytes sent to readers of every egress: RTP to RTSP and WebRTC
+    /// readers, files served over LL-HLS. Readers per protocol are counted
+    /// in the session registry ([`Sessions::count`]).
     pub bytes_out: AtomicU64,
     pub reconnects: AtomicU64,
-    pub rtsp_readers: AtomicU64,
     /// RTP packets the source lost (sequence gaps seen by the depacketizer).
     pub packets_lost: AtomicU64,
     /// Interarrival jitter per track in seconds (RFC 3550 §6.4.1).

@@ -164,8 +164,17 @@ async fn remove_path(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_sessions(State(app): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "sessions": app.sessions.list() }))
+/// `GET /api/v1/sessions` body.
+#[derive(Serialize)]
+pub struct SessionList {
+    /// Every session of every egress, oldest first.
+    pub sessions: Vec<crate::bus::SessionInfo>,
+}
+
+async fn list_sessions(State(app): State<AppState>) -> Json<SessionList> {
+    Json(SessionList {
+        sessions: app.sessions.list(),
+    })
 }
 
 async fn kick_session(
@@ -191,7 +200,10 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    use crate::bus::{Registry, Sessions};
+    use std::net::SocketAddr;
+
+    use crate::bus::sessions::{RtspDetail, RtspTrackDetail, RtspTransport};
+    use crate::bus::{Detail, NewSession, Registry, Sessions};
     use crate::http::{router, AppState};
     use crate::paths::PathManager;
 
@@ -305,17 +317,58 @@ mod tests {
     #[tokio::test]
     async fn sessions_list_and_kick() {
         let (app, sessions) = app();
-        let h = sessions.register("rtsp", "s1", "cam", Some("127.0.0.1:9".into()), None);
+        let h = sessions.register(
+            NewSession {
+                id: "s1",
+                path: "cam",
+                remote: Some(SocketAddr::from(([127, 0, 0, 1], 9))),
+                user: None,
+            },
+            Arc::new(Detail::Rtsp(RtspDetail {
+                transport: RtspTransport::Udp,
+                tracks: vec![RtspTrackDetail {
+                    track: 0,
+                    interleaved: None,
+                    client_ports: Some([5000, 5001]),
+                }],
+            })),
+        );
+        h.add_bytes(1234);
         let (code, body) = call(&app, "GET", "/api/v1/sessions", "").await;
         assert_eq!(code, 200);
-        assert!(body.contains("\"rtsp-s1\""), "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let s = &v["sessions"][0];
+        assert_eq!(s["id"], "rtsp-s1", "{body}");
+        assert_eq!(s["protocol"], "rtsp");
+        assert_eq!(s["path"], "cam");
+        assert_eq!(s["remote"], "127.0.0.1:9");
+        assert_eq!(s["bytes_sent"], 1234);
+        assert!(s["user"].is_null());
+        assert_eq!(s["detail"]["transport"], "udp");
+        assert_eq!(s["detail"]["tracks"][0]["client_ports"][0], 5000);
+        // The stream list counts it as an RTSP reader of "cam".
+        call(
+            &app,
+            "POST",
+            "/api/v1/paths/cam",
+            r#"{"source": "rtsp://127.0.0.1:9/a"}"#,
+        )
+        .await;
+        let (_, body) = call(&app, "GET", "/api/v1/streams/cam", "").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["readers"]["rtsp"], 1, "{body}");
+        assert_eq!(v["readers"]["hls"], 0, "{body}");
+
         let (code, _) = call(&app, "DELETE", "/api/v1/sessions/rtsp-s1", "").await;
         assert_eq!(code, 204);
-        tokio::time::timeout(std::time::Duration::from_secs(1), h.kick.notified())
+        tokio::time::timeout(std::time::Duration::from_secs(1), h.kicked())
             .await
             .expect("the session was told to end");
         let (code, _) = call(&app, "DELETE", "/api/v1/sessions/nope", "").await;
         assert_eq!(code, 404);
+        drop(h);
+        let (_, body) = call(&app, "GET", "/api/v1/sessions", "").await;
+        assert_eq!(body, r#"{"sessions":[]}"#);
     }
 
     #[tokio::test]

@@ -11,6 +11,9 @@
 //! found nothing new within three target durations. Error bodies are one
 //! line of plain text saying why.
 //!
+//! Bytes: every playlist, init segment, segment and part served to a `GET`
+//! counts into the stream's `bytes_out` and the muxer's session entry.
+//!
 //! Caching: parts, segments and init segments never change under their
 //! name (see `egress::hls::manager`), so they are `immutable` for a year;
 //! playlists are `no-cache`. CORS: `Access-Control-Allow-Origin` from
@@ -19,7 +22,7 @@
 use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -71,17 +74,34 @@ impl IntoResponse for HlsError {
     }
 }
 
-type HlsResult = Result<Response, HlsError>;
+/// A playlist or media file to send.
+struct Served {
+    content_type: &'static str,
+    cache: &'static str,
+    data: Bytes,
+}
 
-fn body(content_type: &'static str, cache: &'static str, data: Bytes) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, cache),
-        ],
+type HlsResult = Result<Served, HlsError>;
+
+fn body(content_type: &'static str, cache: &'static str, data: Bytes) -> Served {
+    Served {
+        content_type,
+        cache,
         data,
-    )
-        .into_response()
+    }
+}
+
+impl IntoResponse for Served {
+    fn into_response(self) -> Response {
+        (
+            [
+                (header::CONTENT_TYPE, self.content_type),
+                (header::CACHE_CONTROL, self.cache),
+            ],
+            self.data,
+        )
+            .into_response()
+    }
 }
 
 /// Adds `Access-Control-Allow-Origin` (and `Vary: Origin` for a single
@@ -135,13 +155,21 @@ enum Asked {
 /// alive) only by a request for an HLS resource name.
 async fn serve(
     State(app): State<AppState>,
+    method: Method,
     Path((path, file)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    with_cors(&app, dispatch(&app, &path, &file, query.as_deref()).await)
+    let resp = dispatch(&app, &method, &path, &file, query.as_deref()).await;
+    with_cors(&app, resp)
 }
 
-async fn dispatch(app: &AppState, path: &str, file: &str, query: Option<&str>) -> Response {
+async fn dispatch(
+    app: &AppState,
+    method: &Method,
+    path: &str,
+    file: &str,
+    query: Option<&str>,
+) -> Response {
     let asked = match file {
         "index.m3u8" => Asked::Multivariant,
         MEDIA_PLAYLIST => Asked::MediaPlaylist,
@@ -164,7 +192,16 @@ async fn dispatch(app: &AppState, path: &str, file: &str, query: Option<&str>) -
         Asked::MediaPlaylist => media_playlist(&hs, query).await,
         Asked::File(resource) => media_file(&hs, resource).await,
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    match result {
+        Ok(served) => {
+            // HEAD sends the headers only.
+            if method != Method::HEAD {
+                hs.count_served(served.data.len() as u64);
+            }
+            served.into_response()
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 /// 503 with the reason when the stream is not live; 404 when none of its
@@ -333,6 +370,7 @@ async fn media_file(hs: &HlsStream, resource: Resource) -> HlsResult {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::time::Instant;
 
@@ -699,6 +737,70 @@ mod tests {
         assert_eq!(r.status, StatusCode::OK);
         assert!(r.body.is_empty());
         assert_eq!(r.header(header::CONTENT_TYPE), "video/mp4");
+    }
+
+    #[tokio::test]
+    async fn bytes_served_count_into_the_stream_and_the_muxer_session() {
+        let sessions = crate::bus::Sessions::new();
+        let registry = Registry::new();
+        let stream = Stream::new("cam", "rtsp://cam.example/s");
+        registry.insert(stream.clone());
+        let fx = h264_fixture();
+        stream.set_tracks(vec![h264_track(&fx)]);
+        stream.set_state(StreamState::Live);
+        let hls =
+            HlsManager::with_sessions(registry.clone(), HlsConfig::default(), sessions.clone());
+        let mut s = Setup {
+            app: super::super::router(AppState {
+                paths: crate::paths::PathManager::new(registry.clone(), None),
+                sessions: sessions.clone(),
+                registry,
+                rtsp_base: "rtsp://127.0.0.1:8554".into(),
+                hls: hls.clone(),
+                webrtc: None,
+            }),
+            hls,
+            stream,
+            fx,
+            next: 0,
+        };
+        s.start(60);
+        let out = |s: &Setup| s.stream.stats.bytes_out.load(Ordering::Relaxed);
+        let mut total = 0;
+        let text = s.get("/cam/stream.m3u8").await;
+        assert_eq!(text.status, StatusCode::OK);
+        total += text.body.len() as u64;
+        let (msn, _) = preload_hint(text.text());
+        for uri in [
+            "/cam/index.m3u8".to_owned(),
+            format!("/cam/part-{msn}-0.mp4"),
+            format!("/cam/seg-{}.mp4", msn - 1),
+        ] {
+            let r = s.get(&uri).await;
+            assert_eq!(r.status, StatusCode::OK, "{uri}");
+            assert!(!r.body.is_empty());
+            total += r.body.len() as u64;
+        }
+        assert_eq!(out(&s), total);
+        // HEAD and errors send no media.
+        request(
+            &s.app,
+            Request::head(format!("/cam/part-{msn}-0.mp4"))
+                .body(Body::empty())
+                .expect("valid request"),
+        )
+        .await;
+        assert_eq!(s.get("/cam/seg-1.mp4").await.status, StatusCode::NOT_FOUND);
+        assert_eq!(out(&s), total);
+        let list = sessions.list();
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(list[0].protocol, crate::bus::Protocol::Hls);
+        assert_eq!(list[0].bytes_sent, total);
+        // And the stream list shows the muxer as the one HLS session.
+        let r = s.get("/api/v1/streams/cam").await;
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+        assert_eq!(v["readers"]["hls"], 1, "{v}");
+        assert_eq!(v["bytes_out"], total, "{v}");
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use super::AppState;
-use crate::bus::StreamState;
+use crate::bus::{Protocol, StreamState};
 
 /// Escapes a label value (backslash, quote, newline).
 fn label(v: &str) -> String {
@@ -46,7 +46,7 @@ pub fn render(app: &AppState) -> String {
         (
             "rtspgate_bytes_out_total",
             "counter",
-            "RTP bytes sent to RTSP readers.",
+            "Media bytes sent to readers: RTP over RTSP and WebRTC, files over LL-HLS.",
             |s| s.bytes_out.load(Ordering::Relaxed),
         ),
         (
@@ -112,15 +112,15 @@ pub fn render(app: &AppState) -> String {
         &mut out,
         "rtspgate_readers",
         "gauge",
-        "Readers by path and protocol.",
+        "Sessions by path and protocol (RTSP readers, WHEP sessions, LL-HLS muxers).",
     );
     for s in &streams {
-        for kind in ["rtsp", "webrtc", "hls"] {
+        for protocol in Protocol::ALL {
             let _ = writeln!(
                 out,
-                "rtspgate_readers{{path=\"{}\",protocol=\"{kind}\"}} {}",
+                "rtspgate_readers{{path=\"{}\",protocol=\"{protocol}\"}} {}",
                 label(s.name()),
-                app.sessions.count(kind, s.name())
+                app.sessions.count(protocol, s.name())
             );
         }
     }

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod web;
 pub mod whep;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -17,9 +18,9 @@ use serde::Serialize;
 
 use crate::bus::{MediaKind, Registry, Sessions, Stream, StreamState};
 use crate::egress::hls::manager::HlsManager;
-use crate::egress::hls::select_tracks;
-use crate::egress::webrtc::codecs::webrtc_support;
+use crate::egress::rtsp::RtspEgress;
 use crate::egress::webrtc::WebRtcEngine;
+use crate::egress::Egress;
 use crate::paths::PathManager;
 
 /// Shared state of the HTTP handlers.
@@ -36,6 +37,18 @@ pub struct AppState {
     pub hls: Arc<HlsManager>,
     /// The WebRTC (WHEP) engine; `None` serves 503 on the WHEP endpoints.
     pub webrtc: Option<Arc<WebRtcEngine>>,
+}
+
+impl AppState {
+    /// The running egresses, for what the API says about each stream.
+    fn egresses(&self) -> Vec<&dyn Egress> {
+        let mut v: Vec<&dyn Egress> = vec![&RtspEgress];
+        if let Some(w) = &self.webrtc {
+            v.push(&**w);
+        }
+        v.push(&*self.hls);
+        v
+    }
 }
 
 /// The HTTP router.
@@ -72,7 +85,10 @@ pub struct StreamInfo {
     /// Something the operator should know, e.g. why UDP was abandoned.
     pub notice: Option<String>,
     pub tracks: Vec<TrackInfo>,
-    pub readers: Readers,
+    /// Sessions per egress (`rtsp`, `webrtc`, `hls`) from the session
+    /// registry: RTSP readers playing, WHEP sessions (negotiating or
+    /// connected), LL-HLS muxers running (one however many HLS viewers).
+    pub readers: BTreeMap<&'static str, u64>,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub frames_in: u64,
@@ -80,14 +96,9 @@ pub struct StreamInfo {
     pub reconnects: u64,
     /// Where readers find it.
     pub urls: Urls,
-    pub webrtc: WebRtcNotes,
-}
-
-#[derive(Serialize)]
-pub struct Readers {
-    pub rtsp: u64,
-    /// WHEP sessions (negotiating or connected).
-    pub webrtc: u64,
+    /// Per egress (`"rtsp": {...}`, `"webrtc": {...}`, `"hls": {...}`).
+    #[serde(flatten)]
+    pub egress: BTreeMap<&'static str, EgressNotes>,
 }
 
 #[derive(Serialize)]
@@ -97,10 +108,10 @@ pub struct Urls {
     pub whep: String,
 }
 
-/// What WebRTC viewers get of this stream.
+/// What one egress gives of a stream.
 #[derive(Serialize)]
-pub struct WebRtcNotes {
-    /// Plain-words notes: tracks not sent over WebRTC and why (e.g. AAC),
+pub struct EgressNotes {
+    /// Plain-words notes: tracks not sent and why (e.g. AAC over WebRTC),
     /// and problems seen while sending (e.g. B-frames).
     pub notes: Vec<String>,
 }
@@ -120,10 +131,11 @@ pub struct TrackInfo {
     /// Frames per second, from the SPS VUI or the SDP.
     pub fps: Option<f64>,
     pub channels: Option<u16>,
-    /// Why the track is left out of LL-HLS, e.g. "not in HLS: G.711 (pcma)
-    /// can't go into fMP4 for browsers: ..."; absent when HLS carries it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hls: Option<String>,
+    /// Per egress that leaves the track out, why: e.g. `"hls": "not in
+    /// HLS: G.711 (pcma) can't go into fMP4 for browsers: ..."`; no key for
+    /// an egress that carries it.
+    #[serde(flatten)]
+    pub not_carried: BTreeMap<&'static str, String>,
 }
 
 fn stream_info(s: &Stream, app: &AppState) -> StreamInfo {
@@ -135,48 +147,61 @@ fn stream_info(s: &Stream, app: &AppState) -> StreamInfo {
         StreamState::Failed { reason } => ("failed", Some(reason)),
     };
     let ingest = s.ingest_info();
-    let tracks = s
-        .tracks()
-        .map(|set| {
-            let selection = select_tracks(&set.tracks);
-            set.tracks
+    let egresses = app.egresses();
+    let set = s.tracks();
+    let tracks = set.as_ref().map_or(&[][..], |set| &set.tracks[..]);
+    let carriage: Vec<Vec<Result<(), String>>> =
+        egresses.iter().map(|e| e.carriage(tracks)).collect();
+    let tracks = tracks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| TrackInfo {
+            kind: t.kind(),
+            codec: t.codec.name().to_owned(),
+            codec_string: t.rfc6381.clone(),
+            clock_rate: t.clock_rate,
+            width: t.dimensions.map(|d| d.0),
+            height: t.dimensions.map(|d| d.1),
+            fps: t.frame_rate,
+            channels: t.codec.channels(),
+            not_carried: egresses
                 .iter()
-                .enumerate()
-                .map(|(i, t)| TrackInfo {
-                    kind: t.kind(),
-                    codec: t.codec.name().to_owned(),
-                    codec_string: t.rfc6381.clone(),
-                    clock_rate: t.clock_rate,
-                    width: t.dimensions.map(|d| d.0),
-                    height: t.dimensions.map(|d| d.1),
-                    fps: t.frame_rate,
-                    channels: t.codec.channels(),
-                    hls: selection
-                        .skipped
-                        .iter()
-                        .find(|(k, _)| *k == i)
-                        .map(|(_, why)| format!("not in HLS: {why}")),
+                .zip(&carriage)
+                .filter_map(|(e, c)| match c.get(i) {
+                    Some(Err(why)) => Some((
+                        e.protocol().as_str(),
+                        format!("not in {}: {why}", e.label()),
+                    )),
+                    _ => None,
                 })
-                .collect()
+                .collect(),
         })
-        .unwrap_or_default();
-    let mut notes: Vec<String> = s
-        .tracks()
-        .map(|set| {
-            set.tracks
+        .collect();
+    let egress = egresses
+        .iter()
+        .zip(&carriage)
+        .map(|(e, c)| {
+            let mut notes: Vec<String> = c
                 .iter()
+                .zip(set.iter().flat_map(|set| set.tracks.iter()))
                 .enumerate()
-                .filter_map(|(i, t)| {
-                    webrtc_support(&t.codec, t.clock_rate)
+                .filter_map(|(i, (r, t))| {
+                    r.as_ref()
                         .err()
                         .map(|why| format!("track {i} ({}) not sent: {why}", t.codec.name()))
                 })
-                .collect()
+                .collect();
+            notes.extend(e.notes(s));
+            (e.protocol().as_str(), EgressNotes { notes })
         })
-        .unwrap_or_default();
-    if let Some(e) = &app.webrtc {
-        notes.extend(e.warnings(s.name()));
-    }
+        .collect();
+    let readers = egresses
+        .iter()
+        .map(|e| {
+            let n = app.sessions.count(e.protocol(), s.name());
+            (e.protocol().as_str(), n as u64)
+        })
+        .collect();
     let st = &s.stats;
     StreamInfo {
         name: s.name().to_owned(),
@@ -186,13 +211,7 @@ fn stream_info(s: &Stream, app: &AppState) -> StreamInfo {
         transport: ingest.transport,
         notice: ingest.notice,
         tracks,
-        readers: Readers {
-            rtsp: st.rtsp_readers.load(Ordering::Relaxed),
-            webrtc: app
-                .webrtc
-                .as_ref()
-                .map_or(0, |e| e.readers(s.name()) as u64),
-        },
+        readers,
         bytes_in: st.bytes_in.load(Ordering::Relaxed),
         bytes_out: st.bytes_out.load(Ordering::Relaxed),
         frames_in: st.frames_in.load(Ordering::Relaxed),
@@ -202,7 +221,7 @@ fn stream_info(s: &Stream, app: &AppState) -> StreamInfo {
             rtsp: format!("{rtsp_base}/{}", s.name()),
             whep: format!("/{}/whep", s.name()),
         },
-        webrtc: WebRtcNotes { notes },
+        egress,
     }
 }
 
@@ -270,6 +289,60 @@ mod tests {
         assert!(s["error"].as_str().unwrap().contains("connection refused"));
         assert_eq!(s["urls"]["rtsp"], "rtsp://127.0.0.1:8554/cam");
         assert_eq!(s["source"], "rtsp://***@10.0.0.1/s");
+    }
+
+    /// Every running egress says what it carries of each track and counts
+    /// its readers; one without an engine (WebRTC here) is not listed.
+    #[tokio::test]
+    async fn stream_info_loops_over_the_egresses() {
+        use crate::egress::hls::testutil::{h264_fixture, h264_track, pcma_track};
+        let registry = Registry::new();
+        let s = Stream::new("cam", "rtsp://10.0.0.1/s");
+        s.set_tracks(vec![h264_track(&h264_fixture()), pcma_track()]);
+        s.set_state(StreamState::Live);
+        registry.insert(s);
+        let app = router(AppState {
+            hls: HlsManager::new(registry.clone(), Default::default()),
+            paths: PathManager::new(registry.clone(), None),
+            sessions: Sessions::new(),
+            registry,
+            rtsp_base: "rtsp://127.0.0.1:8554".into(),
+            webrtc: None,
+        });
+        let resp = app
+            .oneshot(
+                Request::get("/api/v1/streams/cam")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v["readers"],
+            serde_json::json!({"rtsp": 0, "hls": 0}),
+            "{v}"
+        );
+        assert!(v.get("webrtc").is_none(), "{v}");
+        assert_eq!(v["rtsp"]["notes"], serde_json::json!([]), "{v}");
+        let t = &v["tracks"];
+        assert!(
+            t[0].get("hls").is_none() && t[0].get("rtsp").is_none(),
+            "{v}"
+        );
+        assert!(t[1].get("rtsp").is_none(), "{v}");
+        let why = t[1]["hls"].as_str().unwrap();
+        assert!(why.starts_with("not in HLS: G.711"), "{why}");
+        let notes = v["hls"]["notes"].as_array().unwrap();
+        assert_eq!(notes.len(), 1, "{v}");
+        assert!(
+            notes[0]
+                .as_str()
+                .unwrap()
+                .starts_with("track 1 (pcma) not sent: G.711"),
+            "{v}"
+        );
     }
 
     #[tokio::test]

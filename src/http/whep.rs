@@ -6,7 +6,7 @@
 //! | `PATCH` | `/<path>/whep/<id>` | `application/trickle-ice-sdpfrag` → `204` |
 //! | `DELETE` | `/<path>/whep/<id>` | ends the session → `200` |
 //! | `OPTIONS` | both | CORS preflight, `Accept-Post: application/sdp` |
-//! | `GET` | `/api/v1/webrtc/sessions` | per-session counters (JSON) |
+//! | `GET` | `/api/v1/webrtc/sessions` | the WebRTC sessions of the registry, flat (JSON) |
 //!
 //! Session resources follow WHIP's rules (RFC 9725 §4.2–§4.3). Every
 //! response allows any origin (a player page may live elsewhere) and
@@ -24,8 +24,10 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use super::AppState;
+use crate::bus::sessions::WebRtcDetail;
+use crate::bus::{Detail, Protocol};
 use crate::config::IceServer;
-use crate::egress::webrtc::{format_id, parse_id, SessionInfo, WebRtcEngine, WhepError};
+use crate::egress::webrtc::{format_id, parse_id, WebRtcEngine, WhepError};
 
 const SDP: &str = "application/sdp";
 const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
@@ -262,27 +264,59 @@ async fn preflight_resource(State(app): State<AppState>) -> Response {
     preflight(&app, "OPTIONS, PATCH, DELETE")
 }
 
-/// `GET /api/v1/webrtc/sessions` body.
+/// `GET /api/v1/webrtc/sessions` body: the WebRTC entries of the session
+/// registry (`/api/v1/sessions`), with their detail inline.
 #[derive(Serialize)]
 pub struct SessionList {
-    pub sessions: Vec<SessionInfo>,
+    pub sessions: Vec<WebRtcSession>,
     /// Packets dropped because a socket buffer or a viewer's TCP queue was full.
     pub dropped_packets: u64,
 }
 
-async fn list(State(app): State<AppState>) -> Response {
-    match &app.webrtc {
-        Some(e) => Json(SessionList {
-            sessions: e.sessions(),
-            dropped_packets: e.dropped_packets(),
+/// One WHEP session.
+#[derive(Serialize)]
+pub struct WebRtcSession {
+    /// The WHEP resource id (32 hex digits); `webrtc-<id>` in the registry.
+    pub id: String,
+    pub path: String,
+    /// Seconds since the offer, to a tenth.
+    pub age_s: f64,
+    /// The viewer's address on the selected ICE pair, once known.
+    pub remote: Option<std::net::SocketAddr>,
+    pub user: Option<String>,
+    /// RTP bytes sent, retransmissions included (all tracks).
+    pub bytes_sent: u64,
+    #[serde(flatten)]
+    pub detail: WebRtcDetail,
+}
+
+async fn list(State(app): State<AppState>) -> Json<SessionList> {
+    let now = std::time::SystemTime::now();
+    let sessions = app
+        .sessions
+        .list()
+        .into_iter()
+        .filter(|s| s.protocol == Protocol::WebRtc)
+        .filter_map(|s| {
+            let age = now.duration_since(s.since).unwrap_or_default();
+            Some(WebRtcSession {
+                id: s.local_id().to_owned(),
+                age_s: (age.as_secs_f64() * 10.0).round() / 10.0,
+                detail: match s.detail {
+                    Detail::WebRtc(d) => *d,
+                    _ => return None,
+                },
+                path: s.path,
+                remote: s.remote,
+                user: s.user,
+                bytes_sent: s.bytes_sent,
+            })
         })
-        .into_response(),
-        None => Json(SessionList {
-            sessions: Vec::new(),
-            dropped_packets: 0,
-        })
-        .into_response(),
-    }
+        .collect();
+    Json(SessionList {
+        sessions,
+        dropped_packets: app.webrtc.as_ref().map_or(0, |e| e.dropped_packets()),
+    })
 }
 
 #[cfg(test)]

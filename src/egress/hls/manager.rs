@@ -35,8 +35,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{Lookup, MuxEvent, Muxer, MuxerConfig, Notice, ReloadDecision};
+use crate::bus::sessions::HlsDetail;
 use crate::bus::{
-    Frame, Item, RecvError, Registry, Sessions, Stream, StreamState, Subscription, Track,
+    Detail, Frame, Item, NewSession, Protocol, RecvError, Registry, SessionHandle, Sessions,
+    Stream, StreamState, Subscription, Track,
 };
 use crate::config::HlsConfig;
 
@@ -121,6 +123,8 @@ pub struct HlsStream {
     /// first segment.
     min_target_duration: u64,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// The muxer's entry in the session registry, until it stops.
+    session: Mutex<Option<SessionHandle>>,
 }
 
 impl HlsStream {
@@ -285,6 +289,37 @@ impl HlsStream {
 
     fn stop(&self) {
         self.progress.send_modify(|p| p.stopped = true);
+        // Off the session list; requests still holding this muxer may
+        // finish reading it.
+        self.session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
+    /// Counts `n` bytes of a playlist, init segment, segment or part
+    /// served, into the stream's `bytes_out` and the muxer's session.
+    pub fn count_served(&self, n: u64) {
+        self.stream.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
+        if let Some(s) = &*self.session.lock().unwrap_or_else(|e| e.into_inner()) {
+            s.add_bytes(n);
+        }
+    }
+
+    /// Completes when the API kicks the muxer (never once it stopped).
+    fn kicked(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let kicked = self
+            .session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(SessionHandle::kicked);
+        async move {
+            match kicked {
+                Some(k) => k.await,
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// The next MSN a successor muxer of this path may use.
@@ -478,7 +513,23 @@ impl HlsManager {
             last_request: AtomicU64::new(self.now_nanos()),
             min_target_duration: min_target_duration.max(1),
             task: Mutex::new(None),
+            session: Mutex::new(None),
         });
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let session = self.sessions.register(
+            NewSession {
+                id: &format!("{name}-{first_sequence}"),
+                path: &name,
+                remote: None,
+                user: None,
+            },
+            Arc::new(Detail::Hls(HlsDetail {
+                first_sequence,
+                part_ms: millis(self.config.part_duration),
+                segment_ms: millis(self.config.segment_duration),
+            })),
+        );
+        *hs.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
         // Subscribed here rather than in the task, so frames published
         // right after this returns are not missed.
         let bus = hs.stream.subscribe();
@@ -536,17 +587,15 @@ async fn run(
     let stream = hs.stream.clone();
     let idle = tokio::time::sleep(config.idle_timeout);
     tokio::pin!(idle);
-    let Some(session) = manager.upgrade().map(|m| {
-        idle.as_mut().reset(m.idle_deadline(&hs));
-        let id = format!("{}-{}", stream.name(), hs.progress().next_part.0);
-        m.sessions
-            .register("hls", &id, stream.name(), None, Some("ll-hls".into()))
-    }) else {
-        return;
-    };
+    match manager.upgrade() {
+        Some(m) => idle.as_mut().reset(m.idle_deadline(&hs)),
+        None => return,
+    }
+    let kicked = hs.kicked();
+    tokio::pin!(kicked);
     loop {
         tokio::select! {
-            () = session.kick.notified() => {
+            () = &mut kicked => {
                 tracing::info!(path = stream.name(), "HLS muxer kicked through the API");
                 if let Some(m) = manager.upgrade() {
                     m.retire(&hs, true);
@@ -586,6 +635,26 @@ async fn run(
                 idle.as_mut().reset(m.idle_deadline(&hs));
             }
         }
+    }
+}
+
+impl crate::egress::Egress for HlsManager {
+    fn protocol(&self) -> Protocol {
+        Protocol::Hls
+    }
+
+    fn label(&self) -> &'static str {
+        "HLS"
+    }
+
+    fn carriage(&self, tracks: &[Arc<Track>]) -> Vec<Result<(), String>> {
+        let selection = super::select_tracks(tracks);
+        (0..tracks.len())
+            .map(|i| match selection.skipped.iter().find(|(k, _)| *k == i) {
+                Some((_, why)) => Err(why.to_string()),
+                None => Ok(()),
+            })
+            .collect()
     }
 }
 
@@ -667,7 +736,7 @@ mod tests {
         })
         .await
         .expect("the muxer registers itself");
-        assert_eq!(list[0].kind, "hls");
+        assert_eq!(list[0].protocol, Protocol::Hls);
         assert_eq!(list[0].path, "cam");
         assert!(sessions.kick(&list[0].id));
         until(&hs, |p| p.stopped).await;

@@ -7,3 +7,26 @@ pub mod rtcp;
 pub mod sdp;
 pub mod server;
 pub mod session;
+
+use std::sync::Arc;
+
+use crate::bus::{Protocol, Track};
+
+/// The RTSP re-serve as an [`crate::egress::Egress`]: every codec on the
+/// bus has an RTP payload format and an SDP description ([`sdp`]), so every
+/// track is carried.
+pub struct RtspEgress;
+
+impl crate::egress::Egress for RtspEgress {
+    fn protocol(&self) -> Protocol {
+        Protocol::Rtsp
+    }
+
+    fn label(&self) -> &'static str {
+        "RTSP"
+    }
+
+    fn carriage(&self, tracks: &[Arc<Track>]) -> Vec<Result<(), String>> {
+        tracks.iter().map(|_| Ok(())).collect()
+    }
+}

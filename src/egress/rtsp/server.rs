@@ -18,7 +18,10 @@ use super::media::{MediaRegistry, RtpBatch, RtpMedia};
 use super::rtcp;
 use super::sdp;
 use super::session::{Conn, Ctx, Effect, PathStatus, Paths, TrackTransport};
-use crate::bus::{PublishSink, Registry, SessionHandle, Sessions, StreamState, Subscriber};
+use crate::bus::sessions::{RtspDetail, RtspTrackDetail, RtspTransport};
+use crate::bus::{
+    Detail, NewSession, PublishSink, Registry, SessionHandle, Sessions, StreamState, Subscriber,
+};
 use crate::egress::gso::gso_run;
 
 /// Server settings.
@@ -183,6 +186,36 @@ impl RtspServer {
     }
 }
 
+/// A reader's entry detail: per track set up, its channels or ports.
+fn rtsp_detail(transports: &[Option<TrackTransport>]) -> RtspDetail {
+    let mut transport = RtspTransport::Udp;
+    let tracks = transports
+        .iter()
+        .enumerate()
+        .filter_map(|(track, t)| {
+            Some(match *t.as_ref()? {
+                TrackTransport::Tcp {
+                    rtp_channel,
+                    rtcp_channel,
+                } => {
+                    transport = RtspTransport::Tcp;
+                    RtspTrackDetail {
+                        track,
+                        interleaved: Some([rtp_channel, rtcp_channel]),
+                        client_ports: None,
+                    }
+                }
+                TrackTransport::Udp { rtp, rtcp } => RtspTrackDetail {
+                    track,
+                    interleaved: None,
+                    client_ports: Some([rtp.port(), rtcp.port()]),
+                },
+            })
+        })
+        .collect();
+    RtspDetail { transport, tracks }
+}
+
 /// What one playing reader holds.
 struct Playing {
     media: Arc<RtpMedia>,
@@ -212,9 +245,9 @@ struct Connection {
     playing: Option<Playing>,
 }
 
-async fn kicked(kick: Option<Arc<tokio::sync::Notify>>) {
+async fn kicked(kick: Option<impl std::future::Future<Output = ()>>) {
     match kick {
-        Some(k) => k.notified().await,
+        Some(k) => k.await,
         None => std::future::pending().await,
     }
 }
@@ -234,7 +267,7 @@ impl Connection {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let kick = self.playing.as_ref().map(|p| p.handle.kick.clone());
+            let kick = self.playing.as_ref().map(|p| p.handle.kicked());
             tokio::select! {
                 r = self.socket.read_buf(&mut self.inbuf) => {
                     match r {
@@ -468,17 +501,14 @@ impl Connection {
                 udp_seen.push((*rtcp, cell));
             }
         }
-        stream.stats.rtsp_readers.fetch_add(1, Ordering::Relaxed);
-        let tcp = transports
-            .iter()
-            .flatten()
-            .any(|t| matches!(t, TrackTransport::Tcp { .. }));
         let handle = self.server.sessions.register(
-            "rtsp",
-            &session.id,
-            stream.name(),
-            Some(self.peer.to_string()),
-            Some(if tcp { "tcp" } else { "udp" }.to_owned()),
+            NewSession {
+                id: &session.id,
+                path: stream.name(),
+                remote: Some(self.peer),
+                user: None,
+            },
+            Arc::new(Detail::Rtsp(rtsp_detail(&transports))),
         );
         tracing::info!(peer = %self.peer, path = stream.name(), "RTSP reader started");
         self.playing = Some(Playing {
@@ -494,7 +524,6 @@ impl Connection {
 
     fn stop_playing(&mut self) {
         if let Some(p) = self.playing.take() {
-            p.stream.stats.rtsp_readers.fetch_sub(1, Ordering::Relaxed);
             let mut map = self
                 .server
                 .udp_activity
@@ -577,7 +606,7 @@ impl Connection {
             write_all_vectored(socket, &mut iov[..n]).await?;
         }
         p.stream.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
-        p.handle.bytes.fetch_add(bytes, Ordering::Relaxed);
+        p.handle.add_bytes(bytes);
         Ok(())
     }
 

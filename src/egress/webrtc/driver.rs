@@ -48,9 +48,9 @@ pub enum Command {
         session: Box<Session>,
         stream: Arc<Stream>,
         /// Its entry in the gateway's session registry (dropped with it).
-        registration: Option<Registration>,
+        registration: Registration,
         /// Waits for an operator's kick; aborted with the session.
-        kick_waiter: Option<AbortOnDrop>,
+        kick_waiter: AbortOnDrop,
     },
     /// Trickled remote candidates (WHEP PATCH).
     Candidates {
@@ -96,8 +96,8 @@ impl Drop for AbortOnDrop {
 struct Entry {
     session: Session,
     stream: Arc<Stream>,
-    registration: Option<Registration>,
-    _kick_waiter: Option<AbortOnDrop>,
+    registration: Registration,
+    _kick_waiter: AbortOnDrop,
     /// Ends the session's bus subscription stream.
     subscription: Option<AbortHandle>,
     /// The timeout last pushed onto the timer heap.
@@ -298,10 +298,7 @@ impl Driver {
                 .stats
                 .bytes_out
                 .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
-            if let Some(r) = &entry.registration {
-                r.bytes
-                    .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
-            }
+            entry.registration.add_bytes(sent);
         }
         let t = entry.session.next_timeout();
         if entry.scheduled != Some(t) {

@@ -30,19 +30,18 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use serde::Serialize;
 use str0m::net::TcpType;
 use str0m::Candidate;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::bus::{Sessions, Stream, StreamState};
+use crate::bus::{NewSession, Protocol, Sessions, Stream, StreamState, Track};
 use crate::config::{IceServer, WebRtcSettings};
 
 use driver::{Command, Driver};
-pub use session::{format_id, parse_id, SessionHandle, SessionId, SessionStats};
+pub use session::{format_id, parse_id, SessionId, WhepResource};
 
 /// Why a WHEP request failed; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +75,9 @@ pub struct Created {
 
 /// State shared by the HTTP side and the socket task.
 pub(crate) struct Shared {
-    sessions: Mutex<HashMap<SessionId, Arc<SessionHandle>>>,
+    /// Negotiated sessions by id, for routing WHEP PATCH and DELETE. The
+    /// API lists them from the gateway's session registry.
+    sessions: Mutex<HashMap<SessionId, Arc<WhepResource>>>,
     /// Per-path warnings found while sending (B-frames).
     warnings: Mutex<HashMap<String, Vec<String>>>,
     /// Packets dropped because a socket buffer or a TCP queue was full.
@@ -84,7 +85,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<SessionHandle>>> {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<WhepResource>>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -103,17 +104,6 @@ impl Shared {
             list.push(text.to_owned());
         }
     }
-}
-
-/// One row of `GET /api/v1/webrtc/sessions`.
-#[derive(Debug, Clone, Serialize)]
-pub struct SessionInfo {
-    pub id: String,
-    pub path: String,
-    /// Seconds since the offer.
-    pub age_s: f64,
-    #[serde(flatten)]
-    pub stats: SessionStats,
 }
 
 /// Why the engine could not start.
@@ -137,8 +127,8 @@ pub struct WebRtcEngine {
     commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
     /// The gateway's registry of reader sessions of every egress (API list
-    /// and kick, reader counts in `/metrics`); WHEP sessions join as `webrtc`.
-    registry: Option<Arc<Sessions>>,
+    /// and kick, reader counts); WHEP sessions join as `webrtc`.
+    registry: Arc<Sessions>,
     task: tokio::task::JoinHandle<()>,
     started: Instant,
 }
@@ -152,12 +142,12 @@ impl Drop for WebRtcEngine {
 impl WebRtcEngine {
     /// Binds UDP `listen:settings.port` and ICE-TCP on the same number, and
     /// starts the socket task. Port 0 picks a free port for both (tests).
-    /// Sessions are also registered in `registry` when given. Must run
-    /// inside a tokio runtime.
+    /// Sessions are registered in `registry`. Must run inside a tokio
+    /// runtime.
     pub async fn start(
         listen: IpAddr,
         settings: WebRtcSettings,
-        registry: Option<Arc<Sessions>>,
+        registry: Arc<Sessions>,
     ) -> Result<Arc<Self>, BindError> {
         let (udp, tcp) = bind(listen, settings.port).await?;
         let local = udp.local_addr().map_err(|source| BindError {
@@ -298,23 +288,29 @@ impl WebRtcEngine {
         .map_err(|e| WhepError::BadRequest(e.to_string()))?;
         let handle = session.handle().clone();
         let etag = format!("\"{}\"", handle.ice_ufrag);
-        let registration = self
-            .registry
-            .as_ref()
-            .map(|r| r.register("webrtc", &format_id(id), stream.name(), None, None));
+        let registration = self.registry.register(
+            NewSession {
+                id: &format_id(id),
+                path: stream.name(),
+                // Learned from ICE; the detail supplies it.
+                remote: None,
+                user: None,
+            },
+            handle.clone(),
+        );
         // An operator's kick (DELETE /api/v1/sessions/webrtc-<id>) ends the
         // session like a WHEP DELETE; the waiter dies with the session.
-        let kick_waiter = registration.as_ref().map(|r| {
-            let kick = r.kick.clone();
+        let kick_waiter = {
+            let kicked = registration.kicked();
             let tx = self.commands.clone();
             driver::AbortOnDrop(tokio::spawn(async move {
-                kick.notified().await;
+                kicked.await;
                 let _ = tx.send(Command::Remove {
                     id,
                     reason: "ended by the operator (API kick)".to_owned(),
                 });
             }))
-        });
+        };
         self.shared.sessions().insert(id, handle);
         if self
             .commands
@@ -334,7 +330,7 @@ impl WebRtcEngine {
         Ok(Created { id, answer, etag })
     }
 
-    fn session(&self, path: &str, id: SessionId) -> Result<Arc<SessionHandle>, WhepError> {
+    fn session(&self, path: &str, id: SessionId) -> Result<Arc<WhepResource>, WhepError> {
         self.shared
             .sessions()
             .get(&id)
@@ -414,40 +410,6 @@ impl WebRtcEngine {
         Ok(())
     }
 
-    /// All live sessions, oldest first.
-    pub fn sessions(&self) -> Vec<SessionInfo> {
-        let now = SystemTime::now();
-        let mut v: Vec<(SystemTime, SessionInfo)> = self
-            .shared
-            .sessions()
-            .values()
-            .map(|h| {
-                (
-                    h.created,
-                    SessionInfo {
-                        id: format_id(h.id),
-                        path: h.path.clone(),
-                        age_s: now
-                            .duration_since(h.created)
-                            .map_or(0.0, |d| (d.as_secs_f64() * 10.0).round() / 10.0),
-                        stats: h.snapshot(),
-                    },
-                )
-            })
-            .collect();
-        v.sort_by_key(|(c, _)| *c);
-        v.into_iter().map(|(_, s)| s).collect()
-    }
-
-    /// Number of WebRTC viewers of a path.
-    pub fn readers(&self, path: &str) -> usize {
-        self.shared
-            .sessions()
-            .values()
-            .filter(|h| h.path == path)
-            .count()
-    }
-
     /// Warnings about a path's stream found while sending (e.g. B-frames).
     pub fn warnings(&self, path: &str) -> Vec<String> {
         self.shared
@@ -468,6 +430,27 @@ impl WebRtcEngine {
     /// Time since the engine started.
     pub fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
+    }
+}
+
+impl crate::egress::Egress for WebRtcEngine {
+    fn protocol(&self) -> Protocol {
+        Protocol::WebRtc
+    }
+
+    fn label(&self) -> &'static str {
+        "WebRTC"
+    }
+
+    fn carriage(&self, tracks: &[Arc<Track>]) -> Vec<Result<(), String>> {
+        tracks
+            .iter()
+            .map(|t| codecs::webrtc_support(&t.codec, t.clock_rate))
+            .collect()
+    }
+
+    fn notes(&self, stream: &Stream) -> Vec<String> {
+        self.warnings(stream.name())
     }
 }
 
@@ -558,7 +541,7 @@ mod tests {
                 port: 0,
                 ..WebRtcSettings::default()
             },
-            None,
+            Sessions::new(),
         )
         .await
         .unwrap();
@@ -579,7 +562,7 @@ mod tests {
                 port,
                 ..WebRtcSettings::default()
             },
-            None,
+            Sessions::new(),
         )
         .await;
         assert!(second.is_err());

@@ -9,9 +9,8 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use str0m::change::SdpOffer;
 use str0m::format::Codec as RtcCodec;
 use str0m::media::{KeyframeRequestKind, Mid, Pt};
@@ -19,7 +18,8 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::{Extension, ExtensionMap, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
-use crate::bus::{Codec, Frame, MediaKind, Track, TrackSet};
+use crate::bus::sessions::WebRtcDetail;
+use crate::bus::{Codec, Detail, DetailSource, Frame, MediaKind, Track, TrackSet};
 
 use super::codecs::{Plan, SendCodec};
 use super::offer::{add_media_info, OfferSummary, SectionKind};
@@ -99,68 +99,35 @@ pub enum SessionEvent {
     Closed(String),
 }
 
-/// Live counters of one session, for the API (`GET /api/v1/webrtc/sessions`).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SessionStats {
-    /// `connecting`, `connected` or `closed`.
-    pub state: &'static str,
-    /// Why it closed, once closed.
-    pub closed_reason: Option<String>,
-    /// The viewer's address on the selected ICE pair.
-    pub remote: Option<String>,
-    /// `udp` or `tcp` (ICE-TCP), once connected.
-    pub transport: Option<&'static str>,
-    pub video_codec: Option<String>,
-    pub audio_codec: Option<String>,
-    /// RTP packets sent, retransmissions included (all tracks).
-    pub packets_sent: u64,
-    /// RTP bytes sent, retransmissions included (all tracks).
-    pub bytes_sent: u64,
-    /// RTCP NACKs received (RFC 4585 §6.2.1).
-    pub nacks: u64,
-    /// RTCP PLIs received (RFC 4585 §6.3.1).
-    pub plis: u64,
-    /// RTCP FIRs received (RFC 5104 §4.3.1).
-    pub firs: u64,
-    /// Round-trip time from RTCP receiver reports, milliseconds.
-    pub rtt_ms: Option<f64>,
-    /// Fraction of packets the viewer reports lost, 0..=1.
-    pub loss: Option<f32>,
-    /// Video frames handed to str0m.
-    pub video_frames: u64,
-    /// Audio frames handed to str0m.
-    pub audio_frames: u64,
-    /// Video frames not sent while waiting for a keyframe (start or PLI/FIR).
-    pub frames_skipped: u64,
-    /// Milliseconds from the offer to the first video frame written (the
-    /// keyframe from the GOP cache), if any.
-    pub first_frame_ms: Option<u64>,
-    /// Tracks not sent to this viewer, and why.
-    pub skipped_tracks: Vec<String>,
-}
-
 /// A frame's RTP payloads for the track's current codec, made once for all
 /// the path's viewers ([`super::rtp::PathPacketizer`]); `None` skips the
 /// frame (malformed).
 pub type PacketizeFn<'a> = dyn FnMut(&Codec, &Arc<Frame>) -> Option<Arc<RtpFrame>> + 'a;
 
-/// One API row: identity plus the shared live counters.
+/// A negotiated WHEP resource: what the HTTP handlers route PATCH and
+/// DELETE by, and the session's registry detail, which the session updates
+/// as it runs and the registry reads at list time.
 #[derive(Debug)]
-pub struct SessionHandle {
+pub struct WhepResource {
     pub id: SessionId,
     pub path: String,
-    pub created: SystemTime,
     /// Our ICE ufrag; also the WHEP `ETag` of the ICE session (RFC 9725 §4.3.1).
     pub ice_ufrag: String,
     /// The viewer's ICE ufrag from the offer; a PATCH with another one is an
     /// ICE restart.
     pub remote_ufrag: Option<String>,
-    pub stats: Mutex<SessionStats>,
+    pub stats: Mutex<WebRtcDetail>,
 }
 
-impl SessionHandle {
-    pub fn snapshot(&self) -> SessionStats {
+impl WhepResource {
+    pub fn snapshot(&self) -> WebRtcDetail {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl DetailSource for WhepResource {
+    fn detail(&self) -> Detail {
+        Detail::WebRtc(Box::new(self.snapshot()))
     }
 }
 
@@ -226,10 +193,10 @@ pub struct Session {
     closed: Option<String>,
     next_timeout: Instant,
     events: Vec<SessionEvent>,
-    handle: Arc<SessionHandle>,
+    handle: Arc<WhepResource>,
     /// Media-level totals per mid, summed for the API.
     egress: [(Option<Mid>, EgressTotals); 2],
-    /// `bytes_sent` already handed out by [`Session::take_new_bytes`].
+    /// RTP bytes already handed out by [`Session::take_new_bytes`].
     bytes_reported: u64,
     /// Current RTX cache age of the sent streams ([`rtx_cache_age`]).
     rtx_age: Duration,
@@ -373,18 +340,17 @@ impl Session {
                 .and(choice.as_ref())
                 .map(|c| c.codec.name().to_owned())
         };
-        let handle = Arc::new(SessionHandle {
+        let handle = Arc::new(WhepResource {
             id: p.id,
             path: p.path.clone(),
-            created: SystemTime::now(),
             ice_ufrag: ufrag.clone(),
             remote_ufrag: p.summary.ice_ufrag.clone(),
-            stats: Mutex::new(SessionStats {
+            stats: Mutex::new(WebRtcDetail {
                 state: "connecting",
                 video_codec: name(&video, &p.plan.video),
                 audio_codec: name(&audio, &p.plan.audio),
                 skipped_tracks,
-                ..SessionStats::default()
+                ..WebRtcDetail::default()
             }),
         });
         let egress = [
@@ -422,8 +388,8 @@ impl Session {
         &self.ufrag
     }
 
-    /// The API row shared with the HTTP handlers.
-    pub fn handle(&self) -> &Arc<SessionHandle> {
+    /// The WHEP resource shared with the HTTP handlers and the registry.
+    pub fn handle(&self) -> &Arc<WhepResource> {
         &self.handle
     }
 
@@ -724,7 +690,6 @@ impl Session {
                 }
                 let sum = |f: fn(&EgressTotals) -> u64| self.egress.iter().map(|(_, t)| f(t)).sum();
                 stats.packets_sent = sum(|t| t.packets);
-                stats.bytes_sent = sum(|t| t.bytes);
                 stats.nacks = sum(|t| t.nacks);
                 stats.plis = sum(|t| t.plis);
                 stats.firs = sum(|t| t.firs);
@@ -743,7 +708,7 @@ impl Session {
             Event::PeerStats(p) => {
                 let mut stats = self.stats_mut();
                 if let Some(pair) = p.selected_candidate_pair {
-                    stats.remote = Some(pair.remote.addr.to_string());
+                    stats.remote = Some(pair.remote.addr);
                     stats.transport = Some(match pair.protocol {
                         Protocol::Udp => "udp",
                         _ => "tcp",
@@ -760,7 +725,7 @@ impl Session {
         }
     }
 
-    fn stats_mut(&self) -> std::sync::MutexGuard<'_, SessionStats> {
+    fn stats_mut(&self) -> std::sync::MutexGuard<'_, WebRtcDetail> {
         self.handle.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-use crate::bus::{Codec, Registry, Sessions, Stream, StreamState, Track};
+use crate::bus::{Codec, Protocol, Registry, Sessions, Stream, StreamState, Track};
 use crate::config::{IceServer, WebRtcSettings};
 use crate::egress::hls::manager::HlsManager;
 use crate::egress::webrtc::WebRtcEngine;
@@ -49,6 +49,28 @@ fn aac_track() -> Arc<Track> {
 struct Fixture {
     app: axum::Router,
     engine: Arc<WebRtcEngine>,
+    sessions: Arc<Sessions>,
+}
+
+impl Fixture {
+    fn webrtc_sessions(&self) -> usize {
+        self.sessions
+            .list()
+            .iter()
+            .filter(|s| s.protocol == Protocol::WebRtc)
+            .count()
+    }
+
+    /// Waits (at most 1 s) for the socket task to drop every session.
+    async fn until_no_sessions(&self) {
+        for _ in 0..100 {
+            if self.webrtc_sessions() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("sessions left: {:?}", self.sessions.list());
+    }
 }
 
 async fn fixture() -> Fixture {
@@ -81,19 +103,23 @@ async fn fixture() -> Fixture {
                 },
             ],
         },
-        Some(sessions.clone()),
+        sessions.clone(),
     )
     .await
     .unwrap();
     let app = router(AppState {
         hls: HlsManager::new(registry.clone(), Default::default()),
         paths: PathManager::new(registry.clone(), None),
-        sessions,
+        sessions: sessions.clone(),
         registry,
         rtsp_base: "rtsp://127.0.0.1:8554".into(),
         webrtc: Some(engine.clone()),
     });
-    Fixture { app, engine }
+    Fixture {
+        app,
+        engine,
+        sessions,
+    }
 }
 
 async fn send(app: &axum::Router, req: Request<Body>) -> (Response<Body>, String) {
@@ -268,7 +294,7 @@ async fn post_errors() {
     )
     .await;
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert!(f.engine.sessions().is_empty());
+    assert_eq!(f.webrtc_sessions(), 0);
 }
 
 #[tokio::test]
@@ -365,15 +391,15 @@ async fn patch_trickles_candidates_and_refuses_restarts() {
 async fn delete_ends_the_session() {
     let f = fixture().await;
     let (loc, _) = create(&f).await;
-    assert_eq!(f.engine.readers("cam"), 1);
+    assert_eq!(f.sessions.count(Protocol::WebRtc, "cam"), 1);
     let (r, _) = send(
         &f.app,
         Request::delete(loc.as_str()).body(Body::empty()).unwrap(),
     )
     .await;
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(f.engine.readers("cam"), 0);
-    assert!(f.engine.sessions().is_empty());
+    f.until_no_sessions().await;
+    assert_eq!(f.sessions.count(Protocol::WebRtc, "cam"), 0);
     let (r, _) = send(
         &f.app,
         Request::delete(loc.as_str()).body(Body::empty()).unwrap(),
@@ -464,8 +490,11 @@ async fn sessions_join_the_common_list_and_can_be_kicked() {
         .iter()
         .find(|s| s["id"] == format!("webrtc-{id}"))
         .unwrap_or_else(|| panic!("not in {body}"));
-    assert_eq!(entry["kind"], "webrtc");
+    assert_eq!(entry["protocol"], "webrtc");
     assert_eq!(entry["path"], "cam");
+    assert!(entry["user"].is_null());
+    assert_eq!(entry["detail"]["state"], "connecting");
+    assert_eq!(entry["detail"]["video_codec"], "h264");
     let kick = format!("/api/v1/sessions/webrtc-{id}");
     let (r, body) = send(
         &f.app,
@@ -473,14 +502,8 @@ async fn sessions_join_the_common_list_and_can_be_kicked() {
     )
     .await;
     assert!(r.status().is_success(), "{} {body}", r.status());
-    // The driver ends the session and drops both list entries.
-    for _ in 0..100 {
-        if f.engine.sessions().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(f.engine.sessions().is_empty(), "{:?}", f.engine.sessions());
+    // The driver ends the session, which drops its entry.
+    f.until_no_sessions().await;
     let (_, body) = send(
         &f.app,
         Request::get("/api/v1/sessions")
@@ -489,4 +512,102 @@ async fn sessions_join_the_common_list_and_can_be_kicked() {
     )
     .await;
     assert!(!body.contains(&id), "{body}");
+}
+
+/// The WebRTC view is the registry's WebRTC entries, flat: detail fields
+/// at the top, the live detail read at request time, other protocols left out.
+#[tokio::test]
+async fn webrtc_view_is_a_filtered_view_of_the_registry() {
+    use crate::bus::sessions::{HlsDetail, WebRtcDetail};
+    use crate::bus::{Detail, DetailSource, NewSession};
+    use std::sync::Mutex;
+
+    struct Viewer(Mutex<WebRtcDetail>);
+    impl DetailSource for Viewer {
+        fn detail(&self) -> Detail {
+            Detail::WebRtc(Box::new(self.0.lock().unwrap().clone()))
+        }
+    }
+
+    let registry = Registry::new();
+    let sessions = Sessions::new();
+    let app = router(AppState {
+        hls: HlsManager::new(registry.clone(), Default::default()),
+        paths: PathManager::new(registry.clone(), None),
+        sessions: sessions.clone(),
+        registry,
+        rtsp_base: "rtsp://127.0.0.1:8554".into(),
+        webrtc: None,
+    });
+    let viewer = Arc::new(Viewer(Mutex::new(WebRtcDetail {
+        state: "connecting",
+        video_codec: Some("h264".into()),
+        ..WebRtcDetail::default()
+    })));
+    let id = "0123456789abcdef0123456789abcdef";
+    let h = sessions.register(
+        NewSession {
+            id,
+            path: "cam",
+            ..NewSession::default()
+        },
+        viewer.clone(),
+    );
+    let _hls = sessions.register(
+        NewSession {
+            id: "cam-1",
+            path: "cam",
+            ..NewSession::default()
+        },
+        Arc::new(Detail::Hls(HlsDetail {
+            first_sequence: 1,
+            part_ms: 200,
+            segment_ms: 1000,
+        })),
+    );
+    h.add_bytes(5000);
+    {
+        let mut d = viewer.0.lock().unwrap();
+        d.state = "connected";
+        d.rtt_ms = Some(3.5);
+        d.loss = Some(0.25);
+        d.transport = Some("udp");
+        d.remote = Some("10.0.0.2:50000".parse().unwrap());
+    }
+    let get = |uri: &'static str| {
+        let app = app.clone();
+        async move {
+            let (r, body) = send(&app, Request::get(uri).body(Body::empty()).unwrap()).await;
+            assert_eq!(r.status(), StatusCode::OK);
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    let v = get("/api/v1/webrtc/sessions").await;
+    let list = v["sessions"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{v}");
+    let s = &list[0];
+    assert_eq!(s["id"], id);
+    assert_eq!(s["path"], "cam");
+    assert_eq!(s["state"], "connected");
+    assert_eq!(s["rtt_ms"], 3.5);
+    assert_eq!(s["loss"], 0.25);
+    assert_eq!(s["transport"], "udp");
+    assert_eq!(s["remote"], "10.0.0.2:50000");
+    assert_eq!(s["bytes_sent"], 5000);
+    assert_eq!(s["video_codec"], "h264");
+    assert!(s["age_s"].as_f64().is_some());
+    assert_eq!(v["dropped_packets"], 0);
+    // The common list has both, the WebRTC one under its prefixed id.
+    let all = get("/api/v1/sessions").await;
+    let ids: Vec<&str> = all["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert!(ids.contains(&format!("webrtc-{id}").as_str()), "{all}");
+    assert!(ids.contains(&"hls-cam-1"), "{all}");
+    drop(h);
+    let v = get("/api/v1/webrtc/sessions").await;
+    assert_eq!(v["sessions"].as_array().map(Vec::len), Some(0), "{v}");
 }
