@@ -99,6 +99,13 @@ impl Gateway {
         while http_port == rtsp_port {
             http_port = free_port();
         }
+        let (rtp, rtcp) = free_udp_port_pair();
+        // The WebRTC port must not be the RTP/RTCP pair's (the gateway
+        // refuses that configuration).
+        let webrtc = (0..100)
+            .map(|_| free_udp_tcp_port())
+            .find(|p| ![rtp, rtcp, rtsp_port, http_port].contains(p))
+            .expect("a free WebRTC port distinct from the others");
         let log_path = scratch_path("gateway", "log");
         let log = File::create(&log_path).expect("create gateway log");
         let mut args: Vec<String> = vec![
@@ -110,10 +117,10 @@ impl Gateway {
             http_port.to_string(),
             // Tests may run gateways side by side: never the default 8000/8001.
             "--rtp-port".into(),
-            free_udp_port_pair().0.to_string(),
+            rtp.to_string(),
             // Nor the default WebRTC port 8189 (UDP and ICE-TCP).
             "--webrtc-port".into(),
-            free_udp_tcp_port().to_string(),
+            webrtc.to_string(),
         ];
         if verbose {
             args.push("-v".into());
