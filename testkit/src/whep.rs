@@ -184,8 +184,11 @@ impl Viewer {
                 self.video_mid = Some(m.mid);
             }
             Event::MediaData(m) if Some(m.mid) == self.video_mid => {
+                // One clock reading per frame: a first frame that is a
+                // keyframe has first_keyframe == first_frame.
+                let at = self.t0.elapsed();
                 if r.first_frame.is_none() {
-                    r.first_frame = Some(self.t0.elapsed());
+                    r.first_frame = Some(at);
                     // Annex B from str0m's depacketizer: 00 00 01 67 = SPS.
                     r.first_frame_nal_headers = m
                         .data
@@ -196,11 +199,11 @@ impl Viewer {
                     r.first_frame_has_sps = r.first_frame_nal_headers.iter().any(|h| h & 0x1f == 7);
                 }
                 r.video_frames += 1;
-                r.last_frame = Some(self.t0.elapsed());
+                r.last_frame = Some(at);
                 if m.is_keyframe() {
                     r.keyframes += 1;
                     if r.first_keyframe.is_none() {
-                        r.first_keyframe = Some(self.t0.elapsed());
+                        r.first_keyframe = Some(at);
                     }
                 }
             }
