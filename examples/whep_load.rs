@@ -7,13 +7,13 @@
 //!     [--bitrate 2000] [--noise] [--stalled K] [--chromium-runs 5]
 //! ```
 //!
-//! Starts the GStreamer test camera (tests/support/camera.py, H.264 + Opus)
+//! Starts the GStreamer test camera (testkit/camera.py, H.264 + Opus)
 //! and the release `rtspgate` next to this example's binary, all on
 //! 127.0.0.1. The test camera's moving ball compresses to about 100 kbit/s
-//! whatever the target; `--noise` instead runs a GstRtspServer camera
-//! encoding `videotestsrc pattern=snow`, which fills the target bitrate, for
-//! a realistic packet rate. Then, for each viewer count N, runs N str0m WHEP viewers
-//! (tests/whep_client: they negotiate, receive, decrypt and depacketize)
+//! whatever the target; `--noise` instead encodes `videotestsrc
+//! pattern=snow`, which fills the target bitrate, for a realistic packet
+//! rate. Then, for each viewer count N, runs N str0m WHEP viewers
+//! (testkit/src/whep.rs: they negotiate, receive, decrypt and depacketize)
 //! for `--seconds` and prints the gateway's CPU (utime+stime from
 //! /proc/PID/stat over the middle of the run, in % of one core) and RSS
 //! (/proc/PID/status VmRSS) against the idle baseline, per viewer. Finally
@@ -27,19 +27,18 @@
 //! The viewers run in this process, on the same machine: their CPU use is
 //! not counted for the gateway, but they compete with it for cores.
 
-#[path = "../tests/whep_client/mod.rs"]
-mod whep_client;
+use testkit::procstat::{clk_tck, cpu_seconds, rss_kib};
+use testkit::whep;
+use testkit::{AudioCodec, Camera, CameraOpts, Gateway, VideoCodec};
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 struct Args {
     viewers: Vec<usize>,
     seconds: u64,
-    via: whep_client::Via,
+    via: whep::Via,
     size: String,
     bitrate: u32,
     chromium_runs: usize,
@@ -51,7 +50,7 @@ fn parse_args() -> Args {
     let mut a = Args {
         viewers: vec![10, 25, 50],
         seconds: 10,
-        via: whep_client::Via::Udp,
+        via: whep::Via::Udp,
         size: "1280x720".into(),
         bitrate: 2000,
         chromium_runs: 5,
@@ -75,7 +74,7 @@ fn parse_args() -> Args {
                     .collect()
             }
             "--seconds" => a.seconds = v().parse().unwrap_or_else(|_| die("--seconds: a number")),
-            "--tcp" => a.via = whep_client::Via::Tcp,
+            "--tcp" => a.via = whep::Via::Tcp,
             "--noise" => a.noise = true,
             "--stalled" => a.stalled = v().parse().unwrap_or_else(|_| die("--stalled: a number")),
             "--size" => a.size = v(),
@@ -96,165 +95,19 @@ fn die(msg: &str) -> ! {
     std::process::exit(2);
 }
 
-/// Kills the child on drop.
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port(udp_too: bool) -> u16 {
-    loop {
-        let p = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or_else(|e| die(&format!("bind: {e}")));
-        if !udp_too || UdpSocket::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
-
-fn even_udp_port() -> u16 {
-    loop {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| die(&format!("bind: {e}")));
-        let p = s.local_addr().map(|a| a.port()).unwrap_or(1);
-        if p.is_multiple_of(2) && p < u16::MAX && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-}
-
-/// A GstRtspServer camera sending noise (H.264 at the target bitrate) and
-/// an Opus tone; prints `READY <url>` like tests/support/camera.py.
-const NOISE_CAMERA: &str = r#"
-import sys, gi
-gi.require_version("Gst", "1.0"); gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer
-Gst.init(None)
-w, h = sys.argv[1].split("x"); kbps = sys.argv[2]
-launch = ("( videotestsrc is-live=true pattern=snow ! video/x-raw,format=I420,width=%s,height=%s,framerate=25/1 "
-          "! x264enc tune=zerolatency speed-preset=ultrafast bitrate=%s vbv-buf-capacity=1000 key-int-max=25 "
-          "! h264parse config-interval=-1 ! rtph264pay pt=96 name=pay0 "
-          " audiotestsrc is-live=true wave=sine samplesperbuffer=960 ! audio/x-raw,rate=48000,channels=2 ! queue "
-          "! audioconvert ! opusenc bitrate=64000 frame-size=20 ! rtpopuspay pt=97 name=pay1 )") % (w, h, kbps)
-server = GstRtspServer.RTSPServer(); server.set_address("127.0.0.1"); server.set_service("0")
-f = GstRtspServer.RTSPMediaFactory(); f.set_launch(launch); f.set_shared(True)
-server.get_mount_points().add_factory("/noise", f)
-server.attach(None)
-print("READY rtsp://127.0.0.1:%d/noise" % server.get_bound_port(), flush=True)
-GLib.MainLoop().run()
-"#;
-
-fn start_camera(a: &Args) -> (Proc, String) {
-    let mut cmd = Command::new("/usr/bin/python3");
-    if a.noise {
-        cmd.arg("-c")
-            .arg(NOISE_CAMERA)
-            .args([&a.size, &a.bitrate.to_string()]);
-    } else {
-        cmd.arg(repo().join("tests/support/camera.py"))
-            .args(["--port", "0", "--video", "h264", "--audio", "opus"])
-            .args(["--size", &a.size, "--bitrate", &a.bitrate.to_string()]);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| die(&format!("camera.py: {e}")));
-    let out = child.stdout.take().unwrap_or_else(|| die("camera stdout"));
-    let mut line = String::new();
-    let _ = BufReader::new(out).read_line(&mut line);
-    let url = line
-        .trim()
-        .strip_prefix("READY ")
-        .unwrap_or_else(|| die(&format!("camera did not start: {line:?}")))
-        .to_owned();
-    (Proc(child), url)
-}
-
-fn gateway_bin() -> PathBuf {
-    // target/<profile>/examples/whep_load -> target/<profile>/rtspgate
-    let exe = std::env::current_exe().unwrap_or_else(|e| die(&format!("current_exe: {e}")));
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("rtspgate"))
-        .unwrap_or_else(|| die("no target dir"));
-    if !bin.exists() {
-        die(&format!(
-            "{} missing: cargo build --release first",
-            bin.display()
-        ));
-    }
-    bin
-}
-
-fn start_gateway(camera: &str) -> (Proc, u16) {
-    let http = free_port(false);
-    let child = Command::new(gateway_bin())
-        .args(["--listen", "127.0.0.1"])
-        .args(["--rtsp-port", &free_port(false).to_string()])
-        .args(["--http-port", &http.to_string()])
-        .args(["--rtp-port", &even_udp_port().to_string()])
-        .args(["--webrtc-port", &free_port(true).to_string()])
-        .arg(format!("cam={camera}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| die(&format!("rtspgate: {e}")));
-    (Proc(child), http)
-}
-
-fn wait_live(http: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok((200, _, body)) = whep_client::http(http, "GET", "/api/v1/streams/cam", &[], b"")
-        {
-            if String::from_utf8_lossy(&body).contains("\"state\":\"live\"") {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    die("the stream did not go live");
-}
-
-fn clk_tck() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// utime + stime of `pid`, in seconds (proc(5): fields 14 and 15).
-fn cpu_seconds(pid: u32, tck: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // `after` starts at field 3 (state): utime is field 14 → index 11.
-    let ut: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    (ut + st) / tck
-}
-
-/// Resident set size of `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+fn start_camera(a: &Args) -> Camera {
+    let (width, height) = a
+        .size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+        .unwrap_or_else(|| die("--size: WxH, e.g. 1280x720"));
+    Camera::start(CameraOpts {
+        pattern: if a.noise { "snow" } else { "ball" }.into(),
+        width,
+        height,
+        bitrate_kbps: a.bitrate,
+        ..CameraOpts::new(VideoCodec::H264, AudioCodec::Opus)
+    })
 }
 
 /// CPU % of one core over `window`, and RSS at its end.
@@ -277,11 +130,11 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 fn main() {
     let a = parse_args();
     let tck = clk_tck();
-    let (_camera, cam_url) = start_camera(&a);
-    let (gw, http_port) = start_gateway(&cam_url);
-    let pid = gw.0.id();
-    let http = SocketAddr::from(([127, 0, 0, 1], http_port));
-    wait_live(http);
+    let camera = start_camera(&a);
+    let mut gw = Gateway::start_quiet([format!("cam={}", camera.url())]);
+    gw.wait_live("cam", Duration::from_secs(30));
+    let pid = gw.pid().unwrap_or_else(|| die("the gateway exited"));
+    let http = SocketAddr::from(([127, 0, 0, 1], gw.http_port()));
     std::thread::sleep(Duration::from_secs(2));
 
     let (idle_cpu, idle_rss) = measure(pid, tck, Duration::from_secs(4));
@@ -315,15 +168,12 @@ fn main() {
         let stalled: Vec<_> = (0..a.stalled)
             .map(|_| {
                 std::thread::spawn(move || {
-                    whep_client::play(
+                    whep::play(
                         http,
                         "cam",
-                        &whep_client::Opts {
+                        &whep::Opts {
                             stall_after: Some(Duration::from_millis(500)),
-                            ..whep_client::Opts::new(
-                                whep_client::Via::Tcp,
-                                Duration::from_secs(secs),
-                            )
+                            ..whep::Opts::new(whep::Via::Tcp, Duration::from_secs(secs))
                         },
                     )
                 })
@@ -332,10 +182,10 @@ fn main() {
         let handles: Vec<_> = (0..n)
             .map(|_| {
                 std::thread::spawn(move || {
-                    whep_client::play(
+                    whep::play(
                         http,
                         "cam",
-                        &whep_client::Opts::new(via, Duration::from_secs(secs)),
+                        &whep::Opts::new(via, Duration::from_secs(secs)),
                     )
                 })
             })
@@ -345,7 +195,7 @@ fn main() {
         std::thread::sleep(settle);
         let window = Duration::from_secs(secs.saturating_sub(2 * settle.as_secs()).max(1));
         let (cpu, rss) = measure(pid, tck, window);
-        let results: Vec<whep_client::Received> = handles
+        let results: Vec<whep::Received> = handles
             .into_iter()
             .map(|h| h.join().unwrap_or_default())
             .collect();
@@ -380,7 +230,7 @@ fn main() {
             let _ = h.join();
         }
         if a.stalled > 0 {
-            let dropped = whep_client::http(http, "GET", "/api/v1/webrtc/sessions", &[], b"")
+            let dropped = whep::http(http, "GET", "/api/v1/webrtc/sessions", &[], b"")
                 .ok()
                 .and_then(|(_, _, b)| serde_json::from_slice::<serde_json::Value>(&b).ok())
                 .and_then(|v| v["dropped_packets"].as_u64())
@@ -396,7 +246,7 @@ fn main() {
 
     if a.chromium_runs > 0 {
         println!();
-        let script = repo().join("tests/browser/whep_play.mjs");
+        let script = testkit::browser_dir().join("whep_play.mjs");
         let mut first = Vec::new();
         let mut post = Vec::new();
         for _ in 0..a.chromium_runs {

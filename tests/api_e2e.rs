@@ -2,13 +2,11 @@
 //! go live, kick a reader, remove the path; reload the config file on SIGHUP
 //! without touching unchanged paths; `/metrics` counts real traffic.
 
-mod common;
-
 use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use testkit::*;
 
 fn json_body(r: &HttpResponse) -> serde_json::Value {
     r.json()
@@ -110,6 +108,8 @@ fn sighup_reloads_only_what_changed() {
     let url = gw.rtsp_url("keep");
     let reader = thread::spawn(move || ffmpeg_read(&url, Transport::Tcp, 8.0));
     thread::sleep(Duration::from_secs(2));
+    // The camera counts its RTSP connections: `keep` and `gone` so far.
+    let clients_before = cam.clients_connected();
 
     std::fs::write(
         &cfg,
@@ -131,8 +131,19 @@ fn sighup_reloads_only_what_changed() {
         .is_some(),
         "removed path still listed"
     );
-    // The unchanged path's reader never noticed.
+    // Exactly one new camera connection: `new`. A reload that restarted the
+    // unchanged path in place would have connected `keep` again.
+    let clients = cam.clients_connected();
+    assert_eq!(
+        clients,
+        clients_before + 1,
+        "camera connections before the reload {clients_before}, after {clients}: \
+         only the new path may connect"
+    );
+    let keep = gw.stream("keep").expect("kept path listed");
+    assert_eq!(keep["reconnects"].as_u64(), Some(0), "{keep}");
+    // The unchanged path's reader never noticed: every frame, no pts gap.
     let report = reader.join().expect("reader");
-    report.assert_clean(180, 0);
+    report.assert_clean(196, 0);
     assert!(gw.log().contains("configuration reloaded"), "{}", gw.log());
 }

@@ -2,13 +2,11 @@
 //! status 2 naming the key; served URLs are printed at start-up with
 //! passwords redacted.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, free_udp_port_pair, free_udp_tcp_port, scratch_path, Gateway};
+use testkit::{free_port, free_udp_port_pair, free_udp_tcp_port, scratch_path, Gateway};
 
 fn run(args: &[&str]) -> (i32, String) {
     let out = Command::new(Gateway::bin())

@@ -5,17 +5,15 @@
 //! Needs ffmpeg, GStreamer with python3-gi (see `.ci/run`), Debian's
 //! /usr/bin/chromium and `npm ci --prefix tests/browser`.
 
-mod common;
-
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use rtspgate::config::{parse_source, Config, TransportPref};
 use rtspgate::egress::hls::manager::Want;
 use rtspgate::egress::hls::{parse_uri, Resource};
+use testkit::*;
 
 const LIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const FPS: u32 = 25;
@@ -257,6 +255,10 @@ fn hls_js_plays_the_stream_in_chromium_with_low_latency_parts() {
     let frames = v["frames"].as_u64().unwrap_or(0);
     assert!(frames >= 100, "decoded {frames} frames: {v}");
     assert!(v["fatal"].is_null(), "{v}");
+    // The 4 s after the first frame play in real time, without stalls,
+    // with AAC decoded.
+    let problems = WindowRule::video_25fps(true).problems(&v);
+    assert!(problems.is_empty(), "{problems:?}\n{v}");
     // LL-HLS in use: hls.js loaded parts, not only whole segments.
     let parts = v["partsLoaded"].as_u64().unwrap_or(0);
     assert!(parts >= 10, "only {parts} parts loaded: {v}");
@@ -382,14 +384,20 @@ async fn blocking_reload_timing() {
         delays.push(answered - done);
     }
     delays.sort();
-    let p50 = delays[delays.len() / 2];
-    let max = delays[delays.len() - 1];
+    // Percentiles, not the maximum: on a loaded 2-core machine one answer in
+    // 25 may wait for a core; a blocking reload that is not woken by the
+    // part (but by a timer or the next part) is late every time.
+    let pct = |p: f64| delays[((delays.len() - 1) as f64 * p).round() as usize];
+    let (p50, p90, max) = (pct(0.5), pct(0.9), delays[delays.len() - 1]);
     eprintln!(
-        "blocking reload answered {p50:?} (p50) / {max:?} (max) after the part was produced, {} requests",
+        "blocking reload answered {p50:?} (p50) / {p90:?} (p90) / {max:?} (max) after the part \
+         was produced, {} requests",
         delays.len()
     );
     assert!(
-        max <= PART + Duration::from_millis(100),
-        "a blocking reload came {max:?} after its part was produced: {delays:?}"
+        p50 <= Duration::from_millis(100) && p90 <= PART + Duration::from_millis(100),
+        "blocking reloads came {p50:?} (p50) / {p90:?} (p90) after their part was produced, \
+         want <= 100 ms / <= {:?}: {delays:?}",
+        PART + Duration::from_millis(100)
     );
 }

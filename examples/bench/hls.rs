@@ -1,4 +1,4 @@
-//! LL-HLS part latency, shared by `examples/hls_latency.rs` and
+//! LL-HLS part latency, shared by `examples/bench/hls_latency.rs` and
 //! `examples/bench`: an in-process gateway pulls a camera; two clients fetch
 //! every part as soon as it can exist:
 //!
@@ -17,7 +17,6 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::net::{TcpListener, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,26 +27,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Arrival time of each video frame, by a hash of its last NAL unit.
 type Arrivals = Arc<Mutex<HashMap<u64, Instant>>>;
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
-fn free_rtp_port() -> u16 {
-    for _ in 0..100 {
-        let Ok(a) = UdpSocket::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let p = a.local_addr().map(|a| a.port()).unwrap_or(1);
-        if p % 2 == 0 && p < u16::MAX && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-    0
-}
 
 /// An in-process gateway (all on 127.0.0.1) serving `camera_url` as `cam`,
 /// with a recorder of every video frame's arrival.
@@ -75,12 +54,12 @@ impl HlsRun {
     pub async fn start(camera_url: &str) -> Result<HlsRun, String> {
         let mut config = Config {
             listen: [127, 0, 0, 1].into(),
-            rtsp_port: free_tcp_port(),
-            http_port: free_tcp_port(),
-            rtp_port: free_rtp_port(),
+            rtsp_port: testkit::free_port(),
+            http_port: testkit::free_port(),
+            rtp_port: testkit::free_udp_port_pair().0,
             ..Config::default()
         };
-        config.webrtc.port = free_tcp_port();
+        config.webrtc.port = testkit::free_udp_tcp_port();
         let source = parse_source("cam", camera_url, TransportPref::Auto, None, None)
             .map_err(|e| format!("camera URL: {e}"))?;
         config.paths.insert("cam".into(), source);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::procs::{NetNs, Proc, TempDir};
-use super::whep_client;
+use testkit::whep;
 
 pub const BIN: &str = "/usr/bin/janus";
 const LIB: &str = "/usr/lib/x86_64-linux-gnu/janus";
@@ -166,7 +166,7 @@ admin: {{
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok((200, _, _)) = whep_client::http(j.api, "GET", "/janus/info", &[], b"") {
+            if let Ok((200, _, _)) = whep::http(j.api, "GET", "/janus/info", &[], b"") {
                 return Ok(j);
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -229,7 +229,7 @@ pub struct Session {
 }
 
 fn post(api: SocketAddr, path: &str, body: &Value) -> Result<Value, String> {
-    let (status, _, resp) = whep_client::http(
+    let (status, _, resp) = whep::http(
         api,
         "POST",
         path,
@@ -295,7 +295,7 @@ impl Session {
     fn wait_offer(&self, timeout: Duration) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            let (_, _, body) = whep_client::http(
+            let (_, _, body) = whep::http(
                 self.api,
                 "GET",
                 &format!("/janus/{}?maxev=1", self.id),
@@ -324,20 +324,20 @@ impl Session {
     }
 }
 
-/// One str0m viewer of mountpoint `id`, as [`whep_client::play`] is one of
+/// One str0m viewer of mountpoint `id`, as [`whep::play`] is one of
 /// rtspgate: Janus offers, the viewer answers. Timings count from `watch`.
-pub fn view(api: SocketAddr, id: u64, opts: &whep_client::Opts) -> whep_client::Received {
+pub fn view(api: SocketAddr, id: u64, opts: &whep::Opts) -> whep::Received {
     let mut s = match Session::new(api) {
         Ok(s) => s,
         Err(e) => {
-            return whep_client::Received {
+            return whep::Received {
                 error: Some(e),
                 ..Default::default()
             }
         }
     };
     let cell = std::cell::RefCell::new(&mut s);
-    let r = whep_client::play_answering(
+    let r = whep::play_answering(
         || {
             let mut s = cell.borrow_mut();
             s.message(json!({"request": "watch", "id": id}), None)?;

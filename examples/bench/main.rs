@@ -12,7 +12,7 @@
 //! `BENCH_GATEWAY_WRAPPER="perf record -g -o FILE"` (or heaptrack, valgrind)
 //! runs every rtspgate under that command.
 //!
-//! One camera process (examples/bench/camera.py: ONE x264 encoder of
+//! One camera process (testkit/camera.py --mounts M: ONE x264 encoder of
 //! noise, 960x540 25 fps ~2 Mbit/s, served by one GstRtspServer on mounts
 //! /test0../testM-1) feeds every section:
 //!
@@ -24,7 +24,7 @@
 //!    the camera that a reader never got), and the latency each access
 //!    unit gained: its last packet's arrival at a reader minus its arrival
 //!    at a reader of the camera itself (same process, same clock).
-//! 2. **WebRTC fan-out** to N str0m viewers (tests/whep_client): rtspgate
+//! 2. **WebRTC fan-out** to N str0m viewers (testkit/src/whep.rs): rtspgate
 //!    over WHEP vs Janus's streaming plugin over its HTTP API. Both run in
 //!    a network namespace the benchmark creates (Janus gathers no ICE
 //!    candidates on loopback), behind the same veth pair.
@@ -32,7 +32,7 @@
 //!    (rtspsrc ! rtph264depay per camera, one process) vs Janus (one RTSP
 //!    mountpoint per camera).
 //! 4. **LL-HLS** part latency (examples/bench/hls.rs, as
-//!    examples/hls_latency.rs).
+//!    examples/bench/hls_latency.rs).
 //! 5. **Time to first frame** in headless Chromium: WHEP
 //!    (tests/browser/whep_play.mjs) vs Janus (tests/browser/janus_play.mjs).
 //!
@@ -40,9 +40,6 @@
 //! it those parts are skipped with the reason. All traffic stays on
 //! 127.0.0.1 and the namespace's veth pair (10.200.0.0/30); every process
 //! started is killed and the namespace deleted on exit and on Ctrl-C.
-
-#[path = "../../tests/whep_client/mod.rs"]
-mod whep_client;
 
 mod hls;
 mod janus;
@@ -58,7 +55,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use procs::{CpuWindow, NetNs, Proc};
+use procs::{NetNs, Proc};
+use testkit::procstat::{self, CpuWindow};
+use testkit::whep;
 
 const SECTIONS: [&str; 5] = ["rtsp", "webrtc", "ingest", "hls", "ttff"];
 
@@ -198,12 +197,23 @@ struct Camera {
 
 impl Camera {
     fn start(addr: Ipv4Addr, mounts: usize, a: &Args) -> Camera {
-        let mut cmd = Command::new("/usr/bin/python3");
-        cmd.arg(procs::repo().join("examples/bench/camera.py"))
-            .args(["--address", &addr.to_string(), "--port", "0"])
-            .args(["--mounts", &mounts.to_string()])
-            .args(["--size", &a.size, "--bitrate", &a.bitrate.to_string()])
-            .args(["--fps", "25"]);
+        let (width, height) = a
+            .size
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+            .unwrap_or_else(|| die("--size: WxH, e.g. 960x540"));
+        let opts = testkit::CameraOpts {
+            address: addr.to_string(),
+            mounts: mounts as u32,
+            pattern: "snow".into(),
+            width,
+            height,
+            bitrate_kbps: a.bitrate,
+            fps: 25,
+            gop: 25,
+            ..Default::default()
+        };
+        let mut cmd = opts.command(0);
         procs::stdio_null(&mut cmd);
         let (proc, base) = Proc::spawn_ready("camera.py", &mut cmd, Duration::from_secs(20))
             .unwrap_or_else(|e| {
@@ -250,16 +260,16 @@ impl Gateway {
     /// rtspgate serving `cams` as cam0.. (or `cam` for one camera), on
     /// 127.0.0.1 or inside `ns`.
     fn start(cams: &[String], ns: Option<&NetNs>) -> Result<Gateway, String> {
-        let bin = procs::gateway_bin()?;
+        let bin = testkit::gateway::try_gateway_bin()?;
         let (ip, rtsp, http, rtp, webrtc) = match ns {
             // A fresh namespace: every port is free.
             Some(ns) => (ns.peer, 8554, 8888, 8000, 8189),
             None => (
                 Ipv4Addr::LOCALHOST,
-                procs::free_tcp_port(Ipv4Addr::LOCALHOST),
-                procs::free_tcp_port(Ipv4Addr::LOCALHOST),
-                procs::free_rtp_port(),
-                procs::free_udp_tcp_port(),
+                testkit::free_port_on(Ipv4Addr::LOCALHOST),
+                testkit::free_port_on(Ipv4Addr::LOCALHOST),
+                testkit::free_udp_port_pair().0,
+                testkit::free_udp_tcp_port(),
             ),
         };
         // Profiling aid: BENCH_GATEWAY_WRAPPER="perf record -g -o /tmp/p.data"
@@ -321,7 +331,7 @@ impl Gateway {
     }
 
     fn live_count(&self) -> usize {
-        whep_client::http(self.http, "GET", "/api/v1/streams", &[], b"")
+        whep::http(self.http, "GET", "/api/v1/streams", &[], b"")
             .ok()
             .map(|(_, _, body)| {
                 String::from_utf8_lossy(&body)
@@ -390,7 +400,7 @@ async fn rtsp_point(
     let cpu = CpuWindow::start(&[pid], tck);
     tokio::time::sleep(window).await;
     let (cpu_s, wall_s) = cpu.end();
-    let rss_kib = procs::rss_kib(pid);
+    let rss_kib = procstat::rss_kib(pid);
     let after = readers.totals();
     let we = Instant::now();
     // Let the last access units of the window reach every reader.
@@ -498,7 +508,7 @@ async fn section_rtsp(a: &Args, cam: &Camera, r: &mut Report, tck: f64) {
     }
     if a.peers {
         let mut cmd = Command::new("/usr/bin/python3");
-        cmd.arg(procs::repo().join("examples/bench/relay.py"))
+        cmd.arg(testkit::repo_root().join("examples/bench/relay.py"))
             .args(["--source", &camera_url]);
         procs::stdio_null(&mut cmd);
         match Proc::spawn_ready("relay.py", &mut cmd, Duration::from_secs(20)) {
@@ -584,7 +594,7 @@ struct WebrtcPoint {
 
 /// rtspgate's count of packets dropped on a full UDP send buffer.
 fn gateway_dropped(http: SocketAddr) -> Option<u64> {
-    whep_client::http(http, "GET", "/api/v1/webrtc/sessions", &[], b"")
+    whep::http(http, "GET", "/api/v1/webrtc/sessions", &[], b"")
         .ok()
         .and_then(|(_, _, b)| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| v["dropped_packets"].as_u64())
@@ -593,11 +603,11 @@ fn gateway_dropped(http: SocketAddr) -> Option<u64> {
 fn webrtc_point(peer: Peer, host: Ipv4Addr, n: usize, tck: f64, window: Duration) -> WebrtcPoint {
     let stop = Arc::new(AtomicBool::new(false));
     let progress = Arc::new(AtomicUsize::new(0));
-    let opts = whep_client::Opts {
+    let opts = whep::Opts {
         stop: Some(stop.clone()),
         progress: Some(progress.clone()),
         bind: IpAddr::V4(host),
-        ..whep_client::Opts::new(whep_client::Via::Udp, Duration::from_secs(180))
+        ..whep::Opts::new(whep::Via::Udp, Duration::from_secs(180))
     };
     let http = match peer {
         Peer::Rtspgate(g) => g.http,
@@ -617,7 +627,7 @@ fn webrtc_point(peer: Peer, host: Ipv4Addr, n: usize, tck: f64, window: Duration
                 let r = if is_janus {
                     janus::view(http, 1, &opts)
                 } else {
-                    whep_client::play(http, "cam", &opts)
+                    whep::play(http, "cam", &opts)
                 };
                 (r, t, Instant::now())
             })
@@ -638,7 +648,7 @@ fn webrtc_point(peer: Peer, host: Ipv4Addr, n: usize, tck: f64, window: Duration
     let cpu = CpuWindow::start(&[pid], tck);
     std::thread::sleep(window);
     let (cpu_s, wall_s) = cpu.end();
-    let rss_kib = procs::rss_kib(pid);
+    let rss_kib = procstat::rss_kib(pid);
     stop.store(true, Ordering::Relaxed);
     let results: Vec<_> = handles.into_iter().filter_map(|h| h.join().ok()).collect();
     let mut first = Vec::new();
@@ -683,7 +693,7 @@ fn idle(pid: u32, tck: f64) -> (f64, u64) {
     let w = CpuWindow::start(&[pid], tck);
     std::thread::sleep(Duration::from_secs(3));
     let (c, s) = w.end();
-    (100.0 * c / s, procs::rss_kib(pid))
+    (100.0 * c / s, procstat::rss_kib(pid))
 }
 
 fn webrtc_rows(peer: Peer, host: Ipv4Addr, a: &Args, tck: f64, r: &mut Report) -> Vec<WebrtcPoint> {
@@ -743,7 +753,7 @@ fn node_json(args: &[String]) -> Result<serde_json::Value, String> {
 }
 
 fn chromium_missing() -> Option<String> {
-    let dir = procs::repo().join("tests/browser");
+    let dir = testkit::repo_root().join("tests/browser");
     if !std::path::Path::new("/usr/bin/chromium").exists() {
         return Some("no /usr/bin/chromium (apt-get install chromium)".into());
     }
@@ -755,7 +765,7 @@ fn chromium_missing() -> Option<String> {
 
 /// POST/watch → first decoded frame, ms, over `runs` Chromium runs.
 fn ttff(peer: Peer, runs: usize) -> (Vec<f64>, Vec<String>) {
-    let dir = procs::repo().join("tests/browser");
+    let dir = testkit::repo_root().join("tests/browser");
     let mut first = Vec::new();
     let mut errors = Vec::new();
     for _ in 0..runs {
@@ -934,7 +944,7 @@ fn measure_pid(pid: u32, tck: f64, settle: Duration, window: Duration) -> (f64, 
     let w = CpuWindow::start(&[pid], tck);
     std::thread::sleep(window);
     let (c, s) = w.end();
-    (c, s, procs::rss_kib(pid))
+    (c, s, procstat::rss_kib(pid))
 }
 
 fn section_ingest(a: &Args, cam: &Camera, ns: Result<&NetNs, &str>, r: &mut Report, tck: f64) {
@@ -966,7 +976,7 @@ fn section_ingest(a: &Args, cam: &Camera, ns: Result<&NetNs, &str>, r: &mut Repo
             continue;
         }
         let mut cmd = Command::new("/usr/bin/python3");
-        cmd.arg(procs::repo().join("examples/bench/relay.py"))
+        cmd.arg(testkit::repo_root().join("examples/bench/relay.py"))
             .args(["--source", &cam.base, "--ingest", &m.to_string()]);
         procs::stdio_null(&mut cmd);
         match Proc::spawn_ready("relay.py --ingest", &mut cmd, Duration::from_secs(30)) {
@@ -1094,10 +1104,10 @@ async fn main() {
         procs::cleanup_all();
         std::process::exit(130);
     });
-    if let Err(e) = procs::gateway_bin() {
+    if let Err(e) = testkit::gateway::try_gateway_bin() {
         die(&e);
     }
-    let tck = procs::clk_tck();
+    let tck = procstat::clk_tck();
     let started = Instant::now();
     let mut r = Report {
         text: String::new(),

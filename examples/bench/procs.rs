@@ -3,7 +3,7 @@
 //! *and* Ctrl-C (see [`cleanup_all`]) kill it and delete the namespaces.
 
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -263,119 +263,6 @@ pub fn descendant_named(pid: u32, name: &str) -> Option<u32> {
         }
     }
     None
-}
-
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// target/<profile>/rtspgate next to target/<profile>/examples/bench, or
-/// `BENCH_RTSPGATE` (to compare two builds with the same benchmark).
-pub fn gateway_bin() -> Result<PathBuf, String> {
-    if let Some(bin) = std::env::var_os("BENCH_RTSPGATE") {
-        return Ok(PathBuf::from(bin));
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("rtspgate"))
-        .ok_or("no target directory")?;
-    if bin.exists() {
-        Ok(bin)
-    } else {
-        Err(format!(
-            "{} missing: `cargo build --release` first",
-            bin.display()
-        ))
-    }
-}
-
-pub fn free_tcp_port(ip: Ipv4Addr) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1 (WebRTC: UDP + ICE-TCP).
-pub fn free_udp_tcp_port() -> u16 {
-    for _ in 0..100 {
-        let p = free_tcp_port(Ipv4Addr::LOCALHOST);
-        if UdpSocket::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-    0
-}
-
-/// An even UDP port whose successor is free too (RTP/RTCP).
-pub fn free_rtp_port() -> u16 {
-    for _ in 0..100 {
-        let Ok(s) = UdpSocket::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let p = s.local_addr().map(|a| a.port()).unwrap_or(1);
-        if p % 2 == 0 && p < u16::MAX && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-    0
-}
-
-pub fn clk_tck() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// utime + stime of `pid` in seconds (proc(5) fields 14 and 15).
-pub fn cpu_seconds(pid: u32, tck: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // `after` starts at field 3: utime (14) is index 11, stime (15) index 12.
-    let ut: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    (ut + st) / tck
-}
-
-/// VmRSS of `pid` in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// CPU seconds used by `pids` together over a window.
-pub struct CpuWindow {
-    pids: Vec<u32>,
-    tck: f64,
-    c0: f64,
-    t0: Instant,
-}
-
-impl CpuWindow {
-    pub fn start(pids: &[u32], tck: f64) -> CpuWindow {
-        CpuWindow {
-            pids: pids.to_vec(),
-            tck,
-            c0: pids.iter().map(|p| cpu_seconds(*p, tck)).sum(),
-            t0: Instant::now(),
-        }
-    }
-
-    /// (CPU seconds, wall seconds) since `start`.
-    pub fn end(&self) -> (f64, f64) {
-        let c1: f64 = self.pids.iter().map(|p| cpu_seconds(*p, self.tck)).sum();
-        (c1 - self.c0, self.t0.elapsed().as_secs_f64())
-    }
 }
 
 /// stdin and stderr to /dev/null.

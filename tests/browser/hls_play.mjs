@@ -1,16 +1,21 @@
 // Plays an LL-HLS stream in headless Chromium with hls.js and prints one
 // line of JSON with what the browser saw.
 //
-//   node tests/browser/hls_play.mjs URL [--frames N] [--seconds S] [--timeout S]
+//   node tests/browser/hls_play.mjs URL [--frames N] [--seconds S] [--window W] [--timeout S]
 //
 // URL is the multivariant playlist (e.g. http://127.0.0.1:8888/cam/index.m3u8).
 // The page and hls.js come from a throwaway HTTP server on another port of
 // 127.0.0.1, so every playlist and part request is cross-origin and needs
 // the gateway's CORS headers. Nothing is loaded from the internet.
 //
-// Plays until the video has decoded N frames (default 100), then keeps
-// playing S more seconds (default 0) sampling the latency twice a second,
-// and exits.
+// Plays until the video has decoded N frames (default 100) and a fixed
+// window of W seconds (default 4) after the first decoded frame is over,
+// then keeps playing S more seconds (default 0) sampling the latency twice a
+// second, and exits. The window:
+//   window: { seconds, frames (decoded in it), dropped, currentTimeAdvance,
+//             rate (advance / seconds: about 1 when playing in real time),
+//             stalls (hls.js bufferStalledError/bufferNudgeOnStall and the
+//             element's "waiting" events in it), audioDecodedBytes, errors }
 // Exit status 0 when N frames were decoded without a fatal hls.js error,
 // 1 otherwise, 2 on bad usage; the JSON is printed either way:
 //   { ok, frames, droppedFrames, presentedFrames, partsLoaded, fragmentsLoaded,
@@ -35,7 +40,7 @@ function usage(msg) {
 }
 
 const args = process.argv.slice(2);
-const opts = { frames: 100, seconds: 0, timeout: 40 };
+const opts = { frames: 100, seconds: 0, window: 4, timeout: 40 };
 let url = null;
 for (let i = 0; i < args.length; i++) {
   const a = args[i];
@@ -62,6 +67,8 @@ const page = `<!doctype html>
   window.report = { errors: [], fatal: null, partsLoaded: 0, fragmentsLoaded: 0,
                     presentedFrames: 0, latency: { hls: [], wall: [] } };
   const video = document.getElementById('v');
+  report.waiting = 0;
+  video.addEventListener('waiting', () => { report.waiting++; });
   if ('requestVideoFrameCallback' in video) {
     const count = () => { report.presentedFrames++; video.requestVideoFrameCallback(count); };
     video.requestVideoFrameCallback(count);
@@ -90,7 +97,9 @@ const page = `<!doctype html>
     if (record && h && h.latency > 0) report.latency.hls.push(h.latency);
     if (record && h && h.playingDate) report.latency.wall.push((Date.now() - h.playingDate.getTime()) / 1000);
     return Object.assign({}, report, { frames: q.totalVideoFrames, droppedFrames: q.droppedVideoFrames,
-                                       currentTime: video.currentTime });
+                                       currentTime: video.currentTime,
+                                       audioDecodedBytes: video.webkitAudioDecodedByteCount ?? null,
+                                       errors: report.errors.slice(), t: performance.now() });
   };
 </script>`;
 
@@ -130,16 +139,32 @@ try {
   tab.on('console', (m) => { if (m.type() === 'error') console.error(`page: ${m.text()}`); });
   await tab.goto(pageUrl);
   let s = await tab.evaluate(() => window.sample(false));
-  while (s.frames < opts.frames && !s.fatal && Date.now() < deadline) {
-    await new Promise((ok) => setTimeout(ok, 250));
+  let win0 = null;
+  let win1 = null;
+  const stalls = (x) => x.waiting + x.errors.filter((e) => /Stall/.test(e)).length;
+  while (!s.fatal && Date.now() < deadline) {
+    if (!win0 && s.frames > 0) win0 = s;
+    if (win0 && !win1 && s.t - win0.t >= opts.window * 1000) win1 = s;
+    if (s.frames >= opts.frames && (win1 || opts.window === 0)) break;
+    await new Promise((ok) => setTimeout(ok, 100));
     s = await tab.evaluate(() => window.sample(false));
   }
+  const windowReport = win0 && win1 ? {
+    seconds: (win1.t - win0.t) / 1000,
+    frames: win1.frames - win0.frames,
+    dropped: win1.droppedFrames - win0.droppedFrames,
+    currentTimeAdvance: win1.currentTime - win0.currentTime,
+    rate: (win1.currentTime - win0.currentTime) / ((win1.t - win0.t) / 1000),
+    stalls: stalls(win1) - stalls(win0),
+    audioDecodedBytes: (win1.audioDecodedBytes ?? 0) - (win0.audioDecodedBytes ?? 0),
+    errors: win1.errors.slice(win0.errors.length),
+  } : null;
   const settleUntil = Math.min(Date.now() + opts.seconds * 1000, deadline);
   while (!s.fatal && Date.now() < settleUntil) {
     await new Promise((ok) => setTimeout(ok, 500));
     s = await tab.evaluate(() => window.sample(true));
   }
-  result = Object.assign(s, { ok: s.frames >= opts.frames && !s.fatal });
+  result = Object.assign(s, { ok: s.frames >= opts.frames && !s.fatal, window: windowReport });
 } catch (e) {
   result.error = String(e && e.message || e);
 } finally {

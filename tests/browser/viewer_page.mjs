@@ -2,12 +2,15 @@
 // of JSON with what a person would have seen.
 //
 //   node tests/browser/viewer_page.mjs BASE PATH [--frames N] [--timeout S]
-//        [--watch S] [--block-webrtc] [--screenshot FILE]
+//        [--window W] [--watch S] [--block-webrtc] [--screenshot FILE]
 //
 // BASE is the gateway's HTTP root (http://127.0.0.1:PORT). The script opens
 // BASE/ (the index) and records the stream names its tiles show, then opens
 // BASE/PATH/ (the player) and waits until the player has decoded N frames
-// (default 100), then with --watch S samples { frames, transport, message }
+// (default 100) and a fixed window of W seconds (default 4) after the first
+// decoded frame is over: window { seconds, frames, dropped, currentTimeAdvance,
+// rate (about 1 in real time), waiting (the video's "waiting" events) }.
+// Then with --watch S samples { at (Date.now()), frames, transport, message }
 // once a second for S more seconds into `timeline`. With --block-webrtc every WHEP request is aborted by the
 // browser, so the page must fall back to LL-HLS by itself.
 // Output: { ok, index: [names], transport, frames, width, height, overlay,
@@ -24,13 +27,13 @@ function usage(msg) {
 }
 
 const args = process.argv.slice(2);
-const opts = { frames: 100, timeout: 40, watch: 0, blockWebrtc: false, screenshot: null };
+const opts = { frames: 100, timeout: 40, window: 4, watch: 0, blockWebrtc: false, screenshot: null };
 const pos = [];
 for (let i = 0; i < args.length; i++) {
   const a = args[i];
   if (a === '--block-webrtc') opts.blockWebrtc = true;
   else if (a === '--screenshot') opts.screenshot = args[++i];
-  else if (a === '--frames' || a === '--timeout' || a === '--watch') {
+  else if (a === '--frames' || a === '--timeout' || a === '--watch' || a === '--window') {
     const v = Number(args[++i]);
     if (!Number.isFinite(v) || v <= 0) usage(`${a} needs a positive number`);
     opts[a.slice(2)] = v;
@@ -64,26 +67,59 @@ try {
   out.index = await page.$$eval('.tile h2 a', (as) => as.map((a) => a.textContent));
 
   await page.goto(`${base}/${encodeURIComponent(path)}/`);
+  await page.evaluate(() => {
+    window.waitingEvents = 0;
+    const hook = () => {
+      const v = document.querySelector('video');
+      if (v) v.addEventListener('waiting', () => { window.waitingEvents++; });
+      else setTimeout(hook, 20);
+    };
+    hook();
+  });
+  let win0 = null;
+  let win1 = null;
   for (;;) {
-    const st = await page.evaluate(() => ({
-      ...window.player.stats,
-      overlay: document.querySelector('.overlay').textContent,
-      message: document.querySelector('.message').textContent,
-    }));
+    const st = await page.evaluate(() => {
+      const v = document.querySelector('video');
+      const q = v && v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : null;
+      return {
+        ...window.player.stats,
+        overlay: document.querySelector('.overlay').textContent,
+        message: document.querySelector('.message').textContent,
+        t: performance.now(),
+        currentTime: v ? v.currentTime : 0,
+        dropped: q ? q.droppedVideoFrames : 0,
+        waiting: window.waitingEvents,
+      };
+    });
     Object.assign(out, {
       transport: st.transport, frames: st.framesDecoded, width: st.width, height: st.height,
       overlay: st.overlay, message: st.message,
     });
-    if (st.framesDecoded >= opts.frames) break;
-    if (Date.now() > deadline) throw new Error(`only ${st.framesDecoded} frames within ${opts.timeout} s`);
-    await page.waitForTimeout(250);
+    if (!win0 && st.framesDecoded > 0) win0 = st;
+    if (win0 && !win1 && st.t - win0.t >= opts.window * 1000) win1 = st;
+    if (st.framesDecoded >= opts.frames && win1) break;
+    if (Date.now() > deadline) {
+      throw new Error(`only ${st.framesDecoded} frames within ${opts.timeout} s` +
+                      (win1 ? '' : ` (window of ${opts.window} s after the first frame not over)`));
+    }
+    await page.waitForTimeout(100);
   }
+  out.window = {
+    seconds: (win1.t - win0.t) / 1000,
+    frames: win1.framesDecoded - win0.framesDecoded,
+    dropped: win1.dropped - win0.dropped,
+    currentTimeAdvance: win1.currentTime - win0.currentTime,
+    rate: (win1.currentTime - win0.currentTime) / ((win1.t - win0.t) / 1000),
+    waiting: win1.waiting - win0.waiting,
+  };
   // --watch S: keep the page open S more seconds, sampling frames decoded and
   // the overlay once a second (e.g. while the camera goes away and comes back).
   out.timeline = [];
   for (let i = 0; i < opts.watch; i++) {
     await page.waitForTimeout(1000);
     out.timeline.push(await page.evaluate(() => ({
+      at: Date.now(),
       frames: window.player.stats.framesDecoded,
       transport: window.player.stats.transport,
       message: document.querySelector('.message').textContent,

@@ -3,7 +3,7 @@
 //
 //   node whep_play.mjs --page http://127.0.0.1:H/api/v1/streams \
 //     --url http://127.0.0.1:H/cam/whep [--url ...] [--viewers N] \
-//     [--seconds S] [--delete | --vanish] [--timeout S]
+//     [--seconds S] [--window W] [--delete | --vanish] [--timeout S]
 //
 // Opens one page on the gateway's origin (same-origin WHEP requests), and
 // for every --url starts N RTCPeerConnections (recvonly video + audio),
@@ -15,6 +15,15 @@
 //     audioCodec, audioPackets, audioSamples, deleteStatus, error}], ...}
 // firstFrameMs is measured from sending the POST to the first decoded
 // video frame (requestVideoFrameCallback, else framesDecoded polling).
+// `window` measures a fixed W seconds (default 4) starting at each viewer's
+// first decoded frame, so a slow start cannot hide a stall later:
+//   window: {seconds, frames (decoded), dropped (framesDropped), freezes
+//     (freezeCount), packetsLost, audioSamples, currentTimeAdvance (the
+//     video element's currentTime over the window), rate (advance/seconds,
+//     about 1 when playing in real time), waiting (the element's "waiting"
+//     events: playback stalled for want of data)}
+// Playback lasts until --seconds have passed and every viewer's window is
+// over.
 // --vanish leaves the peer connections open and exits at once, which kills
 // Chromium without a DTLS close_notify or RTCP BYE: a viewer that vanished.
 // Exits 2 on a usage error, 3 on the hard timeout.
@@ -25,7 +34,7 @@ import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 function parseArgs(argv) {
-  const a = { urls: [], viewers: 1, seconds: 6, del: false, vanish: false, timeout: 90, page: null };
+  const a = { urls: [], viewers: 1, seconds: 6, window: 4, del: false, vanish: false, timeout: 90, page: null };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = () => {
@@ -36,6 +45,7 @@ function parseArgs(argv) {
     else if (k === '--page') a.page = v();
     else if (k === '--viewers') a.viewers = Number(v());
     else if (k === '--seconds') a.seconds = Number(v());
+    else if (k === '--window') a.window = Number(v());
     else if (k === '--timeout') a.timeout = Number(v());
     else if (k === '--delete') a.del = true;
     else if (k === '--vanish') a.vanish = true;
@@ -83,7 +93,7 @@ try {
   await page.goto(args.page);
 
   const result = await page.evaluate(
-    async ({ urls, viewers, seconds, del, vanish }) => {
+    async ({ urls, viewers, seconds, window, del, vanish }) => {
       const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
       async function gatheringComplete(pc, ms) {
@@ -104,6 +114,10 @@ try {
         pc.addTransceiver('video', { direction: 'recvonly' });
         pc.addTransceiver('audio', { direction: 'recvonly' });
         const video = document.createElement('video');
+        v.waiting = 0;
+        video.addEventListener('waiting', () => {
+          if (v.win0) v.waiting++;
+        });
         video.muted = true;
         video.autoplay = true;
         video.playsInline = true;
@@ -182,7 +196,10 @@ try {
                 ? (1000 * s.jitterBufferDelay) / s.jitterBufferEmittedCount
                 : null;
             out.videoCodec = codecs[s.codecId] ?? null;
+            out.framesDropped = s.framesDropped ?? 0;
+            out.freezeCount = s.freezeCount ?? 0;
           } else if (s.kind === 'audio') {
+            out.audioPacketsLost = s.packetsLost ?? 0;
             out.audioPackets = s.packetsReceived ?? 0;
             out.audioSamples = s.totalSamplesReceived ?? 0;
             out.concealedSamples = s.concealedSamples ?? 0;
@@ -196,16 +213,61 @@ try {
       for (const url of urls) for (let i = 0; i < viewers; i++) all.push(start(url));
       const vs = await Promise.all(all);
 
-      // Poll framesDecoded for the first frame (fallback to rVFC timing).
+      // Poll framesDecoded for the first frame (fallback to rVFC timing);
+      // the measurement window starts there.
+      const snapshot = async (v) => {
+        const s = await stats(v);
+        return {
+          t: performance.now(),
+          frames: s.framesDecoded,
+          dropped: s.framesDropped ?? 0,
+          freezes: s.freezeCount ?? 0,
+          lost: (s.videoPacketsLost ?? 0) + (s.audioPacketsLost ?? 0),
+          audioSamples: s.audioSamples ?? 0,
+          currentTime: v.video.currentTime,
+        };
+      };
       const end = performance.now() + seconds * 1000;
-      while (performance.now() < end) {
+      // Viewers whose first frame never comes stop the wait at `end` plus
+      // one window.
+      const lastEnd = end + window * 1000;
+      for (;;) {
+        const now = performance.now();
+        let pending = false;
         for (const v of vs) {
-          if (v.status !== 201 || v.firstFrameMsStats != null) continue;
-          const s = await stats(v);
-          if (s.framesDecoded > 0) v.firstFrameMsStats = performance.now() - v.t0;
+          if (v.status !== 201) continue;
+          if (!v.win0) {
+            const s = await snapshot(v);
+            if (s.frames > 0) {
+              v.firstFrameMsStats = s.t - v.t0;
+              v.win0 = s;
+            }
+            pending = true;
+          } else if (!v.win1) {
+            if (now - v.win0.t >= window * 1000) v.win1 = await snapshot(v);
+            else pending = true;
+          }
         }
+        if (now >= lastEnd || (now >= end && !pending)) break;
         await sleep(20);
       }
+      const windowOf = (v) => {
+        if (!v.win0 || !v.win1) return null;
+        const [a, b] = [v.win0, v.win1];
+        const secs = (b.t - a.t) / 1000;
+        const advance = b.currentTime - a.currentTime;
+        return {
+          seconds: secs,
+          frames: b.frames - a.frames,
+          dropped: b.dropped - a.dropped,
+          freezes: b.freezes - a.freezes,
+          packetsLost: b.lost - a.lost,
+          audioSamples: b.audioSamples - a.audioSamples,
+          currentTimeAdvance: advance,
+          rate: secs > 0 ? advance / secs : 0,
+          waiting: v.waiting,
+        };
+      };
 
       const out = [];
       for (const v of vs) {
@@ -224,6 +286,7 @@ try {
             return d.length ? d[Math.floor(d.length / 2)] : null;
           })(),
           presentedFrames: (v.delays ?? []).length,
+          window: windowOf(v),
           answerNotes: v.answerNotes ?? [],
           connectionState: v.pc.connectionState,
           error: v.error,
@@ -238,7 +301,14 @@ try {
       }
       return out;
     },
-    { urls: args.urls, viewers: args.viewers, seconds: args.seconds, del: args.del, vanish: args.vanish },
+    {
+      urls: args.urls,
+      viewers: args.viewers,
+      seconds: args.seconds,
+      window: args.window,
+      del: args.del,
+      vanish: args.vanish,
+    },
   );
 
   console.log(

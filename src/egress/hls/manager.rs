@@ -355,7 +355,9 @@ struct Running {
 pub struct HlsManager {
     registry: Arc<Registry>,
     config: HlsConfig,
-    epoch: Instant,
+    /// tokio's clock (std's outside tests), so the idle timeout follows a
+    /// paused test clock.
+    epoch: tokio::time::Instant,
     running: Mutex<Running>,
     /// With `hls_always_on`: the task that starts muxers for added streams.
     follower: Mutex<Option<JoinHandle<()>>>,
@@ -379,7 +381,7 @@ impl HlsManager {
             sessions,
             registry,
             config,
-            epoch: Instant::now(),
+            epoch: tokio::time::Instant::now(),
             running: Mutex::new(Running::default()),
             follower: Mutex::new(None),
             me: me.clone(),
@@ -572,7 +574,7 @@ impl HlsManager {
     /// When `hs` becomes idle if no request comes.
     fn idle_deadline(&self, hs: &HlsStream) -> tokio::time::Instant {
         let last = Duration::from_nanos(hs.last_request.load(Ordering::Relaxed));
-        tokio::time::Instant::from_std(self.epoch + last + self.config.idle_timeout)
+        self.epoch + last + self.config.idle_timeout
     }
 }
 
@@ -718,7 +720,7 @@ mod tests {
         *p
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_running_muxer_is_a_session_that_can_be_kicked() {
         let registry = Registry::new();
         let _stream = live_stream(&registry);
@@ -731,7 +733,9 @@ mod tests {
                 if !l.is_empty() {
                     return l;
                 }
-                tokio::task::yield_now().await;
+                // A sleep, not a yield: the paused clock advances (and the
+                // timeout can fire) only while every task waits.
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         })
         .await
@@ -743,14 +747,14 @@ mod tests {
         assert!(m.get("cam").is_none(), "kicked muxer is gone");
         tokio::time::timeout(Duration::from_secs(2), async {
             while !sessions.list().is_empty() {
-                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         })
         .await
         .expect("its session is removed");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn one_muxer_per_stream_stopped_when_idle_and_restarted_with_new_names() {
         let registry = Registry::new();
         let stream = live_stream(&registry);
@@ -793,7 +797,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_muxer_whose_task_ended_is_replaced() {
         let registry = Registry::new();
         let stream = live_stream(&registry);
@@ -821,7 +825,7 @@ mod tests {
         assert!(b.progress().next_part.0 > a.progress().next_part.0);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn always_on_runs_without_requests() {
         let registry = Registry::new();
         let stream = live_stream(&registry);
@@ -855,7 +859,7 @@ mod tests {
         assert!(hs.progress().stopped);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn removed_stream_stops_its_muxer() {
         let registry = Registry::new();
         let stream = live_stream(&registry);
@@ -872,7 +876,7 @@ mod tests {
         assert!(text.contains("#EXTINF:"), "{text}");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn new_track_generation_gives_a_discontinuity_and_a_new_init() {
         let registry = Registry::new();
         let stream = live_stream(&registry);

@@ -1,10 +1,20 @@
 #!/usr/bin/python3
-"""A scriptable RTSP "camera" for rtspgate's end-to-end tests.
+"""A scriptable RTSP "camera" for rtspgate's tests and benchmarks (the one
+camera of testkit/, driven by testkit::camera and examples/).
 
-Serves one live test stream (moving ball + sine tone) over RTSP with
-GstRtspServer, bound to 127.0.0.1 only. Prints exactly one line
-``READY rtsp://127.0.0.1:<port><path>`` on stdout once listening, then runs
-until SIGTERM/SIGINT.
+Serves a live test stream (moving ball or noise + sine tone) over RTSP with
+GstRtspServer, on 127.0.0.1 unless ``--address`` says otherwise. Prints
+exactly one line ``READY rtsp://<address>:<port><path>`` on stdout once
+listening, then one line ``CLIENT <ip>`` per RTSP connection accepted (so a
+test can count how often the camera was read), and runs until SIGTERM/SIGINT.
+
+Two modes:
+  * one mount (default): the encoders run per media, shared by the mount's
+    clients; video H.264/H.265 and/or audio AAC/PCMA/PCMU/Opus;
+  * ``--mounts M``: the benchmark fan-out, ONE H.264 encoder feeding M mounts
+    ``<path>0 .. <path>M-1`` (``appsrc ! h264parse ! rtph264pay`` each), so
+    100 mounts cost 100 payloaders, not 100 encoders. READY then prints
+    ``<path>`` without a number (append the mount number).
 
 Must run under Debian's /usr/bin/python3 (python3-gi, gir1.2-gst-rtsp-server-1.0).
 
@@ -18,8 +28,10 @@ Notes learned the hard way:
 """
 
 import argparse
+import os
 import signal
 import sys
+import threading
 
 import gi
 
@@ -42,7 +54,13 @@ def parse_size(text):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description="scriptable RTSP test camera")
+    p.add_argument("--address", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8554, help="TCP port; 0 picks a free one")
+    p.add_argument("--mounts", type=int, default=0,
+                   help="fan-out mode: one H.264 encoder on mounts <path>0..<path>M-1")
+    p.add_argument("--pattern", default="ball",
+                   help="videotestsrc pattern: ball (compresses to ~100 kbit/s) or snow "
+                        "(noise: fills the target bitrate like a real camera)")
     p.add_argument("--path", default="/test", help="mount path (default /test)")
     p.add_argument("--video", choices=["h264", "h265", "none"], default="h264")
     p.add_argument("--audio", choices=["aac", "pcma", "pcmu", "opus", "none"], default="none")
@@ -54,6 +72,8 @@ def parse_args(argv):
                    help="use B-frames (H.264 only; default 2 when given without value)")
     p.add_argument("--user", help="require RTSP Digest auth with this user")
     p.add_argument("--pass", dest="password", help="password for --user")
+    p.add_argument("--exit-with-stdin", action="store_true",
+                   help="exit when stdin reaches EOF (the parent process is gone)")
     p.add_argument("--print-pipeline", action="store_true",
                    help="print the launch line to stderr")
     a = p.parse_args(argv)
@@ -67,6 +87,10 @@ def parse_args(argv):
         p.error("--fps, --gop and --bitrate must be positive")
     if a.bframes and a.video != "h264":
         p.error("--bframes is only supported with --video h264")
+    if a.mounts < 0:
+        p.error("--mounts must not be negative")
+    if a.mounts and (a.video != "h264" or a.audio != "none" or a.bframes):
+        p.error("--mounts serves H.264 video only (no audio, no B-frames)")
     return a
 
 
@@ -77,7 +101,7 @@ def have(element):
 def video_branch(a, pay):
     w, h = a.size
     src = (
-        f"videotestsrc is-live=true pattern=ball motion=wavy animation-mode=running-time "
+        f"videotestsrc is-live=true pattern={a.pattern} motion=wavy animation-mode=running-time "
         f"! video/x-raw,format=I420,width={w},height={h},framerate={a.fps}/1 "
         f"! queue max-size-buffers=5 "
     )
@@ -170,6 +194,60 @@ def on_media_configure(_factory, media):
         i += 1
 
 
+class FanOut:
+    """--mounts: one encoder whose access units are pushed into the appsrc of
+    every prepared mount."""
+
+    CAPS = "video/x-h264,stream-format=byte-stream,alignment=au"
+
+    def __init__(self, a):
+        w, h = a.size
+        self.encoder = Gst.parse_launch(
+            f"videotestsrc is-live=true pattern={a.pattern} "
+            f"! video/x-raw,format=I420,width={w},height={h},framerate={a.fps}/1 "
+            f"! x264enc tune=zerolatency speed-preset=ultrafast bitrate={a.bitrate} "
+            f"vbv-buf-capacity=1000 key-int-max={a.gop} "
+            f"! h264parse config-interval=-1 ! {self.CAPS} "
+            "! appsink name=sink emit-signals=true sync=false max-buffers=25 drop=true"
+        )
+        self.sources = set()
+        self.lock = threading.Lock()
+        self.encoder.get_by_name("sink").connect("new-sample", self.on_sample)
+
+    def launch(self):
+        return (
+            f"( appsrc name=src is-live=true format=time do-timestamp=true caps={self.CAPS} "
+            "! h264parse ! rtph264pay pt=96 name=pay0 )"
+        )
+
+    def on_sample(self, appsink):
+        sample = appsink.emit("pull-sample")
+        if sample is None:
+            return Gst.FlowReturn.OK
+        buf = sample.get_buffer()
+        with self.lock:
+            targets = list(self.sources)
+        for src in targets:
+            # A shallow copy (shared memory) without the encoder's timestamps
+            # (x264 starts at 1000 h): appsrc's do-timestamp stamps each with
+            # its own pipeline's running time.
+            out = buf.copy()
+            out.pts = out.dts = Gst.CLOCK_TIME_NONE
+            src.emit("push-buffer", out)
+        return Gst.FlowReturn.OK
+
+    def on_configure(self, _factory, media):
+        src = media.get_element().get_by_name("src")
+        with self.lock:
+            self.sources.add(src)
+
+        def gone(_media):
+            with self.lock:
+                self.sources.discard(src)
+
+        media.connect("unprepared", gone)
+
+
 def launch_line(a):
     branches = []
     if a.video != "none":
@@ -183,17 +261,36 @@ def main(argv):
     a = parse_args(argv)
     Gst.init(None)
 
-    launch = launch_line(a)
+    fanout = FanOut(a) if a.mounts else None
+    launch = fanout.launch() if fanout else launch_line(a)
     if a.print_pipeline:
         print(launch, file=sys.stderr, flush=True)
 
     server = GstRtspServer.RTSPServer()
-    server.set_address("127.0.0.1")
+    server.set_address(a.address)
     server.set_service(str(a.port))
+    if fanout:
+        # DESCRIBE waits for the mount's pipeline to prepare; with the default
+        # single thread, 100 cameras connecting at once would queue for minutes.
+        server.get_thread_pool().set_max_threads(max(16, a.mounts + 8))
 
-    factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(launch)
-    factory.set_shared(True)
+    def on_client(_server, client):
+        conn = client.get_connection()
+        ip = conn.get_ip() if conn is not None else "?"
+        print(f"CLIENT {ip}", flush=True)
+
+    server.connect("client-connected", on_client)
+
+    def make_factory():
+        f = GstRtspServer.RTSPMediaFactory()
+        f.set_launch(launch)
+        f.set_shared(True)
+        f.connect("media-configure", on_media_configure)
+        if fanout:
+            f.connect("media-configure", fanout.on_configure)
+        return f
+
+    factory = make_factory()
 
     if a.user is not None:
         auth = GstRtspServer.RTSPAuth()
@@ -212,8 +309,14 @@ def main(argv):
             sys.exit(f"camera.py: user name {a.user!r} is not a valid role name")
         factory.add_role_from_structure(role)
 
-    factory.connect("media-configure", on_media_configure)
-    server.get_mount_points().add_factory(a.path, factory)
+    if fanout:
+        for i in range(a.mounts):
+            f = factory if i == 0 else make_factory()
+            if a.user is not None and i > 0:
+                f.add_role_from_structure(role)
+            server.get_mount_points().add_factory(f"{a.path}{i}", f)
+    else:
+        server.get_mount_points().add_factory(a.path, factory)
 
     loop = GLib.MainLoop()
     try:
@@ -222,7 +325,7 @@ def main(argv):
         print(f"camera.py: {e}", file=sys.stderr)
         ok = False
     if not ok:
-        print(f"camera.py: cannot listen on 127.0.0.1:{a.port} (port in use?)",
+        print(f"camera.py: cannot listen on {a.address}:{a.port} (port in use?)",
               file=sys.stderr, flush=True)
         return 2
     port = server.get_bound_port()
@@ -234,8 +337,29 @@ def main(argv):
     GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGTERM, stop)
     GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGINT, stop)
 
-    print(f"READY rtsp://127.0.0.1:{port}{a.path}", flush=True)
+    if a.exit_with_stdin:
+        # A camera shared by several tests lives as long as the test process,
+        # whose end closes the pipe: no camera outlives its tests.
+        def on_stdin(fd, _cond):
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                data = b""
+            if not data:
+                loop.quit()
+                return False
+            return True
+
+        GLib.io_add_watch(sys.stdin.fileno(), GLib.PRIORITY_DEFAULT,
+                          GLib.IOCondition.IN | GLib.IOCondition.HUP | GLib.IOCondition.ERR,
+                          on_stdin)
+
+    if fanout:
+        fanout.encoder.set_state(Gst.State.PLAYING)
+    print(f"READY rtsp://{a.address}:{port}{a.path}", flush=True)
     loop.run()
+    if fanout:
+        fanout.encoder.set_state(Gst.State.NULL)
     return 0
 
 

@@ -4,7 +4,6 @@
 //! Blocking sockets, one thread per viewer; on 127.0.0.1 unless
 //! [`Opts::bind`] says otherwise. [`play_answering`] is the same viewer for
 //! servers that make the offer themselves (Janus's streaming plugin).
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
@@ -49,16 +48,77 @@ pub struct Received {
     /// NACKs this viewer sent (packets it found missing), from str0m's
     /// ingress stats.
     pub nacks: u64,
+    /// The highest fraction of packets lost (0..=1) in any receiver report
+    /// this viewer sent.
+    pub max_loss: f32,
+    /// From sending the POST to the last complete video frame.
+    pub last_frame: Option<Duration>,
+    /// From sending the POST to the end of the run.
+    pub ended: Option<Duration>,
     /// The first video frame contained an SPS (H.264 NAL type 7).
     pub first_frame_has_sps: bool,
     /// First byte of each NAL unit of the first video frame (Annex B).
     pub first_frame_nal_headers: Vec<u8>,
 }
 
-/// An HTTP response: status, headers (lowercase names), body.
+impl Received {
+    /// Complete video frames per second from the first frame to the end of
+    /// the run (the start-up burst of a cached GOP counts; a gateway that
+    /// stalls or drops frames later shows as a lower rate).
+    pub fn video_fps(&self) -> f64 {
+        match (self.first_frame, self.ended) {
+            (Some(first), Some(end)) if end > first && self.video_frames > 1 => {
+                (self.video_frames - 1) as f64 / (end - first).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Problems for a viewer that should have played cleanly for the whole
+    /// run on loopback: an error, fewer than `min_fps_share` of `camera_fps`
+    /// after the first frame, any lost packet (NACK sent or loss reported),
+    /// no audio when `audio` is expected.
+    pub fn problems(&self, camera_fps: f64, min_fps_share: f64, audio: bool) -> Vec<String> {
+        let mut p = Vec::new();
+        if let Some(e) = &self.error {
+            p.push(format!("error: {e}"));
+        }
+        let fps = self.video_fps();
+        if fps < camera_fps * min_fps_share {
+            p.push(format!(
+                "{fps:.1} video frames/s after the first frame, want >= {:.1} ({:.0} % of {camera_fps})",
+                camera_fps * min_fps_share,
+                min_fps_share * 100.0
+            ));
+        }
+        if self.nacks > 0 || self.max_loss > 0.0 {
+            p.push(format!(
+                "lost packets on loopback: {} NACK(s) sent, loss fraction up to {}",
+                self.nacks, self.max_loss
+            ));
+        }
+        if audio && self.audio_frames == 0 {
+            p.push("no audio frames".into());
+        }
+        p
+    }
+
+    /// Panics with the viewer's counters unless [`Received::problems`] is empty.
+    #[track_caller]
+    pub fn assert_clean(&self, camera_fps: f64, min_fps_share: f64, audio: bool) {
+        let p = self.problems(camera_fps, min_fps_share, audio);
+        assert!(
+            p.is_empty(),
+            "unclean WHEP viewer:\n  - {}\n{self:?}",
+            p.join("\n  - ")
+        );
+    }
+}
+
+/// An HTTP response as a tuple: status, headers (lowercase names), body.
 pub type HttpResponse = (u16, Vec<(String, String)>, Vec<u8>);
 
-/// One HTTP/1.0 request to `addr`.
+/// One HTTP/1.0 request to `addr` ([`crate::http::request`]), as a tuple.
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -66,37 +126,8 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<HttpResponse> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad HTTP response");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(bad)?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(bad)?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Ok((status, headers, raw[split + 4..].to_vec()))
+    let r = crate::http::request(addr, method, path, headers, body)?;
+    Ok((r.status, r.headers, r.body))
 }
 
 enum Sock {
@@ -153,8 +184,11 @@ impl Viewer {
                 self.video_mid = Some(m.mid);
             }
             Event::MediaData(m) if Some(m.mid) == self.video_mid => {
+                // One clock reading per frame: a first frame that is a
+                // keyframe has first_keyframe == first_frame.
+                let at = self.t0.elapsed();
                 if r.first_frame.is_none() {
-                    r.first_frame = Some(self.t0.elapsed());
+                    r.first_frame = Some(at);
                     // Annex B from str0m's depacketizer: 00 00 01 67 = SPS.
                     r.first_frame_nal_headers = m
                         .data
@@ -165,10 +199,11 @@ impl Viewer {
                     r.first_frame_has_sps = r.first_frame_nal_headers.iter().any(|h| h & 0x1f == 7);
                 }
                 r.video_frames += 1;
+                r.last_frame = Some(at);
                 if m.is_keyframe() {
                     r.keyframes += 1;
                     if r.first_keyframe.is_none() {
-                        r.first_keyframe = Some(self.t0.elapsed());
+                        r.first_keyframe = Some(at);
                     }
                 }
             }
@@ -181,6 +216,7 @@ impl Viewer {
                 r.packets = self.counts[0] + self.counts[3];
                 r.bytes = self.counts[1] + self.counts[4];
                 r.nacks = self.counts[2] + self.counts[5];
+                r.max_loss = r.max_loss.max(s.loss.unwrap_or(0.0));
             }
             _ => {}
         }
@@ -348,7 +384,7 @@ fn play_inner(
                         .ok()
                 })
                 .ok_or("no ICE-TCP candidate in the answer")?;
-            let stream = TcpStream::connect_timeout(&server, Duration::from_secs(5))
+            let stream = connect_tcp(server, opts.stall_after.is_some())
                 .map_err(|e| format!("ICE-TCP connect {server}: {e}"))?;
             let _ = stream.set_nodelay(true);
             let local = stream.local_addr().map_err(|e| e.to_string())?;
@@ -433,6 +469,27 @@ pub fn play_answering(
     }
 }
 
+/// Connects over TCP. A viewer that will stall gets a small receive buffer
+/// (set before connecting, so the advertised window stays small): once it
+/// stops reading, the gateway's writes back up within a second instead of
+/// filling megabytes of autotuned kernel buffers first, so the gateway's
+/// per-viewer queue really fills.
+fn connect_tcp(server: SocketAddr, small_window: bool) -> std::io::Result<TcpStream> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(server),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    if small_window {
+        sock.set_recv_buffer_size(STALLED_RECV_BUFFER)?;
+    }
+    sock.connect_timeout(&server.into(), Duration::from_secs(5))?;
+    Ok(sock.into())
+}
+
+/// SO_RCVBUF of a viewer that will stall, bytes (the kernel doubles it).
+const STALLED_RECV_BUFFER: usize = 4096;
+
 /// Receives until `opts.dur` is over (or `opts.stop`).
 fn run_media(mut v: Viewer, opts: &Opts) -> Result<Received, String> {
     let mut counted = false;
@@ -468,5 +525,6 @@ fn run_media(mut v: Viewer, opts: &Opts) -> Result<Received, String> {
             .min(Duration::from_millis(50));
         v.step(wait, &mut buf)?;
     }
+    v.r.ended = Some(t0.elapsed());
     Ok(v.r)
 }

@@ -1,13 +1,11 @@
-//! Proves the end-to-end harness itself against real peers, with no gateway
+//! Proves the test kit itself against real peers, with no gateway
 //! involved: ffmpeg/ffprobe read the GStreamer camera directly.
 
-mod common;
-
-use common::*;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::thread;
 use std::time::Duration;
+use testkit::*;
 
 const SECONDS: f64 = 5.0;
 /// 25 fps for 5 s is 125 frames; allow for the reader's start-up.
@@ -184,6 +182,35 @@ fn camera_restarts_on_the_same_port() {
     let other = Camera::start_on_port(p, CameraOpts::new(VideoCodec::H265, AudioCodec::None));
     assert_eq!(other.port(), p);
     assert_eq!(other.url(), format!("rtsp://127.0.0.1:{p}/test"));
+}
+
+/// The camera counts its RTSP connections (what "the gateway pulls a camera
+/// once" is measured with), and the benchmark's fan-out mode serves one
+/// encoder on several mounts.
+#[test]
+fn camera_counts_clients_and_fans_out_to_mounts() {
+    let _guard = serial();
+    require_tools();
+    let cam = Camera::start(CameraOpts {
+        mounts: 2,
+        pattern: "snow".into(),
+        ..CameraOpts::new(VideoCodec::H264, AudioCodec::None)
+    });
+    assert_eq!(cam.clients_connected(), 0);
+    for mount in 0..2 {
+        let url = format!("{}{mount}", cam.url());
+        let r = ffmpeg_read(&url, Transport::Tcp, 2.0);
+        r.assert_clean(40, 0);
+        assert_eq!(r.codecs(), [("video".into(), "h264".into())], "{r}");
+    }
+    let counted = poll_until(Duration::from_secs(2), Duration::from_millis(50), || {
+        (cam.clients_connected() == 2).then_some(())
+    });
+    assert!(
+        counted.is_some(),
+        "{} clients counted",
+        cam.clients_connected()
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! LL-HLS latency benchmark: a GStreamer camera (tests/support/camera.py,
+//! LL-HLS latency benchmark: a GStreamer camera (testkit/camera.py,
 //! H.264 640x360 25 fps + AAC) into an in-process gateway, read by:
 //!
 //! - a *preload-hint* client: asks for each part before it exists (the
@@ -22,48 +22,15 @@
 //! GStreamer (see .ci/run); Chromium and `npm ci --prefix tests/browser` for
 //! the browser figure.
 
-#[path = "bench/hls.rs"]
+// This file sits next to the benchmark's `hls.rs` (declared as an
+// `[[example]]` in Cargo.toml), so both examples share one `hls` module.
 mod hls;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-struct Camera(Child);
-
-impl Drop for Camera {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_camera() -> (Camera, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/camera.py");
-    let mut child = Command::new("/usr/bin/python3")
-        .arg(script)
-        .args(["--port", "0", "--video", "h264", "--audio", "aac"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("/usr/bin/python3 runs tests/support/camera.py (see .ci/run)");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let camera = Camera(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("READY ") {
-                let _ = tx.send(url.trim().to_owned());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("camera.py prints READY within 20 s");
-    (camera, url)
-}
+use testkit::{AudioCodec, Camera, CameraOpts, VideoCodec};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() - 1) as f64 * p).round() as usize;
@@ -88,7 +55,7 @@ fn print_figures(what: &str, mut d: Vec<Duration>) {
 }
 
 fn browser(url: &str, seconds: u32) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let dir = testkit::browser_dir();
     if !Path::new("/usr/bin/chromium").exists() || !dir.join("node_modules/hls.js").exists() {
         println!("hls.js: skipped (needs /usr/bin/chromium and npm ci --prefix tests/browser)");
         return;
@@ -149,8 +116,8 @@ async fn main() {
         }
     }
 
-    let (_camera, camera_url) = start_camera();
-    let run = hls::HlsRun::start(&camera_url)
+    let camera = Camera::start(CameraOpts::new(VideoCodec::H264, AudioCodec::Aac));
+    let run = hls::HlsRun::start(&camera.url())
         .await
         .expect("the gateway starts and the camera goes live");
     let port = run.port;
