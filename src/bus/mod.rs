@@ -3,7 +3,6 @@
 
 pub mod fanout;
 pub mod sessions;
-mod track;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,9 +13,10 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::watch;
 
+/// Track descriptions live in the pure codec layer; the bus carries them.
+pub use crate::codec::{Codec, MediaKind, Track};
 pub use fanout::{ByteLen, Fanout, GopLimits, RecvError, Subscriber};
 pub use sessions::{SessionHandle, SessionInfo, Sessions};
-pub use track::{Codec, MediaKind, Track};
 
 /// One access unit (video) or audio frame of one track.
 #[derive(Clone, Debug)]

@@ -287,13 +287,7 @@ impl Pull {
             .any(|&i| demuxed.streams()[i].media() == "video");
         // The Opus track comes last on the bus; a second session feeds it.
         let _opus_side = opus.map(|(retina_index, channels)| {
-            tracks.push(Some(Arc::new(Track {
-                codec: Codec::Opus { channels },
-                clock_rate: 48000,
-                rfc6381: Some("opus".to_owned()),
-                dimensions: None,
-                frame_rate: None,
-            })));
+            tracks.push(Some(Arc::new(Track::new(Codec::Opus { channels }, 48000))));
             self.opus_timeline
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -479,29 +473,21 @@ fn track_from_stream(s: &retina::client::Stream) -> Option<Track> {
                 },
                 _ => return None,
             };
-            let frame_rate = v
-                .frame_rate()
-                .filter(|&(num, den)| num > 0 && den > 0)
-                .map(|(num, den)| f64::from(den) / f64::from(num))
-                .or_else(|| s.framerate().map(f64::from));
-            Some(Track {
-                codec,
-                clock_rate,
-                rfc6381: Some(v.rfc6381_codec().to_owned()),
-                dimensions: Some(v.pixel_dimensions()),
-                frame_rate,
-            })
+            // Dimensions, RFC 6381 string and frame rate come from the SPS;
+            // the SDP's a=framerate stands in when the SPS has no timing.
+            let mut track = Track::new(codec, clock_rate);
+            if track.frame_rate.is_none() {
+                track.frame_rate = s.framerate().map(f64::from);
+            }
+            Some(track)
         }
-        ParametersRef::Audio(a) if s.encoding_name() == "mpeg4-generic" => Some(Track {
-            codec: Codec::Aac {
+        ParametersRef::Audio(a) if s.encoding_name() == "mpeg4-generic" => Some(Track::new(
+            Codec::Aac {
                 config: Bytes::copy_from_slice(a.extra_data()),
                 channels: a.channels().get(),
             },
-            clock_rate: a.clock_rate(),
-            rfc6381: a.rfc6381_codec().map(str::to_owned),
-            dimensions: None,
-            frame_rate: None,
-        }),
+            a.clock_rate(),
+        )),
         _ => None,
     }
 }

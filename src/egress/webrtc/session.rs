@@ -19,7 +19,7 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::{Extension, ExtensionMap, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
-use crate::bus::{Codec, Frame, MediaKind, Track, TrackSet};
+use crate::bus::{Frame, MediaKind, Track, TrackSet};
 
 use super::codecs::{Plan, SendCodec};
 use super::offer::{add_media_info, OfferSummary, SectionKind};
@@ -142,7 +142,7 @@ pub struct SessionStats {
 /// A frame's RTP payloads for the track's current codec, made once for all
 /// the path's viewers ([`super::rtp::PathPacketizer`]); `None` skips the
 /// frame (malformed).
-pub type PacketizeFn<'a> = dyn FnMut(&Codec, &Arc<Frame>) -> Option<Arc<RtpFrame>> + 'a;
+pub type PacketizeFn<'a> = dyn FnMut(&Track, &Arc<Frame>) -> Option<Arc<RtpFrame>> + 'a;
 
 /// One API row: identity plus the shared live counters.
 #[derive(Debug)]
@@ -580,7 +580,7 @@ impl Session {
                 stats.frames_skipped += 1;
                 return;
             }
-            let Some(rtp) = packetize(&track.codec, frame) else {
+            let Some(rtp) = packetize(&track, frame) else {
                 stats.frames_skipped += 1;
                 return;
             };
@@ -599,7 +599,7 @@ impl Session {
             if from_backlog && self.video.is_some() {
                 return;
             }
-            let Some(rtp) = packetize(&track.codec, frame) else {
+            let Some(rtp) = packetize(&track, frame) else {
                 return;
             };
             if a.write(&mut self.rtc, frame, &rtp) {
