@@ -5,7 +5,6 @@
 pub mod fanout;
 pub mod publish;
 pub mod sessions;
-mod track;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,12 +15,13 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::watch;
 
+/// Track descriptions live in the pure codec layer; the bus carries them.
+pub use crate::codec::{Codec, MediaKind, Track};
 pub use fanout::{ByteLen, Fanout, GopLimits, RecvError, Subscriber};
 pub use publish::{Publication, PublishError, PublishSink, SourceFrame, SourceTrack};
 pub use sessions::{
     Detail, DetailSource, NewSession, Protocol, SessionHandle, SessionInfo, Sessions,
 };
-pub use track::{Codec, MediaKind, Track};
 
 /// One access unit (video) or audio frame of one track.
 #[derive(Clone, Debug)]

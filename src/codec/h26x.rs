@@ -1,12 +1,77 @@
 //! RTP packetization of H.264 (RFC 6184, packetization-mode=1) and H.265
 //! (RFC 7798, no DONL) access units: one single NAL unit packet per NAL unit
 //! that fits, fragmentation units (FU-A / FU) for larger ones, and in-band
-//! parameter sets before random access points that lack them.
+//! parameter sets before random access points that lack them; and what
+//! both syntaxes share outside RTP: random access detection and the
+//! removal of in-band parameter sets for fMP4 samples.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::rtp::{PacketSink, RTP_HEADER_LEN};
-use super::{h264, h265, nal::avcc_nal_units, PayloadError, RtpParams};
+use super::{h264, h265, nal::avcc_nal_units, Codec, PayloadError, RtpParams};
+
+/// Whether a video access unit (NAL units with 4-byte length prefixes,
+/// ISO/IEC 14496-15) is a random access point: it holds an IDR slice
+/// (H.264 type 5) or an IRAP picture (H.265 types 16..=23: BLA, IDR, CRA).
+/// False for audio codecs; NAL units after a framing error are not looked
+/// at.
+pub fn is_random_access(codec: &Codec, access_unit: &[u8]) -> bool {
+    let syntax = match codec {
+        Codec::H264 { .. } => Syntax::H264,
+        Codec::H265 { .. } => Syntax::H265,
+        _ => return false,
+    };
+    avcc_nal_units(access_unit)
+        .map_while(Result::ok)
+        .any(|nal| syntax.is_random_access(syntax.nal_type(nal)))
+}
+
+/// Why a video access unit was refused by [`sanitize_access_unit`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessUnitError {
+    #[error("NAL unit length prefix runs past the end of the access unit")]
+    BadLength,
+    #[error("access unit has no NAL units besides parameter sets")]
+    Empty,
+}
+
+/// Checks the 4-byte length-prefixed NAL framing (ISO/IEC 14496-15 §5.3.2)
+/// of a video access unit and removes in-band parameter sets (H.264
+/// SPS/PPS, H.265 VPS/SPS/PPS when `hevc`), which `avc1`/`hvc1` sample
+/// entries require to be in the sample entry only (ISO/IEC 14496-15
+/// §5.4.2.1, §8.4.1.1).
+///
+/// Returns the input unchanged (no copy) when there is nothing to remove.
+pub fn sanitize_access_unit(data: &Bytes, hevc: bool) -> Result<Bytes, AccessUnitError> {
+    let syntax = if hevc { Syntax::H265 } else { Syntax::H264 };
+    let is_param_set = |nal: &[u8]| syntax.param_set_types().contains(&syntax.nal_type(nal));
+    let mut remove = false;
+    let mut kept = 0;
+    for nal in avcc_nal_units(data) {
+        let nal = nal.map_err(|_| AccessUnitError::BadLength)?;
+        if is_param_set(nal) {
+            remove = true;
+        } else {
+            kept += 1;
+        }
+    }
+    if kept == 0 {
+        return Err(AccessUnitError::Empty);
+    }
+    if !remove {
+        return Ok(data.clone());
+    }
+    let mut out = BytesMut::with_capacity(data.len());
+    // The framing was validated above: `map_while` drops nothing, and each
+    // length came from a 4-byte prefix, so it fits a u32.
+    for nal in avcc_nal_units(data).map_while(Result::ok) {
+        if !is_param_set(nal) {
+            out.put_u32(nal.len() as u32);
+            out.put_slice(nal);
+        }
+    }
+    Ok(out.freeze())
+}
 
 /// Which of the two NAL unit syntaxes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +117,7 @@ impl Syntax {
     /// IDR (H.264) or IRAP (H.265) VCL NAL unit type.
     fn is_random_access(self, nal_type: u8) -> bool {
         match self {
-            Syntax::H264 => nal_type == h264::H264_NAL_IDR,
+            Syntax::H264 => h264::h264_is_idr(nal_type),
             Syntax::H265 => h265::h265_is_irap(nal_type),
         }
     }

@@ -1,31 +1,47 @@
-//! Pure codec code: NAL unit helpers and the RTP payloaders used by the RTSP
-//! server (no I/O, no async).
+//! Pure codec code, the bottom layer (no I/O, no async, nothing of ours
+//! imported): the one place that reads a bitstream.
 //!
-//! [`Payloader`] turns one track's frames into RTP packets: H.264 (RFC 6184),
-//! H.265 (RFC 7798), AAC (RFC 3640), G.711 (RFC 3551) and Opus (RFC 7587).
+//! - [`Track`], [`Codec`], [`MediaKind`]: a track's description, with its
+//!   parameter sets summarized once when it is made ([`ParamSummary`]:
+//!   profile, level, chroma, dimensions, frame rate, picture reordering,
+//!   RFC 6381 string, `avcC`/`hvcC` fields). The bus re-exports these.
+//! - One file per codec: `h264`, `h265` (NAL unit types, random access,
+//!   SPS), `aac` (AudioSpecificConfig), `opus`, `g711`; `h26x` what the two
+//!   video syntaxes share; `nal` the AVCC framing and the one RBSP bit
+//!   reader (h264-reader's).
+//! - [`Payloader`] turns one track's frames into RTP packets: H.264 (RFC
+//!   6184), H.265 (RFC 7798), AAC (RFC 3640), G.711 (RFC 3551) and Opus
+//!   (RFC 7587).
 
 mod aac;
-mod audio;
+mod g711;
 mod h264;
 mod h265;
 mod h26x;
 mod nal;
+mod opus;
 mod payloader;
 mod rtp;
+mod track;
 
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use aac::AAC_MAX_AU_SIZE;
+pub use aac::{AacConfig, AAC_MAX_AU_SIZE};
 pub use h264::{
-    h264_nal_type, h264_profile_level_id, H264_NAL_AUD, H264_NAL_IDR, H264_NAL_PPS, H264_NAL_SPS,
+    h264_has_b_slice, h264_is_idr, h264_nal_type, H264Sps, H264_NAL_AUD, H264_NAL_IDR,
+    H264_NAL_PPS, H264_NAL_SLICE, H264_NAL_SPS,
 };
 pub use h265::{
-    h265_is_irap, h265_nal_type, H265_NAL_AUD, H265_NAL_PPS, H265_NAL_SPS, H265_NAL_VPS,
+    h265_is_irap, h265_nal_type, H265Sps, H265_NAL_AUD, H265_NAL_BLA_W_LP, H265_NAL_CRA,
+    H265_NAL_IDR_W_RADL, H265_NAL_PPS, H265_NAL_SPS, H265_NAL_VPS,
 };
-pub use nal::{avcc_nal_units, AvccNalUnits};
+pub use h26x::{is_random_access, sanitize_access_unit, AccessUnitError};
+pub use nal::{avcc_nal_units, AvccNalUnits, ParamError};
+pub use opus::OPUS_RFC6381;
 pub use payloader::{Payloader, DEFAULT_MTU, MAX_MTU, MIN_MTU};
 pub use rtp::RTP_HEADER_LEN;
+pub use track::{Chroma, Codec, MediaKind, ParamSummary, Track};
 
 pub(crate) use payloader::RtpParams;
 

@@ -1,8 +1,61 @@
-//! Length-prefixed (AVCC/HVCC) NAL unit framing, ISO/IEC 14496-15.
+//! Length-prefixed (AVCC/HVCC) NAL unit framing (ISO/IEC 14496-15) and
+//! the one bit reader every bitstream parser of this module uses.
 
 use std::iter::FusedIterator;
+use std::num::NonZeroUsize;
+
+use h264_reader::rbsp::{BitReader, BitReaderError, ByteReader};
 
 use super::PayloadError;
+
+/// Why a parameter set, slice header or AudioSpecificConfig could not be
+/// read: truncated, a forbidden value, or a corrupt emulation prevention
+/// sequence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {reason}")]
+pub struct ParamError {
+    /// The structure being read, e.g. `H.264 SPS`.
+    pub what: &'static str,
+    pub reason: String,
+}
+
+impl ParamError {
+    pub(crate) fn new(what: &'static str, reason: impl Into<String>) -> Self {
+        ParamError {
+            what,
+            reason: reason.into(),
+        }
+    }
+
+    /// Adapter for `map_err` on the bit reader's results.
+    pub(crate) fn bits(what: &'static str) -> impl Fn(BitReaderError) -> ParamError {
+        move |e| {
+            let reason = match e {
+                BitReaderError::ReaderErrorFor(field, io) => format!("at {field}: {io}"),
+                BitReaderError::ExpGolombTooLarge(field) => {
+                    format!("at {field}: Exp-Golomb code longer than 32 bits")
+                }
+                other => format!("{other:?}"),
+            };
+            ParamError::new(what, reason)
+        }
+    }
+}
+
+/// The bit reader over a NAL unit's RBSP: `header_len` header bytes (1 for
+/// H.264, 2 for H.265) skipped and emulation prevention bytes (`00 00 03`,
+/// H.264 §7.4.1, H.265 §7.4.2) removed on the fly. This (h264-reader's, the
+/// one retina uses) is the only bit reader in rtspgate; Exp-Golomb reads
+/// (H.264 §9.1) come with its [`h264_reader::rbsp::BitRead`] trait.
+pub(crate) fn rbsp_reader(nal: &[u8], header_len: NonZeroUsize) -> BitReader<ByteReader<&[u8]>> {
+    BitReader::new(ByteReader::skipping_bytes(nal, header_len))
+}
+
+/// The same bit reader over plain bytes (no emulation prevention), e.g. an
+/// AudioSpecificConfig.
+pub(crate) fn plain_reader(data: &[u8]) -> BitReader<&[u8]> {
+    BitReader::new(data)
+}
 
 /// Iterates the NAL units of a frame in which each NAL unit is preceded by a
 /// 4-byte big-endian length (ISO/IEC 14496-15 §5.3.2 `NALUnitLength` with
@@ -60,7 +113,27 @@ impl FusedIterator for AvccNalUnits<'_> {}
 
 #[cfg(test)]
 mod tests {
+    use h264_reader::rbsp::BitRead;
+
     use super::*;
+
+    #[test]
+    fn rbsp_reader_skips_header_and_emulation_prevention() {
+        // Header 0x67, then 00 00 03 01: the 03 is not payload.
+        let nal = [0x67, 0x00, 0x00, 0x03, 0x01];
+        let mut r = rbsp_reader(&nal, NonZeroUsize::MIN);
+        assert_eq!(r.read::<u32>(24, "x").unwrap(), 1);
+        // Exp-Golomb: 1 -> 0, 010 -> 1, 011 -> 2, 00100 -> 3.
+        let mut r = plain_reader(&[0b1010_0110, 0b0100_0000]);
+        for want in 0..4 {
+            assert_eq!(r.read_ue("x").unwrap(), want);
+        }
+        let e = r
+            .read_ue("x")
+            .map_err(ParamError::bits("test"))
+            .unwrap_err();
+        assert_eq!(e.what, "test");
+    }
 
     #[test]
     fn avcc_iterates_and_rejects_bad_framing() {

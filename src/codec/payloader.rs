@@ -4,8 +4,7 @@ use bytes::Bytes;
 
 use super::h26x::{Syntax, VideoPayloader};
 use super::rtp::PacketSink;
-use super::{aac, audio, PayloadError, RTP_HEADER_LEN};
-use crate::bus::Codec;
+use super::{aac, g711, opus, Codec, PayloadError, RTP_HEADER_LEN};
 
 /// Smallest accepted `mtu`: header plus room for a few bytes of every
 /// payload format's own headers.
@@ -179,9 +178,9 @@ impl Payloader {
             Kind::Video(v) => v.payload(data, rtp_timestamp, keyframe, rtp, out)?,
             Kind::Aac => aac::payload(data, rtp_timestamp, rtp, out)?,
             Kind::G711 { channels } => {
-                audio::payload_g711(data, rtp_timestamp, *channels, rtp, out)?
+                g711::payload_g711(data, rtp_timestamp, *channels, rtp, out)?
             }
-            Kind::Opus => audio::payload_opus(data, rtp_timestamp, rtp, out)?,
+            Kind::Opus => opus::payload_opus(data, rtp_timestamp, rtp, out)?,
         };
         Ok(())
     }

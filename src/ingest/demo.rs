@@ -86,22 +86,17 @@ impl DemoClip {
                     ) else {
                         return Err(bad("avcC without SPS/PPS"));
                     };
-                    let params = retina::codec::h264::parameters_from_sps_and_pps(
-                        sps,
-                        pps,
-                        retina::codec::h26x::Framing::FourByteLength,
-                    )
-                    .map_err(|e| bad(format!("bad SPS/PPS: {e}")))?;
-                    let track = Track {
-                        codec: Codec::H264 {
+                    // RFC 6381 string, dimensions (and frame rate, if the
+                    // SPS has VUI timing) come from the SPS; a clip whose
+                    // SPS does not parse is refused.
+                    let track = Track::try_new(
+                        Codec::H264 {
                             sps: Bytes::copy_from_slice(sps),
                             pps: Bytes::copy_from_slice(pps),
                         },
-                        clock_rate: 90_000,
-                        rfc6381: Some(params.rfc6381_codec().to_owned()),
-                        dimensions: Some(params.pixel_dimensions()),
-                        frame_rate: None,
-                    };
+                        90_000,
+                    )
+                    .map_err(|e| bad(format!("bad SPS: {e}")))?;
                     (track, 90_000u64)
                 }
                 Some(Mp4Codec::Mp4a(mp4a)) => {
@@ -114,18 +109,17 @@ impl DemoClip {
                         .map(|d| d.raw.clone())
                         .filter(|c| c.len() >= 2)
                         .ok_or_else(|| bad("AAC track without AudioSpecificConfig"))?;
-                    let object_type = config[0] >> 3;
                     let rate = u64::from(mp4a.audio.sample_rate.integer());
-                    let track = Track {
-                        codec: Codec::Aac {
+                    // The RFC 6381 string comes from the AudioSpecificConfig's
+                    // object type (escape value 31 included).
+                    let track = Track::try_new(
+                        Codec::Aac {
                             config: Bytes::from(config),
                             channels: mp4a.audio.channel_count,
                         },
-                        clock_rate: u32::try_from(rate).map_err(|_| bad("sample rate"))?,
-                        rfc6381: Some(format!("mp4a.40.{object_type}")),
-                        dimensions: None,
-                        frame_rate: None,
-                    };
+                        u32::try_from(rate).map_err(|_| bad("sample rate"))?,
+                    )
+                    .map_err(|e| bad(format!("bad AudioSpecificConfig: {e}")))?;
                     (track, rate.max(1))
                 }
                 _ => continue,

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Timeline;
-use crate::bus::{Codec, Frame, MediaKind, SourceFrame, SourceTrack, Stream, StreamState, Track};
+use crate::bus::{Frame, MediaKind, SourceFrame, SourceTrack, Stream, StreamState, Track};
 
 /// What to do when a track's codec parameters are not in the session
 /// description (an H.264/H.265 SDP without `sprop-parameter-sets` /
@@ -246,7 +246,9 @@ impl Publisher {
         let keyframe = !video
             || match (self.quirks.random_access, s.tracks.get(f.track)) {
                 (RandomAccess::SourceFlag, _) => f.source_keyframe,
-                (RandomAccess::NalUnitTypes, Some(Some(t))) => is_random_access(&t.codec, &f.data),
+                (RandomAccess::NalUnitTypes, Some(Some(t))) => {
+                    crate::codec::is_random_access(&t.codec, &f.data)
+                }
                 (RandomAccess::NalUnitTypes, _) => false,
             };
         if !s.announced {
@@ -318,23 +320,6 @@ impl Publisher {
     }
 }
 
-/// Whether a video access unit (4-byte length-prefixed NAL units) is a
-/// random access point: an H.264 IDR or an H.265 IRAP picture.
-fn is_random_access(codec: &Codec, access_unit: &[u8]) -> bool {
-    let irap = |nal: &[u8]| match codec {
-        Codec::H264 { .. } => nal
-            .first()
-            .is_some_and(|&b| crate::codec::h264_nal_type(b) == crate::codec::H264_NAL_IDR),
-        Codec::H265 { .. } => nal
-            .first()
-            .is_some_and(|&b| crate::codec::h265_is_irap(crate::codec::h265_nal_type(b))),
-        _ => false,
-    };
-    crate::codec::avcc_nal_units(access_unit)
-        .map_while(Result::ok)
-        .any(irap)
-}
-
 /// What carrying out actions on a stream came to.
 #[derive(Debug, Default, PartialEq)]
 pub struct Applied {
@@ -402,6 +387,7 @@ impl BusPublisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::Codec;
     use bytes::Bytes;
 
     fn h264() -> Track {

@@ -308,13 +308,10 @@ impl Pull {
         let mut known: Vec<bool> = tracks.iter().map(|t| t.track.is_some()).collect();
         // The Opus track comes last on the bus; a second session feeds it.
         if let Some((_, channels)) = opus {
-            tracks.push(SourceTrack::known(Track {
-                codec: Codec::Opus { channels },
-                clock_rate: 48000,
-                rfc6381: Some("opus".to_owned()),
-                dimensions: None,
-                frame_rate: None,
-            }));
+            tracks.push(SourceTrack::known(Track::new(
+                Codec::Opus { channels },
+                48000,
+            )));
         }
         let applied = self.publisher.handle(Input::Start(tracks), play_at);
         if let Some(why) = applied.failed {
@@ -452,29 +449,21 @@ fn track_from_stream(s: &retina::client::Stream) -> Option<Track> {
                 },
                 _ => return None,
             };
-            let frame_rate = v
-                .frame_rate()
-                .filter(|&(num, den)| num > 0 && den > 0)
-                .map(|(num, den)| f64::from(den) / f64::from(num))
-                .or_else(|| s.framerate().map(f64::from));
-            Some(Track {
-                codec,
-                clock_rate,
-                rfc6381: Some(v.rfc6381_codec().to_owned()),
-                dimensions: Some(v.pixel_dimensions()),
-                frame_rate,
-            })
+            // Dimensions, RFC 6381 string and frame rate come from the SPS;
+            // the SDP's a=framerate stands in when the SPS has no timing.
+            let mut track = Track::new(codec, clock_rate);
+            if track.frame_rate.is_none() {
+                track.frame_rate = s.framerate().map(f64::from);
+            }
+            Some(track)
         }
-        ParametersRef::Audio(a) if s.encoding_name() == "mpeg4-generic" => Some(Track {
-            codec: Codec::Aac {
+        ParametersRef::Audio(a) if s.encoding_name() == "mpeg4-generic" => Some(Track::new(
+            Codec::Aac {
                 config: Bytes::copy_from_slice(a.extra_data()),
                 channels: a.channels().get(),
             },
-            clock_rate: a.clock_rate(),
-            rfc6381: a.rfc6381_codec().map(str::to_owned),
-            dimensions: None,
-            frame_rate: None,
-        }),
+            a.clock_rate(),
+        )),
         _ => None,
     }
 }

@@ -6,12 +6,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use mp4_atom as mp4;
 use mp4_atom::Encode;
 
-use super::params::{
-    aac_codec_string, aac_object_type, avc_codec_string, hevc_codec_string, parse_avc_sps,
-    parse_hevc_sps,
-};
 use super::segmenter::UnsupportedTrack;
 use crate::bus::{Codec, MediaKind, Track};
+use crate::codec::{H265_NAL_PPS, H265_NAL_SPS, H265_NAL_VPS, OPUS_RFC6381};
 
 /// `sample_flags` (ISO/IEC 14496-12 §8.8.3.1) of a sync sample:
 /// `sample_depends_on = 2` (depends on no other sample).
@@ -76,34 +73,45 @@ pub fn describe(track: &Track) -> Result<TrackDescription, UnsupportedTrack> {
         height: h,
         ..Default::default()
     };
+    // The sample entries' codec facts come from the track's summary, read
+    // from its parameter sets when the track was made.
     let (sample_entry, codec_string): (mp4::Codec, String) = match &track.codec {
         Codec::H264 { sps, pps } => {
-            let info = parse_avc_sps(sps).map_err(|e| bad("H.264", e.to_string()))?;
+            let info = track
+                .h264()
+                .ok_or_else(|| bad("H.264", "the SPS does not parse"))?;
             if pps.is_empty() {
                 return Err(bad("H.264", "no PPS"));
             }
-            let mut avcc = mp4::Avcc::new(sps, pps).map_err(|e| bad("H.264", e.to_string()))?;
-            // ISO/IEC 14496-15 §5.3.3.1.2: these profiles carry the chroma
-            // format and bit depths after the parameter sets.
-            if matches!(info.profile_idc, 100 | 110 | 122 | 144) {
-                if let Some((chroma_format, bit_depth_luma, bit_depth_chroma)) = info.chroma {
-                    avcc.ext = Some(mp4::AvccExt {
-                        chroma_format,
-                        bit_depth_luma,
-                        bit_depth_chroma,
-                        sequence_parameter_sets_ext: Vec::new(),
-                    });
-                }
-            }
+            // ISO/IEC 14496-15 §5.3.3.1.2: the high profiles carry the
+            // chroma format and bit depths after the parameter sets.
+            let ext = info.avcc_ext().map(|c| mp4::AvccExt {
+                chroma_format: c.format_idc,
+                bit_depth_luma: c.bit_depth_luma,
+                bit_depth_chroma: c.bit_depth_chroma,
+                sequence_parameter_sets_ext: Vec::new(),
+            });
+            let avcc = mp4::Avcc {
+                configuration_version: 1,
+                avc_profile_indication: info.profile_idc,
+                profile_compatibility: info.constraint_flags,
+                avc_level_indication: info.level_idc,
+                length_size: 4,
+                sequence_parameter_sets: vec![sps.to_vec()],
+                picture_parameter_sets: vec![pps.to_vec()],
+                ext,
+            };
             let entry = mp4::Avc1 {
                 visual,
                 avcc,
                 ..Default::default()
             };
-            (entry.into(), avc_codec_string(&info))
+            (entry.into(), info.rfc6381())
         }
         Codec::H265 { vps, sps, pps } => {
-            let info = parse_hevc_sps(sps).map_err(|e| bad("H.265", e.to_string()))?;
+            let info = track
+                .h265()
+                .ok_or_else(|| bad("H.265", "the SPS does not parse"))?;
             if vps.is_empty() || pps.is_empty() {
                 return Err(bad("H.265", "no VPS or PPS"));
             }
@@ -124,25 +132,31 @@ pub fn describe(track: &Track) -> Result<TrackDescription, UnsupportedTrack> {
                 general_level_idc: info.level_idc,
                 min_spatial_segmentation_idc: 0,
                 parallelism_type: 0,
-                chroma_format_idc: info.chroma_format_idc,
-                bit_depth_luma_minus8: info.bit_depth_luma_minus8,
-                bit_depth_chroma_minus8: info.bit_depth_chroma_minus8,
+                chroma_format_idc: info.chroma.format_idc,
+                bit_depth_luma_minus8: info.chroma.bit_depth_luma - 8,
+                bit_depth_chroma_minus8: info.chroma.bit_depth_chroma - 8,
                 avg_frame_rate: 0,
                 constant_frame_rate: 0,
                 num_temporal_layers: info.num_temporal_layers,
                 temporal_id_nested: info.temporal_id_nested,
                 length_size_minus_one: 3,
-                arrays: vec![array(32, vps), array(33, sps), array(34, pps)],
+                arrays: vec![
+                    array(H265_NAL_VPS, vps),
+                    array(H265_NAL_SPS, sps),
+                    array(H265_NAL_PPS, pps),
+                ],
             };
             let entry = mp4::Hvc1 {
                 visual,
                 hvcc,
                 ..Default::default()
             };
-            (entry.into(), hevc_codec_string(&info))
+            (entry.into(), info.rfc6381())
         }
         Codec::Aac { config, channels } => {
-            let aot = aac_object_type(config).map_err(|e| bad("AAC", e.to_string()))?;
+            let aac = track
+                .aac()
+                .ok_or_else(|| bad("AAC", "the AudioSpecificConfig does not parse"))?;
             let entry = mp4::Mp4a {
                 audio: audio_entry(*channels, track.clock_rate),
                 esds: mp4::Esds {
@@ -159,7 +173,7 @@ pub fn describe(track: &Track) -> Result<TrackDescription, UnsupportedTrack> {
                             dec_specific: Some(mp4::esds::DecoderSpecific {
                                 // Encode writes `raw` verbatim when it is set;
                                 // the parsed fields are only a view of it.
-                                profile: aot,
+                                profile: aac.object_type,
                                 freq_index: 0,
                                 chan_conf: 0,
                                 raw: config.to_vec(),
@@ -171,7 +185,7 @@ pub fn describe(track: &Track) -> Result<TrackDescription, UnsupportedTrack> {
                 btrt: None,
                 taic: None,
             };
-            (entry.into(), aac_codec_string(aot))
+            (entry.into(), aac.rfc6381())
         }
         Codec::Opus { channels } => {
             if track.clock_rate != 48_000 {
@@ -195,7 +209,7 @@ pub fn describe(track: &Track) -> Result<TrackDescription, UnsupportedTrack> {
                 },
                 btrt: None,
             };
-            (entry.into(), "opus".to_owned())
+            (entry.into(), OPUS_RFC6381.to_owned())
         }
         Codec::Pcma { .. } => return Err(UnsupportedTrack::G711 { codec: "PCMA" }),
         Codec::Pcmu { .. } => return Err(UnsupportedTrack::G711 { codec: "PCMU" }),
@@ -516,11 +530,13 @@ mod tests {
             describe(&t).expect_err("6-channel Opus is refused"),
             UnsupportedTrack::OpusChannels { channels: 6 }
         );
-        let mut t = (*testutil::aac_track()).clone();
-        t.codec = Codec::Aac {
-            config: Bytes::new(),
-            channels: 2,
-        };
+        let t = Track::new(
+            Codec::Aac {
+                config: Bytes::new(),
+                channels: 2,
+            },
+            48_000,
+        );
         assert!(matches!(
             describe(&t),
             Err(UnsupportedTrack::BadParameters { codec: "AAC", .. })
@@ -528,12 +544,13 @@ mod tests {
         let mut t = (*testutil::aac_track()).clone();
         t.clock_rate = 0;
         assert_eq!(describe(&t).unwrap_err(), UnsupportedTrack::NoClockRate);
-        let fx = testutil::h264_fixture();
-        let mut t = (*testutil::h264_track(&fx)).clone();
-        t.codec = Codec::H264 {
-            sps: Bytes::from_static(&[0x67, 0x64]),
-            pps: Bytes::from_static(&[0x68]),
-        };
+        let t = Track::new(
+            Codec::H264 {
+                sps: Bytes::from_static(&[0x67, 0x64]),
+                pps: Bytes::from_static(&[0x68]),
+            },
+            90_000,
+        );
         assert!(matches!(
             describe(&t),
             Err(UnsupportedTrack::BadParameters { codec: "H.264", .. })

@@ -14,7 +14,6 @@
 
 pub mod fmp4;
 pub mod manager;
-pub mod params;
 pub mod playlist;
 pub mod segmenter;
 

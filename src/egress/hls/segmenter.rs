@@ -31,8 +31,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use super::fmp4::{self, Sample, TrackDescription, TrackRun};
-use super::params::{sanitize_access_unit, AccessUnitError};
 use crate::bus::{Codec, Frame, MediaKind, Track};
+use crate::codec::{sanitize_access_unit, AccessUnitError};
 
 /// A decode-time step larger than this (or one ≤ 0) is a clock jump.
 pub const MAX_JUMP: Duration = Duration::from_secs(5);

@@ -586,12 +586,17 @@ fn parameter_change_starts_a_new_init_version() {
     // New SPS (level 3.1) from frame 50, a keyframe.
     let mut sps = fx.sps.clone();
     sps[3] = 31;
-    let mut new = (*track).clone();
-    new.codec = Codec::H264 {
-        sps: Bytes::from(sps.clone()),
-        pps: Bytes::from(fx.pps.clone()),
-    };
-    let new = Arc::new(new);
+    let new = Arc::new(Track {
+        dimensions: track.dimensions,
+        frame_rate: track.frame_rate,
+        ..Track::new(
+            Codec::H264 {
+                sps: Bytes::from(sps.clone()),
+                pps: Bytes::from(fx.pps.clone()),
+            },
+            90_000,
+        )
+    });
     for (i, f) in frames.into_iter().enumerate() {
         if i == 50 {
             // The new parameters come in band, before the frame they apply to.

@@ -110,65 +110,46 @@ pub fn h265_fixture() -> VideoFixture {
     read_fixture(include_bytes!("testdata/h265_320x180_25fps.h265"), true)
 }
 
+/// The fixture's track; dimensions and frame rate come from its SPS.
 pub fn h264_track(fx: &VideoFixture) -> Arc<Track> {
-    Arc::new(Track {
-        codec: Codec::H264 {
+    Arc::new(Track::new(
+        Codec::H264 {
             sps: Bytes::from(fx.sps.clone()),
             pps: Bytes::from(fx.pps.clone()),
         },
-        clock_rate: 90_000,
-        rfc6381: None,
-        dimensions: Some((640, 360)),
-        frame_rate: Some(25.0),
-    })
+        90_000,
+    ))
 }
 
+/// The fixture's track; dimensions and frame rate come from its SPS.
 pub fn h265_track(fx: &VideoFixture) -> Arc<Track> {
-    Arc::new(Track {
-        codec: Codec::H265 {
+    Arc::new(Track::new(
+        Codec::H265 {
             vps: Bytes::from(fx.vps.clone()),
             sps: Bytes::from(fx.sps.clone()),
             pps: Bytes::from(fx.pps.clone()),
         },
-        clock_rate: 90_000,
-        rfc6381: None,
-        dimensions: Some((320, 180)),
-        frame_rate: Some(25.0),
-    })
+        90_000,
+    ))
 }
 
 /// AAC-LC, 48 kHz, stereo (AudioSpecificConfig `11 90`).
 pub fn aac_track() -> Arc<Track> {
-    Arc::new(Track {
-        codec: Codec::Aac {
+    Arc::new(Track::new(
+        Codec::Aac {
             config: Bytes::from_static(&[0x11, 0x90]),
             channels: 2,
         },
-        clock_rate: 48_000,
-        rfc6381: Some("mp4a.40.2".into()),
-        dimensions: None,
-        frame_rate: None,
-    })
+        48_000,
+    ))
 }
 
 pub fn opus_track() -> Arc<Track> {
-    Arc::new(Track {
-        codec: Codec::Opus { channels: 2 },
-        clock_rate: 48_000,
-        rfc6381: None,
-        dimensions: None,
-        frame_rate: None,
-    })
+    Arc::new(Track::new(Codec::Opus { channels: 2 }, 48_000))
 }
 
 pub fn pcma_track() -> Arc<Track> {
-    Arc::new(Track {
-        codec: Codec::Pcma { channels: 1 },
-        clock_rate: 8_000,
-        rfc6381: None,
-        dimensions: None,
-        frame_rate: None,
-    })
+    Arc::new(Track::new(Codec::Pcma { channels: 1 }, 8_000))
 }
 
 /// A frame with `pts == dts`.

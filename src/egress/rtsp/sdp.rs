@@ -10,7 +10,6 @@ use base64::Engine as _;
 use sdp_types::{Attribute, Connection, Media, Origin, Session, Time};
 
 use crate::bus::{Codec, MediaKind, Track};
-use crate::codec::h264_profile_level_id;
 
 /// RTP payload type for track `index`: 0 for PCMU and 8 for PCMA at 8000 Hz
 /// mono (static types, RFC 3551 §6 Table 4), else the dynamic type
@@ -100,7 +99,7 @@ fn media(index: usize, track: &Track) -> Media {
     let (kind, rtpmap, fmtp) = match &track.codec {
         Codec::H264 { sps, pps } => {
             let mut f = "packetization-mode=1".to_owned();
-            if let Some([p, c, l]) = h264_profile_level_id(sps) {
+            if let Some([p, c, l]) = track.h264().map(|s| s.profile_level_id()) {
                 let _ = write!(f, ";profile-level-id={p:02X}{c:02X}{l:02X}");
             }
             let sets = b64_list(&[sps, pps]);
@@ -297,17 +296,16 @@ mod tests {
 
     #[test]
     fn retina_accepts_the_description() {
-        let mut video = Track {
-            codec: crate::codec::tests::h264_codec(),
-            clock_rate: 90_000,
-            rfc6381: Some("avc1.42C01E".to_owned()),
-            dimensions: Some((640, 360)),
+        // Frame rates as an SDP would give them (the fixtures' SPSs have
+        // no VUI timing); dimensions from the SPSs.
+        let h264 = Arc::new(Track {
             frame_rate: Some(30000.0 / 1001.0),
-        };
-        let h264 = Arc::new(video.clone());
-        video.codec = crate::codec::tests::h265_codec();
-        video.frame_rate = Some(25.0);
-        let h265 = Arc::new(video);
+            ..Track::new(crate::codec::tests::h264_codec(), 90_000)
+        });
+        let h265 = Arc::new(Track {
+            frame_rate: Some(25.0),
+            ..Track::new(crate::codec::tests::h265_codec(), 90_000)
+        });
         let tracks = vec![
             h264,
             track(

@@ -488,11 +488,9 @@ mod tests {
     fn paths() -> FakePaths {
         let t = crate::codec::tests::h264_codec();
         let video = Arc::new(Track {
-            codec: t,
-            clock_rate: 90_000,
-            rfc6381: None,
             dimensions: Some((640, 360)),
             frame_rate: Some(25.0),
+            ..Track::new(t, 90_000)
         });
         let audio = Arc::new(Track::new(Codec::Pcma { channels: 1 }, 8000));
         let mut m = HashMap::new();

@@ -207,13 +207,6 @@ fn h264_score(stream: H264Profile, f: &Format) -> Option<((u8, u32), u32)> {
     Some(((rank, plid & 0xff), plid))
 }
 
-/// H.265 `general_profile_idc` from an SPS NAL unit (H.265 §7.3.2.2.1:
-/// 2-byte NAL header, 4+3+1 bits, then profile_tier_level's first byte
-/// `general_profile_space(2) general_tier_flag(1) general_profile_idc(5)`).
-fn h265_profile_idc(sps: &[u8]) -> Option<u8> {
-    sps.get(3).map(|b| b & 0x1f)
-}
-
 fn h265_score(stream_profile: Option<u8>, f: &Format) -> Option<(u8, u32)> {
     if f.encoding != "h265" || f.clock_rate != 90000 {
         return None;
@@ -299,12 +292,12 @@ pub fn plan(tracks: &[Arc<Track>], offer: &OfferSummary) -> Result<Plan, NoCodec
             };
             let mut found = false;
             for f in &s.formats {
+                // Profiles from the track's SPS summary (codec/).
                 let scored = match &track.codec {
-                    Codec::H264 { sps, .. } => {
-                        let stream = match &sps[..] {
-                            [_, p, c, ..] => H264Profile::classify(*p, *c),
-                            _ => H264Profile::Other(0),
-                        };
+                    Codec::H264 { .. } => {
+                        let stream = track.h264().map_or(H264Profile::Other(0), |s| {
+                            H264Profile::classify(s.profile_idc, s.constraint_flags)
+                        });
                         h264_score(stream, f).map(|(score, plid)| {
                             (
                                 score,
@@ -314,8 +307,8 @@ pub fn plan(tracks: &[Arc<Track>], offer: &OfferSummary) -> Result<Plan, NoCodec
                             )
                         })
                     }
-                    Codec::H265 { sps, .. } => {
-                        h265_score(h265_profile_idc(sps), f).map(|(rank, level)| {
+                    Codec::H265 { .. } => {
+                        h265_score(track.h265().map(|s| s.profile_idc), f).map(|(rank, level)| {
                             let profile_id = f
                                 .param("profile-id")
                                 .and_then(|v| v.parse().ok())
@@ -601,15 +594,8 @@ mod tests {
     #[test]
     fn h265_only_to_viewers_that_offer_it() {
         let offer = parse_offer(CHROME_OFFER).unwrap();
-        let sps = Bytes::from_static(&[0x42, 0x01, 0x01, 0x01, 0x60]);
-        let h265 = track(
-            Codec::H265 {
-                vps: Bytes::new(),
-                sps,
-                pps: Bytes::new(),
-            },
-            90000,
-        );
+        // Main profile (general_profile_idc 1, from the SPS summary).
+        let h265 = track(crate::codec::tests::h265_codec(), 90000);
         let e = plan(std::slice::from_ref(&h265), &offer).unwrap_err();
         assert!(e.0.contains("h265"), "{e}");
         assert!(e.0.contains("vp8, h264"), "{e}");

@@ -32,11 +32,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::bus::{Codec, Frame, Item, MediaKind, SessionHandle as Registration, Stream};
+use crate::bus::{Frame, Item, MediaKind, SessionHandle as Registration, Stream, Track};
 use crate::egress::gso::gso_run;
 
-use super::annexb::{ReorderDetector, B_FRAMES_WARNING};
 use super::demux::{is_stun, rfc4571_frame, Demux, Rfc4571Decoder, Transport};
+use super::reorder::{ReorderDetector, B_FRAMES_WARNING};
 use super::rtp::{PathPacketizer, RtpFrame};
 use super::session::{format_id, Session, SessionEvent, SessionId};
 use super::Shared;
@@ -513,7 +513,8 @@ impl Driver {
         };
         let shared = &self.shared;
         let session_path = path.name.clone();
-        let mut packetize = |codec: &Codec, f: &Arc<Frame>| -> Option<Arc<RtpFrame>> {
+        let mut packetize = |track: &Track, f: &Arc<Frame>| -> Option<Arc<RtpFrame>> {
+            let codec = &track.codec;
             if codec.kind() == MediaKind::Video
                 && !path
                     .last_checked
@@ -521,7 +522,7 @@ impl Driver {
                     .is_some_and(|l| Arc::ptr_eq(l, f))
             {
                 path.last_checked = Some(f.clone());
-                if path.reorder.check(codec, &f.data) {
+                if path.reorder.check(track, &f.data) {
                     tracing::warn!(path = %session_path, "{B_FRAMES_WARNING}");
                     shared.set_warning(&session_path, B_FRAMES_WARNING);
                 }

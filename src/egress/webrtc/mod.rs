@@ -5,7 +5,7 @@
 //! - [`offer`]: the parts of an SDP offer used for codec choice; trickle
 //!   fragments.
 //! - [`codecs`]: which track goes out with which offered codec (pure).
-//! - [`annexb`]: AVCC → Annex B with parameter sets; B-frame detection.
+//! - [`reorder`]: B-frame detection, from the track's SPS summary.
 //! - [`rtp`]: a path's frames cut into RTP payloads once, for all viewers.
 //! - [`demux`]: STUN ufrag / remote address → session; RFC 4571 framing.
 //! - [`session`]: one viewer, sans-IO around str0m.
@@ -18,11 +18,11 @@
 //! (the listening address(es) and `webrtc_additional_hosts`) and answers the
 //! browser's checks; STUN/TURN servers are only offered to the browser.
 
-pub mod annexb;
 pub mod codecs;
 pub mod demux;
 mod driver;
 pub mod offer;
+pub mod reorder;
 pub mod rtp;
 pub mod session;
 

@@ -19,7 +19,7 @@ use str0m::rtp::{Extension, ExtensionMap, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use crate::bus::sessions::WebRtcDetail;
-use crate::bus::{Codec, Detail, DetailSource, Frame, MediaKind, Track, TrackSet};
+use crate::bus::{Detail, DetailSource, Frame, MediaKind, Track, TrackSet};
 
 use super::codecs::{Plan, SendCodec};
 use super::offer::{add_media_info, OfferSummary, SectionKind};
@@ -102,7 +102,7 @@ pub enum SessionEvent {
 /// A frame's RTP payloads for the track's current codec, made once for all
 /// the path's viewers ([`super::rtp::PathPacketizer`]); `None` skips the
 /// frame (malformed).
-pub type PacketizeFn<'a> = dyn FnMut(&Codec, &Arc<Frame>) -> Option<Arc<RtpFrame>> + 'a;
+pub type PacketizeFn<'a> = dyn FnMut(&Track, &Arc<Frame>) -> Option<Arc<RtpFrame>> + 'a;
 
 /// A negotiated WHEP resource: what the HTTP handlers route PATCH and
 /// DELETE by, and the session's registry detail, which the session updates
@@ -556,7 +556,7 @@ impl Session {
                 stats.frames_skipped += 1;
                 return;
             }
-            let Some(rtp) = packetize(&track.codec, frame) else {
+            let Some(rtp) = packetize(&track, frame) else {
                 stats.frames_skipped += 1;
                 return;
             };
@@ -575,7 +575,7 @@ impl Session {
             if from_backlog && self.video.is_some() {
                 return;
             }
-            let Some(rtp) = packetize(&track.codec, frame) else {
+            let Some(rtp) = packetize(&track, frame) else {
                 return;
             };
             if a.write(&mut self.rtc, frame, &rtp) {

@@ -22,28 +22,27 @@ const OFFER: &str = include_str!("../../egress/webrtc/testdata/chrome_offer.sdp"
 
 fn h264_track() -> Arc<Track> {
     Arc::new(Track {
-        codec: Codec::H264 {
-            sps: Bytes::from_static(&[0x67, 0x64, 0x00, 0x1f, 0xac]),
-            pps: Bytes::from_static(&[0x68, 0xeb, 0xe3]),
-        },
-        clock_rate: 90000,
         rfc6381: Some("avc1.64001F".into()),
         dimensions: Some((640, 360)),
         frame_rate: Some(25.0),
+        ..Track::new(
+            Codec::H264 {
+                sps: Bytes::from_static(&[0x67, 0x64, 0x00, 0x1f, 0xac]),
+                pps: Bytes::from_static(&[0x68, 0xeb, 0xe3]),
+            },
+            90000,
+        )
     })
 }
 
 fn aac_track() -> Arc<Track> {
-    Arc::new(Track {
-        codec: Codec::Aac {
+    Arc::new(Track::new(
+        Codec::Aac {
             config: Bytes::from_static(&[0x11, 0x90]),
             channels: 2,
         },
-        clock_rate: 48000,
-        rfc6381: Some("mp4a.40.2".into()),
-        dimensions: None,
-        frame_rate: None,
-    })
+        48000,
+    ))
 }
 
 struct Fixture {

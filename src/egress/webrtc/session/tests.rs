@@ -22,14 +22,15 @@ const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
 
 fn tracks(audio: Option<Codec>) -> TrackSet {
     let mut tracks = vec![Arc::new(Track {
-        codec: Codec::H264 {
-            sps: Bytes::from_static(SPS),
-            pps: Bytes::from_static(PPS),
-        },
-        clock_rate: 90000,
-        rfc6381: None,
         dimensions: Some((640, 360)),
         frame_rate: Some(25.0),
+        ..Track::new(
+            Codec::H264 {
+                sps: Bytes::from_static(SPS),
+                pps: Bytes::from_static(PPS),
+            },
+            90000,
+        )
     })];
     if let Some(codec) = audio {
         let clock_rate = if matches!(codec, Codec::Opus { .. }) {
@@ -37,13 +38,7 @@ fn tracks(audio: Option<Codec>) -> TrackSet {
         } else {
             8000
         };
-        tracks.push(Arc::new(Track {
-            codec,
-            clock_rate,
-            rfc6381: None,
-            dimensions: None,
-            frame_rate: None,
-        }));
+        tracks.push(Arc::new(Track::new(codec, clock_rate)));
     }
     TrackSet {
         generation: 1,
@@ -215,7 +210,7 @@ impl Pair {
     fn write(&mut self, f: &Arc<Frame>, backlog: bool) {
         let mut out = Vec::new();
         let rtp = &mut self.rtp;
-        let mut packetize = |c: &Codec, f: &Arc<Frame>| rtp.packets(c, f).ok();
+        let mut packetize = |t: &Track, f: &Arc<Frame>| rtp.packets(&t.codec, f).ok();
         self.server
             .write_frame(self.now, f, backlog, &mut packetize, &mut out);
         self.deliver_to_client(out);

@@ -1,5 +1,5 @@
-//! RTP packetization of G.711 (RFC 3551 §4.5.14, PCMA/PCMU) and Opus
-//! (RFC 7587): the frame is the payload.
+//! G.711 A-law and µ-law (ITU-T G.711): RTP packetization as RFC 3551
+//! §4.5.14 PCMA/PCMU, the samples are the payload.
 
 use bytes::Bytes;
 
@@ -44,32 +44,5 @@ pub(crate) fn payload_g711(
         sink.put(chunk);
         sink.finish();
     }
-    Ok(sink.done())
-}
-
-/// Sends one Opus packet (RFC 6716 §3) as one RTP packet, marker bit 0
-/// (RFC 7587 §4.1). Errors: `Malformed` if empty (an Opus packet has at
-/// least its TOC byte), `Unsupported` if larger than the MTU allows (Opus has
-/// no RTP fragmentation). Returns the next sequence number.
-pub(crate) fn payload_opus(
-    data: &[u8],
-    timestamp: u32,
-    rtp: RtpParams,
-    out: &mut Vec<Bytes>,
-) -> Result<u16, PayloadError> {
-    if data.is_empty() {
-        return Err(PayloadError::Malformed("empty Opus packet".to_owned()));
-    }
-    if data.len() > rtp.max_payload {
-        return Err(PayloadError::Unsupported(format!(
-            "Opus packet of {} bytes exceeds the {}-byte RTP payload the MTU allows",
-            data.len(),
-            rtp.max_payload
-        )));
-    }
-    let mut sink = rtp.sink(out, RTP_HEADER_LEN + data.len(), 1);
-    sink.start(false, timestamp);
-    sink.put(data);
-    sink.finish();
     Ok(sink.done())
 }
