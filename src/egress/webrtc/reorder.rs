@@ -60,7 +60,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::codec::tests::{h265_codec, hex, H264_PPS};
+    use crate::codec::tests::{h264_codec, h265_codec, hex, H264_PPS};
 
     fn avcc(nals: &[&[u8]]) -> Vec<u8> {
         let mut v = Vec::new();
@@ -103,10 +103,10 @@ mod tests {
         let mut d = ReorderDetector::default();
         assert!(d.check(&hevc, &[]));
 
-        // An x264 stream without B-frames says 0: its B-looking slices
-        // (impossible in practice) are not even parsed.
-        let fx = crate::egress::hls::testutil::h264_fixture();
-        let h264 = crate::egress::hls::testutil::h264_track(&fx);
+        // A Baseline SPS says 0: its B-looking slices (impossible in
+        // practice) are not even parsed.
+        let h264 = Track::new(h264_codec(), 90_000);
+        assert_eq!(h264.summary.as_ref().and_then(|s| s.max_reorder()), Some(0));
         let b = avcc(&[&[0x01, 0b1010_0000]]);
         let mut d = ReorderDetector::default();
         assert!(!d.check(&h264, &b));
