@@ -284,7 +284,14 @@ def main(argv):
     def make_factory():
         f = GstRtspServer.RTSPMediaFactory()
         f.set_launch(launch)
-        f.set_shared(True)
+        # One pipeline for every session, as a camera with one encoder has.
+        # Except with Opus: rtspgate reads an Opus track in a second RTSP
+        # session (retina has no Opus depacketizer; one-session Opus is
+        # issue 12), and GStreamer's server answers 503 to a second session
+        # that races the first one's PLAY on a shared media, then keeps
+        # answering 503. Cameras that give each session its own stream
+        # exist too; that is the kind this one plays with Opus.
+        f.set_shared(a.audio != "opus")
         f.connect("media-configure", on_media_configure)
         if fanout:
             f.connect("media-configure", fanout.on_configure)
