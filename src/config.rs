@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+pub mod auth;
+pub use auth::{Action, AuthMethod, AuthSettings};
+
 /// How a source is pulled.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -106,6 +109,16 @@ pub struct FileConfig {
     /// `Access-Control-Allow-Origin` of HLS responses: `*`, one origin, or
     /// `""` for none.
     pub hls_allow_origin: Option<String>,
+    /// TLS certificate chain (PEM): turns on RTSPS and HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// With no `tls_cert`/`tls_key`: make a self-signed certificate at start.
+    pub tls_self_signed: Option<bool>,
+    /// RTSPS port (default 8322) when TLS is on.
+    pub rtsps_port: Option<u16>,
+    /// Users, permissions and the authentication method.
+    pub auth: Option<auth::FileAuth>,
     #[serde(default)]
     pub paths: BTreeMap<String, FilePath>,
 }
@@ -205,11 +218,27 @@ impl Default for WebRtcSettings {
     }
 }
 
+/// Where the TLS certificate comes from (`tls_*` keys).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsSource {
+    /// PEM files, re-read on SIGHUP.
+    Files { cert: PathBuf, key: PathBuf },
+    /// Made at start for `localhost`, 127.0.0.1 and ::1 (`tls_self_signed = true`).
+    SelfSigned,
+}
+
 /// Everything the gateway needs to run.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: IpAddr,
+    /// Plain RTSP; 0 = off (only with TLS on, leaving RTSPS).
     pub rtsp_port: u16,
+    /// RTSPS (RTSP over TLS, RTP interleaved inside it) when `tls` is set.
+    pub rtsps_port: u16,
+    /// TLS for RTSPS and HTTPS; `None` = plain RTSP and HTTP only.
+    pub tls: Option<TlsSource>,
+    /// Users, permissions, authentication method.
+    pub auth: AuthSettings,
     pub http_port: u16,
     pub rtp_port: u16,
     pub mtu: usize,
@@ -229,6 +258,9 @@ impl Default for Config {
         Config {
             listen: IpAddr::from([0, 0, 0, 0]),
             rtsp_port: 8554,
+            rtsps_port: 8322,
+            tls: None,
+            auth: AuthSettings::default(),
             http_port: 8888,
             rtp_port: 8000,
             mtu: 1400,
@@ -537,8 +569,23 @@ impl Config {
         if let Some(listen) = cli.listen {
             cfg.listen = listen;
         }
+        cfg.rtsps_port = file.rtsps_port.unwrap_or(cfg.rtsps_port);
+        cfg.tls = match (&file.tls_cert, &file.tls_key, file.tls_self_signed) {
+            (Some(cert), Some(key), _) => Some(TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (Some(_), None, _) => return Err(err("tls_key", "tls_cert is given without it")),
+            (None, Some(_), _) => return Err(err("tls_cert", "tls_key is given without it")),
+            (None, None, Some(true)) => Some(TlsSource::SelfSigned),
+            (None, None, _) => None,
+        };
+        cfg.auth = AuthSettings::from_file(file.auth.as_ref())?;
+        // With TLS, `rtsp_port = 0` turns plain RTSP off.
+        let rtsp_off = cfg.tls.is_some() && cfg.rtsp_port == 0;
         for (key, port) in [
-            ("rtsp_port", cfg.rtsp_port),
+            ("rtsp_port", if rtsp_off { 1 } else { cfg.rtsp_port }),
+            ("rtsps_port", cfg.rtsps_port),
             ("http_port", cfg.http_port),
             ("rtp_port", cfg.rtp_port),
             ("webrtc_port", cfg.webrtc.port),
@@ -560,6 +607,12 @@ impl Config {
             return Err(err(
                 "http_port",
                 format!("{} is also the RTSP port", cfg.http_port),
+            ));
+        }
+        if cfg.tls.is_some() && [cfg.rtsp_port, cfg.http_port].contains(&cfg.rtsps_port) {
+            return Err(err(
+                "rtsps_port",
+                format!("{} is also the RTSP or HTTP port", cfg.rtsps_port),
             ));
         }
         // ICE-TCP takes the same number on TCP; RTP/RTCP take two UDP ports.

@@ -2,6 +2,7 @@
 //! `bus::Stream` per path, which every egress reads. The layers, the bus
 //! contract and where each concern lives: `docs/ARCHITECTURE.md`.
 
+pub mod auth;
 pub mod bus;
 pub mod codec;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod egress;
 pub mod http;
 pub mod ingest;
 pub mod paths;
+pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -28,6 +30,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Path of the built-in demo stream.
@@ -49,6 +53,10 @@ pub struct Gateway {
     /// WebRTC UDP address (ICE-TCP on the same port number).
     pub webrtc_addr: SocketAddr,
     pub webrtc: Arc<egress::webrtc::WebRtcEngine>,
+    /// Who may do what (every protocol asks it); settings swapped on SIGHUP.
+    pub auth: Arc<auth::Authenticator>,
+    /// The certificate of RTSPS and HTTPS, when TLS is on.
+    pub tls: Option<Arc<tls::Tls>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -80,6 +88,11 @@ impl Gateway {
     pub async fn start(config: &Config) -> Result<Gateway, StartError> {
         let registry = Registry::new();
         let sessions = bus::Sessions::new();
+        let auth = auth::Authenticator::new(config.auth.clone());
+        let tls = match &config.tls {
+            Some(src) => Some(Arc::new(tls::Tls::load(src)?)),
+            None => None,
+        };
         let paths = paths::PathManager::new(registry.clone(), config.file.clone());
         let mut tasks = Vec::new();
         for (name, src) in &config.paths {
@@ -164,6 +177,7 @@ impl Gateway {
                 config.rtsp_port
             ),
             webrtc: Some(webrtc.clone()),
+            auth: auth.clone(),
         });
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(http_listener, app).await {
@@ -178,15 +192,26 @@ impl Gateway {
             http_addr,
             webrtc_addr,
             webrtc,
+            auth,
+            tls,
             tasks,
         })
     }
 
-    /// Re-reads the configuration (SIGHUP) and applies its paths: added and
-    /// changed ones start, removed ones stop, unchanged ones are not touched.
-    /// Server settings (ports, addresses) need a restart and are not applied.
+    /// Re-reads the configuration (SIGHUP) and applies its paths (added and
+    /// changed ones start, removed ones stop, unchanged ones are not
+    /// touched), `[auth]` (for every request from now on) and the TLS
+    /// certificate files (for new connections). Server settings (ports,
+    /// addresses, turning TLS on or off) need a restart and are not applied.
+    /// A certificate that fails to load is logged and the old one kept.
     pub fn reload(&self, cli: &config::Cli) -> Result<paths::ReloadSummary, config::ConfigError> {
         let config = Config::from_cli(cli)?;
+        self.auth.reload(config.auth.clone());
+        if let Some(tls) = &self.tls {
+            if let Err(e) = tls.reload() {
+                tracing::error!("TLS certificate not reloaded, the previous one stays in use: {e}");
+            }
+        }
         Ok(self.paths.apply(&config.paths))
     }
 

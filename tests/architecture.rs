@@ -117,6 +117,26 @@ fn config_imports_nothing_of_ours() {
     let text = fs::read_to_string(root).expect("read config.rs");
     let paths = crate_paths(&code_only(&text));
     assert!(paths.is_empty(), "config must be a leaf: {paths:?}");
+    let bad = violations("config", |p| p == "config");
+    assert!(bad.is_empty(), "config must be a leaf:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn auth_and_tls_import_only_config() {
+    let mut bad = violations("auth", |p| p == "auth" || p == "config");
+    let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/tls.rs");
+    let text = fs::read_to_string(tls).expect("read tls.rs");
+    bad.extend(
+        crate_paths(&code_only(&text))
+            .into_iter()
+            .filter(|p| p != "config")
+            .map(|p| format!("src/tls.rs: crate::{p}")),
+    );
+    assert!(
+        bad.is_empty(),
+        "auth and tls sit beside config, below every protocol:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -150,12 +170,12 @@ fn no_egress_imports_another_or_ingest() {
                 // Another egress is off limits; shared parts of `egress` (the
                 // `Egress` trait, `gso`) are not.
                 Some(other) => other == egress || !EGRESSES.contains(&other),
-                None => matches!(p, "bus" | "codec" | "config" | "egress"),
+                None => matches!(p, "bus" | "codec" | "config" | "auth" | "tls" | "egress"),
             }
         });
         assert!(
             bad.is_empty(),
-            "egress/{egress} may import bus, codec, config and shared egress parts only:\n{}",
+            "egress/{egress} may import bus, codec, config, auth, tls and shared egress parts only:\n{}",
             bad.join("\n")
         );
     }

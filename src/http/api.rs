@@ -217,6 +217,7 @@ mod tests {
             registry,
             rtsp_base: "rtsp://127.0.0.1:8554".into(),
             webrtc: None,
+            auth: crate::auth::Authenticator::new(Default::default()),
         };
         (router(state), sessions)
     }

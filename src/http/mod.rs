@@ -16,6 +16,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
+use crate::auth::Authenticator;
 use crate::bus::{MediaKind, Registry, Sessions, Stream, StreamState};
 use crate::egress::hls::manager::HlsManager;
 use crate::egress::rtsp::RtspEgress;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub hls: Arc<HlsManager>,
     /// The WebRTC (WHEP) engine; `None` serves 503 on the WHEP endpoints.
     pub webrtc: Option<Arc<WebRtcEngine>>,
+    /// Who may do what; asked by the auth layer in front of every route.
+    pub auth: Arc<Authenticator>,
 }
 
 impl AppState {
@@ -271,6 +274,7 @@ mod tests {
             registry,
             rtsp_base: "rtsp://127.0.0.1:8554".into(),
             webrtc: None,
+            auth: crate::auth::Authenticator::new(Default::default()),
         })
     }
 
@@ -308,6 +312,7 @@ mod tests {
             registry,
             rtsp_base: "rtsp://127.0.0.1:8554".into(),
             webrtc: None,
+            auth: crate::auth::Authenticator::new(Default::default()),
         });
         let resp = app
             .oneshot(
