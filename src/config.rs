@@ -96,6 +96,10 @@ pub struct FileConfig {
     pub webrtc_additional_hosts: Option<Vec<String>>,
     /// STUN/TURN servers offered to WHEP clients in `Link` headers.
     pub webrtc_ice_servers: Option<Vec<FileIceServer>>,
+    /// WHEP sessions at most (negotiating or connected); 503 beyond.
+    pub webrtc_max_sessions: Option<usize>,
+    /// WHEP POSTs per second from one address (burst of the same size); 429 beyond.
+    pub webrtc_post_rate: Option<u32>,
     /// LL-HLS Part Target in milliseconds (rounded to whole frames).
     pub hls_part_duration: Option<u64>,
     /// Minimum LL-HLS segment length in milliseconds; segments end at a keyframe.
@@ -206,6 +210,11 @@ pub struct WebRtcSettings {
     pub additional_hosts: Vec<String>,
     /// Offered to clients as `Link: <url>; rel="ice-server"` (RFC 9725 §4.6).
     pub ice_servers: Vec<IceServer>,
+    /// Sessions at most (`webrtc_max_sessions`, default 1000).
+    pub max_sessions: usize,
+    /// WHEP POSTs per second per client address (`webrtc_post_rate`,
+    /// default 10), with a burst of the same size.
+    pub post_rate: u32,
 }
 
 impl Default for WebRtcSettings {
@@ -214,6 +223,8 @@ impl Default for WebRtcSettings {
             port: 8189,
             additional_hosts: Vec::new(),
             ice_servers: Vec::new(),
+            max_sessions: 1000,
+            post_rate: 10,
         }
     }
 }
@@ -636,6 +647,18 @@ impl Config {
                 let key = format!("webrtc_additional_hosts[{i}]");
                 cfg.webrtc.additional_hosts.push(parse_host(&key, host)?);
             }
+        }
+        if let Some(n) = file.webrtc_max_sessions {
+            if n == 0 {
+                return Err(err("webrtc_max_sessions", "must be at least 1"));
+            }
+            cfg.webrtc.max_sessions = n;
+        }
+        if let Some(n) = file.webrtc_post_rate {
+            if n == 0 {
+                return Err(err("webrtc_post_rate", "must be at least 1 per second"));
+            }
+            cfg.webrtc.post_rate = n;
         }
         if let Some(servers) = &file.webrtc_ice_servers {
             for (i, server) in servers.iter().enumerate() {

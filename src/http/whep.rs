@@ -80,6 +80,12 @@ fn whep_error(e: WhepError) -> Response {
         WhepError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
         WhepError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
         WhepError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        WhepError::TooManyRequests(_, retry) => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, e.to_string());
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry));
+            return r;
+        }
     };
     error(status, e.to_string())
 }
@@ -124,6 +130,7 @@ fn ice_server_links(servers: &[IceServer]) -> Vec<HeaderValue> {
 async fn create(
     State(app): State<AppState>,
     Path(path): Path<String>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -131,6 +138,10 @@ async fn create(
         Ok(e) => e,
         Err(r) => return *r,
     };
+    let peer = peer.map(|axum::Extension(axum::extract::ConnectInfo(a))| a.ip());
+    if let Err(e) = engine.admit(peer) {
+        return whep_error(e);
+    }
     if !has_content_type(&headers, SDP) {
         let mut r = error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -58,9 +58,14 @@ pub enum WhepError {
     /// 422: nothing in the offer can be sent, or an unsupported ICE restart.
     #[error("{0}")]
     Unprocessable(String),
-    /// 503: the stream is not live, or the WebRTC engine stopped.
+    /// 503: the stream is not live, the WebRTC engine stopped, or
+    /// `webrtc_max_sessions` sessions exist.
     #[error("{0}")]
     Unavailable(String),
+    /// 429: this address sent more than `webrtc_post_rate` POSTs a second;
+    /// retry after the given seconds.
+    #[error("{0}")]
+    TooManyRequests(String, u64),
 }
 
 /// A negotiated session, for the `201 Created` response.
@@ -131,6 +136,78 @@ pub struct WebRtcEngine {
     registry: Arc<Sessions>,
     task: tokio::task::JoinHandle<()>,
     started: Instant,
+    /// One DTLS certificate for every session, made at start: making one
+    /// per POST costs a key generation and memory per unconnected session.
+    dtls_cert: Option<str0m::config::DtlsCert>,
+    /// WHEP POST budget per client address.
+    post_rate: Mutex<RateLimiter>,
+}
+
+/// A token bucket per address: `rate` tokens a second, at most `rate`
+/// stored. Sans-IO: time is passed in.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: u32,
+    /// Address → (tokens left, when last refilled).
+    buckets: HashMap<IpAddr, (f64, Instant)>,
+}
+
+/// Addresses remembered at most; full buckets are forgotten first.
+const MAX_RATE_ENTRIES: usize = 10_000;
+
+impl RateLimiter {
+    pub fn new(rate: u32) -> RateLimiter {
+        RateLimiter {
+            rate: rate.max(1),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Takes one token for `ip`; `Err(seconds to wait)` when none is left.
+    pub fn take(&mut self, ip: IpAddr, now: Instant) -> Result<(), u64> {
+        let rate = f64::from(self.rate);
+        if self.buckets.len() >= MAX_RATE_ENTRIES {
+            self.buckets.retain(|_, (tokens, at)| {
+                *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < rate
+            });
+            if self.buckets.len() >= MAX_RATE_ENTRIES {
+                self.buckets.clear();
+            }
+        }
+        let (tokens, at) = self.buckets.entry(ip).or_insert((rate, now));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(rate);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn token_bucket_per_address() {
+        let mut r = RateLimiter::new(2);
+        let t0 = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(r.take(a, t0), Ok(()));
+        assert_eq!(r.take(a, t0), Ok(()));
+        assert_eq!(r.take(a, t0), Err(1), "burst of 2 used up");
+        assert_eq!(r.take(b, t0), Ok(()), "addresses don't share a bucket");
+        assert_eq!(
+            r.take(a, t0 + Duration::from_millis(600)),
+            Ok(()),
+            "refilled at 2/s"
+        );
+        assert_eq!(r.take(a, t0 + Duration::from_millis(700)), Err(1));
+    }
 }
 
 impl Drop for WebRtcEngine {
@@ -168,7 +245,16 @@ impl WebRtcEngine {
             source,
         })?;
         let task = tokio::spawn(driver.run());
+        let dtls_cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate();
+        if dtls_cert.is_none() {
+            tracing::warn!("no shared DTLS certificate: each WHEP session makes its own");
+        }
+        let post_rate = Mutex::new(RateLimiter::new(settings.post_rate));
         Ok(Arc::new(WebRtcEngine {
+            dtls_cert,
+            post_rate,
             settings,
             local,
             host_ips: host_ips(listen),
@@ -236,6 +322,39 @@ impl WebRtcEngine {
         out
     }
 
+    /// Whether a WHEP POST from `ip` (when known) may go ahead:
+    /// `Err(TooManyRequests)` beyond `webrtc_post_rate` a second from that
+    /// address, `Err(Unavailable)` when `webrtc_max_sessions` sessions exist.
+    pub fn admit(&self, ip: Option<IpAddr>) -> Result<(), WhepError> {
+        if let Some(ip) = ip.map(crate::config::auth::canonical_ip) {
+            self.post_rate
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(ip, Instant::now())
+                .map_err(|wait| {
+                    WhepError::TooManyRequests(
+                        format!(
+                            "more than {} WHEP requests a second from {ip}",
+                            self.settings.post_rate
+                        ),
+                        wait,
+                    )
+                })?;
+        }
+        let n = self
+            .shared
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        if n >= self.settings.max_sessions {
+            return Err(WhepError::Unavailable(format!(
+                "{n} WebRTC sessions already (webrtc_max_sessions); try again later"
+            )));
+        }
+        Ok(())
+    }
+
     /// Negotiates a viewer of `stream`: WHEP `POST` (draft-ietf-wish-whep §4.2).
     ///
     /// Errors: 503 when the stream is not live, 400 for an unparsable offer,
@@ -283,6 +402,7 @@ impl WebRtcEngine {
             plan: &plan,
             tracks: &tracks,
             candidates,
+            dtls_cert: self.dtls_cert.as_ref(),
             now: Instant::now(),
         })
         .map_err(|e| WhepError::BadRequest(e.to_string()))?;

@@ -42,7 +42,7 @@ pub fn parse_id(s: &str) -> Option<SessionId> {
 }
 
 /// How long a viewer may take from the answer to a working DTLS connection.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A keyframe request (PLI/FIR) this soon after a keyframe was sent is
 /// about that keyframe still being delivered or repaired by NACK; it does
@@ -222,6 +222,9 @@ pub struct SessionParams<'a> {
     pub tracks: &'a TrackSet,
     /// Local ICE candidates (UDP host candidates, ICE-TCP passive ones).
     pub candidates: Vec<Candidate>,
+    /// The process's DTLS certificate (RFC 8827 §6.5 lets one serve every
+    /// session); `None` makes one for this session (tests).
+    pub dtls_cert: Option<&'a str0m::config::DtlsCert>,
     pub now: Instant,
 }
 
@@ -246,6 +249,9 @@ impl Session {
             .set_extension_map(exts)
             .clear_codecs()
             .set_stats_interval(Some(STATS_INTERVAL));
+        if let Some(cert) = p.dtls_cert {
+            config = config.set_dtls_cert(cert.clone());
+        }
         let codecs = config.codec_config();
         for choice in p.plan.video.iter().chain(p.plan.audio.iter()) {
             let pt = Pt::from(choice.pt);

@@ -73,6 +73,11 @@ impl Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(WebRtcSettings::default().max_sessions, 1000).await
+}
+
+/// The fixture with `webrtc_max_sessions` and `webrtc_post_rate` set.
+async fn fixture_with(max_sessions: usize, post_rate: u32) -> Fixture {
     let registry = Registry::new();
     let cam = Stream::new("cam", "rtsp://10.0.0.1/s");
     cam.set_tracks(vec![h264_track(), aac_track()]);
@@ -101,6 +106,8 @@ async fn fixture() -> Fixture {
                     credential: Some("p".into()),
                 },
             ],
+            max_sessions,
+            post_rate,
         },
         sessions.clone(),
     )
@@ -612,4 +619,58 @@ async fn webrtc_view_is_a_filtered_view_of_the_registry() {
     drop(h);
     let v = get("/api/v1/webrtc/sessions").await;
     assert_eq!(v["sessions"].as_array().map(Vec::len), Some(0), "{v}");
+}
+
+/// A WHEP POST from `ip`, as the HTTP server delivers it (peer address in
+/// the `ConnectInfo` extension).
+fn post_from(ip: [u8; 4]) -> Request<Body> {
+    let mut req = post("/cam/whep", "application/sdp", OFFER);
+    let peer = std::net::SocketAddr::from((ip, 40000));
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    req
+}
+
+#[tokio::test]
+async fn post_rate_per_address_answers_429_with_retry_after() {
+    let f = fixture_with(1000, 3).await;
+    for i in 0..3 {
+        let (r, body) = send(&f.app, post_from([127, 0, 0, 1])).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "POST {i}: {body}");
+    }
+    let (r, body) = send(&f.app, post_from([127, 0, 0, 1])).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(header(&r, "retry-after"), Some("1"));
+    assert_eq!(f.webrtc_sessions(), 3, "the refused POST made no session");
+    // Another address has its own budget.
+    let (r, body) = send(&f.app, post_from([127, 0, 0, 2])).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{body}");
+}
+
+#[tokio::test]
+async fn session_cap_answers_503_and_frees_on_delete() {
+    let f = fixture_with(2, 1000).await;
+    let (a, _) = create(&f).await;
+    create(&f).await;
+    let (r, body) = send(&f.app, post_from([127, 0, 0, 1])).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("webrtc_max_sessions"), "{body}");
+    let (r, _) = send(&f.app, Request::delete(a).body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (r, body) = send(&f.app, post_from([127, 0, 0, 1])).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{body}");
+}
+
+#[tokio::test]
+async fn every_session_shares_the_process_dtls_certificate() {
+    let f = fixture().await;
+    let fingerprint = |sdp: &str| {
+        sdp.lines()
+            .find(|l| l.starts_with("a=fingerprint:"))
+            .map(str::to_owned)
+            .unwrap()
+    };
+    let (_, a) = send(&f.app, post("/cam/whep", "application/sdp", OFFER)).await;
+    let (_, b) = send(&f.app, post("/cam/whep", "application/sdp", OFFER)).await;
+    assert_eq!(fingerprint(&a), fingerprint(&b));
 }

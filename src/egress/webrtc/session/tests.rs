@@ -107,6 +107,7 @@ impl Pair {
             plan: &plan,
             tracks: &set,
             candidates: vec![Candidate::host(server_addr, "udp").unwrap()],
+            dtls_cert: None,
             now,
         })
         .unwrap();
