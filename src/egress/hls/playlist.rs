@@ -433,10 +433,11 @@ impl MediaPlaylist {
             // Parts between the last published one and the requested one;
             // for a later segment at least `part + 1` (the parts left in the
             // current segment are unknown).
+            // `part` is the client's number: u64::MAX must not overflow.
             let ahead = if msn == next_msn {
-                (part + 1).saturating_sub(published)
+                part.saturating_add(1).saturating_sub(published)
             } else if msn > next_msn {
-                part + 1
+                part.saturating_add(1)
             } else {
                 0
             };
@@ -793,6 +794,17 @@ mod tests {
         assert_eq!(p.reload_decision(Some(13), Some(14)), Wait);
         assert!(matches!(
             p.reload_decision(Some(13), Some(15)),
+            BadRequest(_)
+        ));
+        // Client-chosen numbers at the top of u64: refused, not overflowed.
+        for msn in [12, 13] {
+            assert!(matches!(
+                p.reload_decision(Some(msn), Some(u64::MAX)),
+                BadRequest(_)
+            ));
+        }
+        assert!(matches!(
+            p.reload_decision(Some(u64::MAX), Some(u64::MAX)),
             BadRequest(_)
         ));
 
