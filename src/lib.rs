@@ -244,6 +244,28 @@ impl Gateway {
                 http = config.http_port
             ));
         }
+        if let Some(tls) = &self.tls {
+            lines.push(format!(
+                "TLS on: RTSPS on rtsps://{host}:{}/, HTTPS on https://{host}:{}/; certificate SHA-256 fingerprint {}",
+                config.rtsps_port,
+                config.http_port,
+                tls.fingerprint()
+            ));
+        }
+        lines.push(match config.auth.method {
+            config::AuthMethod::Internal if config.auth == config::AuthSettings::default() => {
+                "Access: no [[auth.users]] configured, so anyone may watch; the API and /metrics answer this machine only (see README, Security).".into()
+            }
+            config::AuthMethod::Internal => format!(
+                "Access: {} [[auth.users]] entries decide who may read, publish, use the API or /metrics.",
+                config.auth.users.len()
+            ),
+            config::AuthMethod::Http => format!(
+                "Access: every request is authorized by {}.",
+                config.auth.http_address.as_ref().map_or("?".into(), |u| u.to_string())
+            ),
+            config::AuthMethod::Jwt => "Access: JWTs signed by the configured JWKS decide.".into(),
+        });
         if config.listen.is_unspecified() {
             lines.push(
                 "Listening on all interfaces: from other machines use this machine's address instead of 127.0.0.1.".into(),

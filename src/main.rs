@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     tracing_subscriber::fmt().with_env_filter(filter).init();
+    raise_fd_limit();
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -47,7 +48,8 @@ fn main() -> ExitCode {
     })
 }
 
-/// Serves until SIGINT/SIGTERM; SIGHUP reloads the config file's paths.
+/// Serves until SIGINT/SIGTERM; SIGHUP reloads the config file's paths,
+/// `[auth]` and the TLS certificate files.
 async fn run_until_shutdown(gateway: &Gateway, cli: &Cli) {
     #[cfg(unix)]
     {
@@ -98,5 +100,28 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every reader,
+/// camera and HTTP client holds a descriptor, and the usual soft limit of
+/// 1024 would turn the 1025th into a refused accept.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let before = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                tracing::debug!("open-file limit raised from {before} to {}", lim.rlim_cur);
+            }
+        }
     }
 }

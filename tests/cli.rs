@@ -105,3 +105,58 @@ fn prints_served_urls_without_passwords() {
     assert!(text.contains("rtsp://***@127.0.0.1:9/a"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+/// Every reader holds a descriptor: the gateway lifts its soft open-file
+/// limit to the hard one at start (started here with a soft limit of 256).
+#[test]
+fn raises_the_open_file_limit_at_start() {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(Gateway::bin());
+    cmd.args([
+        "--listen",
+        "127.0.0.1",
+        "--rtsp-port",
+        &free_port().to_string(),
+        "--http-port",
+        &free_port().to_string(),
+        "--rtp-port",
+        &free_udp_port_pair().0.to_string(),
+        "--webrtc-port",
+        &free_udp_tcp_port().to_string(),
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    // SAFETY: only setrlimit between fork and exec, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            lim.rlim_cur = 256.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn rtspgate");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    // The banner is printed after start-up, so the limit is set by then.
+    let _ = stdout.read_line(&mut first);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).expect("limits");
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files line");
+    let nums: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(nums.len(), 2, "{line}");
+    assert_ne!(nums[0], "256", "soft limit left as started: {line}");
+    assert_eq!(
+        nums[0], nums[1],
+        "soft limit not raised to the hard one: {line}"
+    );
+}
