@@ -804,6 +804,27 @@ fn parse_ice_server(key: &str, raw: FileIceServer) -> Result<IceServer, ConfigEr
     })
 }
 
+impl Config {
+    /// Validates a config file's text as at start-up, with no command-line
+    /// flags (the `config_file` fuzz target; `Err` names the key).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| err("file", e.to_string().trim_end().to_owned()))?;
+        let cli = Cli {
+            sources: Vec::new(),
+            config: None,
+            rtsp_port: None,
+            http_port: None,
+            listen: None,
+            rtp_port: None,
+            transport: None,
+            webrtc_port: None,
+            verbose: 0,
+        };
+        Config::build(&cli, file, None)
+    }
+}
+
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let key = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| err(&key, format!("cannot read: {e}")))?;

@@ -7,6 +7,9 @@ pub mod bus;
 pub mod codec;
 pub mod config;
 pub mod egress;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod ingest;
 pub mod paths;

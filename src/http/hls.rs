@@ -49,7 +49,7 @@ pub fn routes() -> Router<AppState> {
 
 /// An HLS error response: status and a plain-words reason.
 #[derive(Debug)]
-enum HlsError {
+pub(crate) enum HlsError {
     NotFound(String),
     BadRequest(String),
     Unavailable(String),
@@ -253,14 +253,14 @@ async fn multivariant(hs: &HlsStream) -> HlsResult {
 
 /// The `_HLS_*` delivery directives of a media playlist request (§6.2.5).
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Directives {
-    msn: Option<u64>,
-    part: Option<u64>,
+pub(crate) struct Directives {
+    pub(crate) msn: Option<u64>,
+    pub(crate) part: Option<u64>,
     skip: bool,
 }
 
 /// Parses the query string; other parameters are ignored (cache busters).
-fn directives(query: Option<&str>) -> Result<Directives, HlsError> {
+pub(crate) fn directives(query: Option<&str>) -> Result<Directives, HlsError> {
     let mut d = Directives::default();
     let number = |key: &str, value: &str| {
         value.parse::<u64>().map_err(|_| {

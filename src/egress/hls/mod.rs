@@ -19,7 +19,7 @@ pub mod segmenter;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod testutil;
 
 use std::collections::{BTreeMap, VecDeque};

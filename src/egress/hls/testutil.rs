@@ -7,6 +7,10 @@
 //!  ! video/x-h264,stream-format=byte-stream,profile=high ! filesink`,
 //! and `testdata/h265_320x180_25fps.h265` likewise with `x265enc key-int-max=5`
 //! (10 frames, 320x180, Main).
+//!
+//! Also built (with the `fuzzing` feature) for the fuzz targets' fixtures,
+//! which use only some of it.
+#![cfg_attr(not(test), allow(dead_code))]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

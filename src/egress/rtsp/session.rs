@@ -296,6 +296,12 @@ impl Conn {
                 );
             }
         }
+        if req
+            .header(&headers::TRANSPORT)
+            .is_some_and(|v| !transport_is_parseable(v.as_str()))
+        {
+            return reply(StatusCode::BadRequest, "malformed Transport header");
+        }
         let transports = match req.typed_header::<Transports>() {
             Ok(Some(t)) => t,
             Ok(None) => return reply(StatusCode::BadRequest, "missing Transport header"),
@@ -350,6 +356,16 @@ impl Outcome {
         self.effect = effect;
         self
     }
+}
+
+/// Whether rtsp-types 0.1.3 can parse `value` without panicking: its
+/// quoted-string reader slices a lone `"` (e.g. `dest_addr="`, `mode="`) and
+/// asserts on a trailing backslash. No Transport we support needs either.
+fn transport_is_parseable(value: &str) -> bool {
+    !value.contains('\\')
+        && value
+            .split([',', ';', '/', '='])
+            .all(|piece| piece.trim() != "\"")
 }
 
 fn reply(status: StatusCode, reason: &str) -> Outcome {
@@ -550,6 +566,28 @@ mod tests {
         resp.header(name)
             .map(|v| v.as_str().to_owned())
             .unwrap_or_default()
+    }
+
+    /// Transport values rtsp-types 0.1.3 panics on get 400, and the
+    /// connection's session state is untouched.
+    #[test]
+    fn transport_that_would_panic_the_parser_is_400() {
+        for t in [
+            "RTP/AVP;unicast;dest_addr=\"",
+            "RTP/AVP;unicast;dest_addr=\"a\"/\"",
+            "RTP/AVP;unicast;mode=\"",
+            "RTP/AVP;unicast;dest_addr=\"a\\\"",
+        ] {
+            let mut h = Harness::new();
+            let (code, _, _) = h.send(&format!(
+                "SETUP rtsp://h/cam/trackID=0 RTSP/1.0\nCSeq: 3\nTransport: {t}\n"
+            ));
+            assert_eq!(code, 400, "{t}");
+            assert!(h.conn.session().is_none());
+        }
+        assert!(transport_is_parseable(
+            "RTP/AVP;unicast;dest_addr=\"192.0.2.1:5000\""
+        ));
     }
 
     #[test]
