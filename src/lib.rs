@@ -164,6 +164,7 @@ impl Gateway {
                 config.rtsp_port
             ),
             webrtc: Some(webrtc.clone()),
+            api: http::api::ApiSettings::from(config),
         });
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(http_listener, app).await {

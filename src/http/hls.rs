@@ -430,6 +430,7 @@ mod tests {
                 rtsp_base: "rtsp://127.0.0.1:8554".into(),
                 hls: hls.clone(),
                 webrtc: None,
+                api: Default::default(),
             });
             Setup {
                 app,
@@ -763,6 +764,7 @@ mod tests {
                 rtsp_base: "rtsp://127.0.0.1:8554".into(),
                 hls: hls.clone(),
                 webrtc: None,
+                api: Default::default(),
             }),
             hls,
             stream,

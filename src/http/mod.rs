@@ -37,6 +37,8 @@ pub struct AppState {
     pub hls: Arc<HlsManager>,
     /// The WebRTC (WHEP) engine; `None` serves 503 on the WHEP endpoints.
     pub webrtc: Option<Arc<WebRtcEngine>>,
+    /// `/api/*` settings (allowed host names, `max_paths`).
+    pub api: api::ApiSettings,
 }
 
 impl AppState {
@@ -51,13 +53,13 @@ impl AppState {
     }
 }
 
-/// The HTTP router.
+/// The HTTP router. Every `/api/*` route comes from [`api::routes`] (one
+/// guard, no CORS); CORS headers are sent only where browsers on other
+/// origins need them: WHEP and LL-HLS.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/api/v1/streams", get(list_streams))
-        .route("/api/v1/streams/{name}", get(get_stream))
         .route("/metrics", get(metrics::handler))
-        .merge(api::routes())
+        .merge(api::routes(state.api.clone()))
         .merge(web::routes())
         .merge(hls::routes())
         .merge(whep::routes())
@@ -271,6 +273,7 @@ mod tests {
             registry,
             rtsp_base: "rtsp://127.0.0.1:8554".into(),
             webrtc: None,
+            api: Default::default(),
         })
     }
 
@@ -308,6 +311,7 @@ mod tests {
             registry,
             rtsp_base: "rtsp://127.0.0.1:8554".into(),
             webrtc: None,
+            api: Default::default(),
         });
         let resp = app
             .oneshot(

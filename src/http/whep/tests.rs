@@ -113,6 +113,7 @@ async fn fixture() -> Fixture {
         registry,
         rtsp_base: "rtsp://127.0.0.1:8554".into(),
         webrtc: Some(engine.clone()),
+        api: Default::default(),
     });
     Fixture {
         app,
@@ -460,6 +461,7 @@ async fn without_an_engine_whep_is_503() {
         registry,
         rtsp_base: "rtsp://127.0.0.1:8554".into(),
         webrtc: None,
+        api: Default::default(),
     });
     let (r, body) = send(&app, post("/cam/whep", "application/sdp", OFFER)).await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -537,6 +539,7 @@ async fn webrtc_view_is_a_filtered_view_of_the_registry() {
         registry,
         rtsp_base: "rtsp://127.0.0.1:8554".into(),
         webrtc: None,
+        api: Default::default(),
     });
     let viewer = Arc::new(Viewer(Mutex::new(WebRtcDetail {
         state: "connecting",
