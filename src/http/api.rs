@@ -84,7 +84,7 @@ pub async fn guard(State(settings): State<ApiSettings>, req: Request, next: Next
 }
 
 /// What [`guard`] checks, in order:
-/// 1. each of the `Host` header and the request target's authority (when
+/// 1. each `Host` header and the request target's authority (when
 ///    present) names an IP literal, `localhost` or an `api_allowed_hosts`
 ///    name, else `403`. A DNS-rebinding page reaches the API under its own
 ///    name; browsers always send `Host` (RFC 9110 §7.2), so a request
@@ -101,16 +101,19 @@ pub fn check_request(
     has_body: bool,
 ) -> Result<(), ApiError> {
     let forbidden = |msg: String| Err(ApiError(StatusCode::FORBIDDEN, msg));
-    let host_header = match headers.get(header::HOST).map(|h| h.to_str()) {
-        None => None,
-        Some(Ok(h)) => Some(h),
-        Some(Err(_)) => return forbidden("the Host header is not plain ASCII".into()),
-    };
+    let mut hosts = Vec::new();
+    // Every Host header, should there be several (RFC 9112 §3.2 makes that
+    // a 400), and the request target's authority.
+    for h in headers.get_all(header::HOST) {
+        match h.to_str() {
+            Ok(h) => hosts.push(h),
+            Err(_) => return forbidden("the Host header is not plain ASCII".into()),
+        }
+    }
+    let host_header = hosts.first().copied();
+    hosts.extend(uri.authority().map(|a| a.as_str()));
     let mut host = None;
-    for raw in host_header
-        .into_iter()
-        .chain(uri.authority().map(|a| a.as_str()))
-    {
+    for raw in hosts {
         let Some((name, port)) = parse_host_port(raw) else {
             return forbidden(format!("the Host {raw:?} is not a host name or address"));
         };
@@ -672,6 +675,10 @@ mod tests {
             text.contains("api_allowed_hosts") && text.contains("DNS rebinding"),
             "{text}"
         );
+        // A second Host header is checked too.
+        let two = [("host", "127.0.0.1:8888"), ("host", "evil.example")];
+        let (code, _, _) = send(&app, "GET", "/api/v1/paths", &two, "").await;
+        assert_eq!(code, 403);
         // An absolute-form target names the host too.
         let (code, _, _) = send(&app, "GET", "http://evil.example/api/v1/paths", &[], "").await;
         assert_eq!(code, 403);
