@@ -177,7 +177,8 @@ fn parse_host_port(raw: &str) -> Option<(url::Host<String>, Option<u16>)> {
                 "" => None,
                 p => Some(p.strip_prefix(':')?),
             };
-            (&raw[..v6.len() + 2], port)
+            // `[` + address + `]`, brackets included: URL host syntax.
+            (raw.get(..v6.len() + 2)?, port)
         }
         None => match raw.split_once(':') {
             Some((h, p)) => (h, Some(p)),
