@@ -123,6 +123,12 @@ pub struct FileConfig {
     pub rtsps_port: Option<u16>,
     /// Users, permissions and the authentication method.
     pub auth: Option<auth::FileAuth>,
+    /// Most configured paths (file, command line and API together) the API
+    /// may bring the gateway to; default 1000.
+    pub max_paths: Option<usize>,
+    /// Host names (besides IP literals and `localhost`) that `/api/*`
+    /// answers to in the `Host` header; default none.
+    pub api_allowed_hosts: Option<Vec<String>>,
     #[serde(default)]
     pub paths: BTreeMap<String, FilePath>,
 }
@@ -262,6 +268,14 @@ pub struct Config {
     pub paths: BTreeMap<String, SourceConfig>,
     /// The config file in use, if any.
     pub file: Option<PathBuf>,
+    /// `max_paths` (default 1000): the API creates no path once this many
+    /// are configured, counting those of the file and the command line
+    /// (which are never refused for it).
+    pub max_paths: usize,
+    /// `api_allowed_hosts` (default empty): DNS names, lower-cased, that a
+    /// request to `/api/*` may carry in its `Host` header besides IP
+    /// literals and `localhost` (the DNS-rebinding check of `http::api`).
+    pub api_allowed_hosts: Vec<String>,
 }
 
 impl Default for Config {
@@ -281,6 +295,8 @@ impl Default for Config {
             verbose: 0,
             paths: BTreeMap::new(),
             file: None,
+            max_paths: 1000,
+            api_allowed_hosts: Vec::new(),
         }
     }
 }
@@ -418,23 +434,6 @@ fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         key: key.into(),
         message: message.into(),
     }
-}
-
-/// A source as a `[paths.NAME]` table of the config file.
-pub fn source_to_toml(src: &SourceConfig) -> toml::Table {
-    let mut t = toml::Table::new();
-    t.insert("source".into(), toml::Value::String(src.url.to_string()));
-    t.insert(
-        "transport".into(),
-        toml::Value::String(src.transport.to_string()),
-    );
-    if let Some(u) = &src.user {
-        t.insert("user".into(), toml::Value::String(u.clone()));
-    }
-    if let Some(p) = &src.pass {
-        t.insert("pass".into(), toml::Value::String(p.clone()));
-    }
-    t
 }
 
 /// Whether `name` is a valid path name: `[A-Za-z0-9_-]+`.
@@ -681,6 +680,16 @@ impl Config {
             cfg.rtsp_session_timeout = std::time::Duration::from_secs(t);
         }
         cfg.hls = HlsConfig::from_file(&file)?;
+        if let Some(n) = file.max_paths {
+            cfg.max_paths = n;
+        }
+        if let Some(hosts) = &file.api_allowed_hosts {
+            for (i, host) in hosts.iter().enumerate() {
+                let key = format!("api_allowed_hosts[{i}]");
+                cfg.api_allowed_hosts
+                    .push(parse_host(&key, host)?.to_ascii_lowercase());
+            }
+        }
         let default_transport = cli.transport.or(file.transport).unwrap_or_default();
 
         for (name, p) in file.paths {

@@ -181,6 +181,7 @@ impl Gateway {
             ),
             webrtc: Some(webrtc.clone()),
             auth: auth.clone(),
+            api: http::api::ApiSettings::from(config),
         });
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(http_listener, app).await {

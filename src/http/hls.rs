@@ -431,6 +431,7 @@ mod tests {
                 hls: hls.clone(),
                 webrtc: None,
                 auth: crate::auth::Authenticator::new(Default::default()),
+                api: Default::default(),
             });
             Setup {
                 app,
@@ -765,6 +766,7 @@ mod tests {
                 hls: hls.clone(),
                 webrtc: None,
                 auth: crate::auth::Authenticator::new(Default::default()),
+                api: Default::default(),
             }),
             hls,
             stream,

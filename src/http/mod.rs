@@ -40,6 +40,8 @@ pub struct AppState {
     pub webrtc: Option<Arc<WebRtcEngine>>,
     /// Who may do what; asked by the auth layer in front of every route.
     pub auth: Arc<Authenticator>,
+    /// `/api/*` settings (allowed host names, `max_paths`).
+    pub api: api::ApiSettings,
 }
 
 impl AppState {
@@ -54,13 +56,13 @@ impl AppState {
     }
 }
 
-/// The HTTP router.
+/// The HTTP router. Every `/api/*` route comes from [`api::routes`] (one
+/// guard, no CORS); CORS headers are sent only where browsers on other
+/// origins need them: WHEP and LL-HLS.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/api/v1/streams", get(list_streams))
-        .route("/api/v1/streams/{name}", get(get_stream))
         .route("/metrics", get(metrics::handler))
-        .merge(api::routes())
+        .merge(api::routes(state.api.clone()))
         .merge(web::routes())
         .merge(hls::routes())
         .merge(whep::routes())
@@ -275,6 +277,7 @@ mod tests {
             rtsp_base: "rtsp://127.0.0.1:8554".into(),
             webrtc: None,
             auth: crate::auth::Authenticator::new(Default::default()),
+            api: Default::default(),
         })
     }
 
@@ -313,6 +316,7 @@ mod tests {
             rtsp_base: "rtsp://127.0.0.1:8554".into(),
             webrtc: None,
             auth: crate::auth::Authenticator::new(Default::default()),
+            api: Default::default(),
         });
         let resp = app
             .oneshot(

@@ -6,9 +6,9 @@
 //! | `PATCH` | `/<path>/whep/<id>` | `application/trickle-ice-sdpfrag` → `204` |
 //! | `DELETE` | `/<path>/whep/<id>` | ends the session → `200` |
 //! | `OPTIONS` | both | CORS preflight, `Accept-Post: application/sdp` |
-//! | `GET` | `/api/v1/webrtc/sessions` | the WebRTC sessions of the registry, flat (JSON) |
+//! | `GET` | `/api/v1/webrtc/sessions` | the WebRTC sessions of the registry, flat (JSON); routed by `api::routes` |
 //!
-//! Session resources follow WHIP's rules (RFC 9725 §4.2–§4.3). Every
+//! Session resources follow WHIP's rules (RFC 9725 §4.2–§4.3). Every WHEP
 //! response allows any origin (a player page may live elsewhere) and
 //! exposes the WHEP headers to scripts.
 
@@ -19,7 +19,7 @@ use axum::extract::{Path, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
 
@@ -32,7 +32,8 @@ use crate::egress::webrtc::{format_id, parse_id, WebRtcEngine, WhepError};
 const SDP: &str = "application/sdp";
 const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 
-/// The WHEP routes and `GET /api/v1/webrtc/sessions`, to merge into the router.
+/// The WHEP routes, to merge into the router (`GET /api/v1/webrtc/sessions`
+/// is an API route: [`super::api::routes`]).
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/{path}/whep", post(create).options(preflight_endpoint))
@@ -42,7 +43,6 @@ pub fn routes() -> Router<AppState> {
                 .delete(end)
                 .options(preflight_resource),
         )
-        .route("/api/v1/webrtc/sessions", get(list))
         .layer(axum::middleware::map_response(cors))
 }
 
@@ -301,7 +301,8 @@ pub struct WebRtcSession {
     pub detail: WebRtcDetail,
 }
 
-async fn list(State(app): State<AppState>) -> Json<SessionList> {
+/// `GET /api/v1/webrtc/sessions`.
+pub(super) async fn list(State(app): State<AppState>) -> Json<SessionList> {
     let now = std::time::SystemTime::now();
     let sessions = app
         .sessions

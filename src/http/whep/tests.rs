@@ -121,6 +121,7 @@ async fn fixture_with(max_sessions: usize, post_rate: u32) -> Fixture {
         rtsp_base: "rtsp://127.0.0.1:8554".into(),
         webrtc: Some(engine.clone()),
         auth: crate::auth::Authenticator::new(Default::default()),
+        api: Default::default(),
     });
     Fixture {
         app,
@@ -469,6 +470,7 @@ async fn without_an_engine_whep_is_503() {
         rtsp_base: "rtsp://127.0.0.1:8554".into(),
         webrtc: None,
         auth: crate::auth::Authenticator::new(Default::default()),
+        api: Default::default(),
     });
     let (r, body) = send(&app, post("/cam/whep", "application/sdp", OFFER)).await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -547,6 +549,7 @@ async fn webrtc_view_is_a_filtered_view_of_the_registry() {
         rtsp_base: "rtsp://127.0.0.1:8554".into(),
         webrtc: None,
         auth: crate::auth::Authenticator::new(Default::default()),
+        api: Default::default(),
     });
     let viewer = Arc::new(Viewer(Mutex::new(WebRtcDetail {
         state: "connecting",
