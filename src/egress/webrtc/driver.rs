@@ -21,7 +21,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::stream::{AbortHandle, BoxStream, SelectAll};
 use futures::StreamExt;
@@ -81,6 +81,13 @@ const RECV_BUF: usize = 64 * 1024;
 const TCP_QUEUE: usize = 512;
 /// ICE-TCP connections at once; more are refused.
 const MAX_TCP_CONNECTIONS: usize = 1024;
+/// An ICE-TCP connection must send its first bytes within this.
+const TCP_FIRST_PACKET: Duration = Duration::from_secs(10);
+/// An ICE-TCP connection silent this long is closed (consent checks come
+/// every 5 s on average, RFC 7675 §5.1).
+const TCP_IDLE: Duration = Duration::from_secs(30);
+/// A write to an ICE-TCP viewer that doesn't finish in this is its end.
+const TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest RFC 4571 frame accepted (the 16-bit length allows 65535).
 const TCP_READ_BUF: usize = 16 * 1024;
 
@@ -660,11 +667,21 @@ async fn tcp_connection(
     let reader = async move {
         let mut dec = Rfc4571Decoder::default();
         let mut buf = vec![0u8; TCP_READ_BUF];
+        let mut dec_started = false;
         loop {
-            let n = match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
+            // A browser sends a STUN binding request at once and consent
+            // checks every few seconds (RFC 7675): a connection silent for
+            // longer is a port scanner or a dead peer.
+            let limit = if dec_started {
+                TCP_IDLE
+            } else {
+                TCP_FIRST_PACKET
             };
+            let n = match tokio::time::timeout(limit, rd.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                Ok(Ok(n)) => n,
+            };
+            dec_started = true;
             dec.push(&buf[..n]);
             while let Some(data) = dec.next_packet() {
                 let ev = TcpEvent::Packet {
@@ -680,8 +697,10 @@ async fn tcp_connection(
     };
     let writer = async move {
         while let Some(framed) = outgoing.recv().await {
-            if wr.write_all(&framed).await.is_err() {
-                return;
+            // A viewer that stops reading must not hold its queue for ever.
+            match tokio::time::timeout(TCP_WRITE_TIMEOUT, wr.write_all(&framed)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return,
             }
         }
     };

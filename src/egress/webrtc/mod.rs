@@ -687,4 +687,45 @@ mod tests {
         .await;
         assert!(second.is_err());
     }
+
+    /// An ICE-TCP connection that never speaks is closed after 10 s; one
+    /// whose first frame belongs to no session, at once.
+    #[tokio::test(start_paused = true)]
+    async fn silent_ice_tcp_connections_are_closed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let e = WebRtcEngine::start(
+            IpAddr::from([127, 0, 0, 1]),
+            WebRtcSettings {
+                port: 0,
+                ..WebRtcSettings::default()
+            },
+            Sessions::new(),
+        )
+        .await
+        .unwrap();
+        let addr = e.local_addr();
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let t0 = tokio::time::Instant::now();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(60), silent.read(&mut buf))
+            .await
+            .expect("closed by the gateway")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        let waited = t0.elapsed().as_secs();
+        assert!((10..12).contains(&waited), "closed after {waited} s");
+
+        let mut spoke = tokio::net::TcpStream::connect(addr).await.unwrap();
+        spoke.write_all(&[0, 4, 1, 2, 3, 4]).await.unwrap();
+        let t0 = tokio::time::Instant::now();
+        let n = tokio::time::timeout(std::time::Duration::from_secs(60), spoke.read(&mut buf))
+            .await
+            .expect("closed by the gateway")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        assert!(
+            t0.elapsed().as_secs() < 1,
+            "a frame no session knows is closed at once"
+        );
+    }
 }
