@@ -21,6 +21,10 @@ use testkit::*;
 const LIVE: Duration = Duration::from_secs(20);
 /// Share of the frames taken in that every reader must get.
 const MIN_SHARE: f64 = 0.99;
+/// How much later than the earliest a reader's packets may come, relative
+/// to their media time (the camera's encoder jitter included); see
+/// [`rtsp_reader::TrackRec::delay_spread`].
+const MAX_DELAY_SPREAD: Duration = Duration::from_millis(100);
 
 fn camera(audio: AudioCodec) -> Arc<Camera> {
     Camera::shared(CameraOpts {
@@ -87,20 +91,28 @@ fn record_all(
 fn check_rtsp(gw: &mut Gateway, recs: &[Recording], from: Instant, to: Instant, taken: u64) {
     let want = (taken as f64 * MIN_SHARE).floor() as usize;
     let mut worst = usize::MAX;
+    let mut worst_spread = Duration::ZERO;
     for (i, r) in recs.iter().enumerate() {
         let v = r.video().expect("video track");
         let got = v.frames_between(from, to);
         worst = worst.min(got);
+        let spread = v.delay_spread(from, to).unwrap_or(Duration::MAX);
+        worst_spread = worst_spread.max(spread);
         let lost: Vec<(u64, u64)> = r.tracks.iter().map(|t| t.lost()).collect();
-        if got < want || lost.iter().any(|l| *l != (0, 0)) || r.ended.is_some() {
+        if got < want
+            || lost.iter().any(|l| *l != (0, 0))
+            || r.ended.is_some()
+            || spread > MAX_DELAY_SPREAD
+        {
             gw.fail(&format!(
-                "RTSP reader {i}: {got} of {taken} frames in the window (want >= {want}), lost/disorder {lost:?}: {}",
+                "RTSP reader {i}: {got} of {taken} frames in the window (want >= {want}), lost/disorder {lost:?}, \
+                 delay spread {spread:?} (want <= {MAX_DELAY_SPREAD:?}): {}",
                 r.summary()
             ));
         }
     }
     println!(
-        "{} RTSP readers: the worst got {worst} of {taken} frames",
+        "{} RTSP readers: the worst got {worst} of {taken} frames; the worst delay spread {worst_spread:?}",
         recs.len()
     );
 }

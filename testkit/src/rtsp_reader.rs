@@ -102,6 +102,32 @@ impl TrackRec {
             .count()
     }
 
+    /// How much later than its media time a packet arriving in `[from,
+    /// to]` came, compared with the earliest: per packet, arrival time
+    /// minus RTP timestamp (in seconds, unwrapped from the first packet),
+    /// then the 99th percentile minus the minimum. A reader served late
+    /// in bursts (a gateway that cannot keep up and queues) shows a large
+    /// spread even when no frame is missing. `None` without packets.
+    pub fn delay_spread(&self, from: Instant, to: Instant) -> Option<Duration> {
+        let first = self.packets.first()?;
+        let rate = f64::from(self.clock_rate.max(1));
+        let mut d: Vec<f64> = self
+            .packets
+            .iter()
+            .filter(|p| p.at >= from && p.at <= to)
+            .map(|p| {
+                let media = f64::from(p.ts.wrapping_sub(first.ts) as i32) / rate;
+                (p.at - first.at).as_secs_f64() - media
+            })
+            .collect();
+        if d.is_empty() {
+            return None;
+        }
+        d.sort_by(f64::total_cmp);
+        let p99 = d[(d.len() - 1) * 99 / 100];
+        Some(Duration::from_secs_f64((p99 - d[0]).max(0.0)))
+    }
+
     /// All frames (see [`frames_between`](Self::frames_between)).
     pub fn frames(&self) -> usize {
         self.packets
