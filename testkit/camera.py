@@ -70,8 +70,10 @@ def parse_args(argv):
     p.add_argument("--gop", type=int, default=25, help="keyframe interval in frames")
     p.add_argument("--bframes", type=int, nargs="?", const=2, default=0,
                    help="use B-frames (H.264 only; default 2 when given without value)")
-    p.add_argument("--user", help="require RTSP Digest auth with this user")
+    p.add_argument("--user", help="require RTSP auth (see --auth) with this user")
     p.add_argument("--pass", dest="password", help="password for --user")
+    p.add_argument("--auth", choices=["digest", "basic"], default="digest",
+                   help="the one RTSP auth scheme offered with --user (default digest)")
     p.add_argument("--exit-with-stdin", action="store_true",
                    help="exit when stdin reaches EOF (the parent process is gone)")
     p.add_argument("--print-pipeline", action="store_true",
@@ -301,10 +303,16 @@ def main(argv):
 
     if a.user is not None:
         auth = GstRtspServer.RTSPAuth()
-        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
         token = GstRtspServer.RTSPToken()
         token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, a.user)
-        auth.add_digest(a.user, a.password, token)
+        if a.auth == "basic":
+            # Only Basic is offered (WWW-Authenticate: Basic), like many
+            # older cameras.
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
+            auth.add_basic(GstRtspServer.RTSPAuth.make_basic(a.user, a.password), token)
+        else:
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+            auth.add_digest(a.user, a.password, token)
         server.set_auth(auth)
         # Only the authenticated role may access and construct the media; there
         # is no default token, so anonymous requests get 401.

@@ -5,9 +5,6 @@
 //! Needs ffmpeg, GStreamer with python3-gi (see `.ci/run`), Debian's
 //! /usr/bin/chromium and `npm ci --prefix tests/browser`.
 
-use std::fs;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rtspgate::config::{parse_source, Config, TransportPref};
@@ -29,142 +26,6 @@ fn camera_and_gateway(audio: AudioCodec) -> (Camera, Gateway) {
     (cam, gw)
 }
 
-/// Runs `cmd` with stdout and stderr to files; kills it after `timeout`.
-/// Returns (exit code, stdout, stderr); the code is `None` when killed.
-fn run_to_files(cmd: &mut Command, timeout: Duration) -> (Option<i32>, String, String) {
-    let out = scratch_path("hls-out", "txt");
-    let err = scratch_path("hls-err", "txt");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out).expect("create stdout file"))
-        .stderr(fs::File::create(&err).expect("create stderr file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
-    let deadline = Instant::now() + timeout;
-    let code = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status.code(),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let read = |p: &PathBuf| {
-        let text = fs::read_to_string(p).unwrap_or_default();
-        let _ = fs::remove_file(p);
-        text
-    };
-    (code, read(&out), read(&err))
-}
-
-/// One output stream of an ffmpeg `framecrc`: its media type and the pts of
-/// every decoded frame (in its `#tb` time base).
-#[derive(Default, Debug)]
-struct Decoded {
-    media_type: String,
-    pts: Vec<i64>,
-}
-
-fn parse_framecrc(text: &str) -> Vec<Decoded> {
-    let mut streams: Vec<Decoded> = Vec::new();
-    let slot = |streams: &mut Vec<Decoded>, i: usize| {
-        if streams.len() <= i {
-            streams.resize_with(i + 1, Decoded::default);
-        }
-    };
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("#media_type ") {
-            if let Some((i, kind)) = rest.split_once(": ") {
-                if let Ok(i) = i.parse::<usize>() {
-                    slot(&mut streams, i);
-                    streams[i].media_type = kind.trim().to_owned();
-                }
-            }
-            continue;
-        }
-        if line.starts_with('#') {
-            continue;
-        }
-        // "stream, dts, pts, duration, size, crc"
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        if let (Some(Ok(i)), Some(Ok(pts))) = (
-            fields.first().map(|s| s.parse::<usize>()),
-            fields.get(2).map(|s| s.parse::<i64>()),
-        ) {
-            slot(&mut streams, i);
-            streams[i].pts.push(pts);
-        }
-    }
-    streams
-}
-
-/// What ffmpeg decoded from an HLS URL in `seconds`.
-struct HlsRead {
-    video: Vec<i64>,
-    audio: Option<Vec<i64>>,
-    /// ffmpeg's exit code and stderr, for failure messages.
-    report: String,
-}
-
-/// Decodes `seconds` of `url` with ffmpeg's HLS demuxer; asserts a clean
-/// exit, no error lines, and every video frame (no pts gap, at least
-/// `seconds` × 25 − 1 of them).
-fn ffmpeg_read_hls(url: &str, seconds: u64) -> HlsRead {
-    let (code, crc, stderr) = run_to_files(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-nostats"])
-            // Info for the input's stream lines; every line is tagged
-            // with its level, so error lines are found by tag.
-            .args(["-loglevel", "level+info"])
-            .args(["-i", url])
-            // Every decoded frame with its own timestamp (no frame-rate
-            // conversion), so a frame missing from the stream is a gap.
-            .args(["-t", &seconds.to_string(), "-map", "0"])
-            .args(["-fps_mode", "passthrough", "-f", "framecrc", "-"]),
-        Duration::from_secs(seconds + 20),
-    );
-    let report = format!("ffmpeg exit {code:?}\n--- stderr ---\n{stderr}");
-    assert_eq!(code, Some(0), "{report}");
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("[error]") || l.contains("[fatal]") || l.contains("[panic]"))
-        .collect();
-    assert!(errors.is_empty(), "error lines from ffmpeg:\n{report}");
-
-    let streams = parse_framecrc(&crc);
-    let video = streams
-        .iter()
-        .find(|s| s.media_type == "video")
-        .unwrap_or_else(|| panic!("no video decoded\n{report}"))
-        .pts
-        .clone();
-    // Video in a 1/25 time base: consecutive frames, none missing.
-    let gaps: Vec<(i64, i64)> = video
-        .windows(2)
-        .filter(|w| w[1] - w[0] != 1)
-        .map(|w| (w[0], w[1]))
-        .collect();
-    assert!(gaps.is_empty(), "video pts gaps {gaps:?}\n{report}");
-    let want_video = (seconds * u64::from(FPS)) as usize - 1;
-    assert!(
-        video.len() >= want_video,
-        "{} video frames decoded, want >= {want_video}\n{report}",
-        video.len()
-    );
-    let audio = streams
-        .iter()
-        .find(|s| s.media_type == "audio")
-        .map(|s| s.pts.clone());
-    HlsRead {
-        video,
-        audio,
-        report,
-    }
-}
-
 #[test]
 fn ffmpeg_decodes_every_frame_of_the_hls_stream() {
     let _guard = serial();
@@ -172,29 +33,20 @@ fn ffmpeg_decodes_every_frame_of_the_hls_stream() {
     let url = gw.http_url("/cam/index.m3u8");
     let seconds = 6;
     let r = ffmpeg_read_hls(&url, seconds);
-    let audio = r
-        .audio
-        .unwrap_or_else(|| panic!("no audio decoded\n{}", r.report));
-    // AAC at 48 kHz: 1024-sample frames, 46.9 per second.
+    // Every video frame (no pts gap); AAC at 48 kHz: 1024-sample frames,
+    // 46.9 per second.
     let want_audio = (seconds as f64 * 48_000.0 / 1024.0 * 0.95) as usize;
-    assert!(
-        audio.len() >= want_audio,
-        "{} audio frames decoded, want >= {want_audio}\n{}",
-        audio.len(),
-        r.report
-    );
-    assert!(r.report.contains("Video: h264"), "{}", r.report);
-    assert!(r.report.contains("Audio: aac"), "{}", r.report);
+    r.assert_clean((seconds * u64::from(FPS)) as usize - 1, want_audio);
+    assert!(r.input_has("Video: h264"), "{r}");
+    assert!(r.input_has("Audio: aac"), "{r}");
     eprintln!(
         "ffmpeg decoded {} video and {} AAC frames from {url}",
-        r.video.len(),
-        audio.len()
+        r.video().len(),
+        r.audio().len()
     );
 }
 
-/// (Opus is not tested here: the RTSP ingest, retina, has no Opus
-/// depacketizer, so an Opus camera's audio never reaches the bus. The muxer's
-/// Opus path is covered by the router and core tests.)
+/// (An Opus camera through HLS: tests/fanout_e2e.rs.)
 #[test]
 fn g711_camera_is_video_only_in_hls_and_the_api_says_why() {
     let _guard = serial();
@@ -214,10 +66,10 @@ fn g711_camera_is_video_only_in_hls_and_the_api_says_why() {
         "{stream}"
     );
     let r = ffmpeg_read_hls(&gw.http_url("/cam/index.m3u8"), 3);
+    r.assert_clean(3 * FPS as usize - 1, 0);
     assert!(
-        r.audio.is_none(),
-        "audio in HLS from a G.711 camera\n{}",
-        r.report
+        r.streams.iter().all(|s| s.media_type != "audio"),
+        "audio in HLS from a G.711 camera\n{r}"
     );
 }
 

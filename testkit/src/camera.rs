@@ -1,5 +1,5 @@
 //! The test camera: `testkit/camera.py` on GstRtspServer (H.264/H.265 video,
-//! AAC/PCMA/PCMU/Opus audio, Digest auth, one or many mounts).
+//! AAC/PCMA/PCMU/Opus audio, Digest or Basic auth, one or many mounts).
 
 use std::fmt;
 use std::fs::File;
@@ -87,6 +87,25 @@ impl AudioCodec {
     }
 }
 
+/// The RTSP authentication scheme a camera with credentials offers (only
+/// that one, in its `WWW-Authenticate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthScheme {
+    /// RFC 2617 Digest (MD5), what most cameras offer.
+    Digest,
+    /// RFC 7617 Basic, what some older cameras offer alone.
+    Basic,
+}
+
+impl AuthScheme {
+    pub fn arg(self) -> &'static str {
+        match self {
+            AuthScheme::Digest => "digest",
+            AuthScheme::Basic => "basic",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CameraOpts {
     pub video: VideoCodec,
@@ -98,9 +117,11 @@ pub struct CameraOpts {
     /// Keyframe interval in frames.
     pub gop: u32,
     pub bframes: bool,
-    /// Require RTSP Digest auth with these credentials.
+    /// Require RTSP auth (in `auth`) with these credentials.
     pub user: Option<String>,
     pub pass: Option<String>,
+    /// The one scheme offered with `user`/`pass`.
+    pub auth: AuthScheme,
     /// Mount path, starting with '/'.
     pub path: String,
     /// Address to listen on.
@@ -128,6 +149,7 @@ impl Default for CameraOpts {
             bframes: false,
             user: None,
             pass: None,
+            auth: AuthScheme::Digest,
             path: "/test".into(),
             address: "127.0.0.1".into(),
             pattern: "ball".into(),
@@ -145,10 +167,18 @@ impl CameraOpts {
             ..Default::default()
         }
     }
+    /// Requires RTSP Digest auth with these credentials.
     pub fn with_auth(mut self, user: &str, pass: &str) -> Self {
         self.user = Some(user.into());
         self.pass = Some(pass.into());
         self
+    }
+
+    /// Requires RTSP Basic auth (and offers nothing else) with these
+    /// credentials.
+    pub fn with_basic_auth(mut self, user: &str, pass: &str) -> Self {
+        self.auth = AuthScheme::Basic;
+        self.with_auth(user, pass)
     }
 
     /// The command line of camera.py for these options on `port` (0: any),
@@ -191,6 +221,7 @@ impl CameraOpts {
         }
         if let (Some(u), Some(p)) = (&self.user, &self.pass) {
             a.extend(["--user".into(), u.clone(), "--pass".into(), p.clone()]);
+            a.extend(["--auth".into(), self.auth.arg().into()]);
         }
         a.extend(self.extra_args.iter().cloned());
         a
