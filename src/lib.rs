@@ -247,9 +247,6 @@ impl Gateway {
             config.http_port,
             self.webrtc_addr.port()
         )];
-        if let Some(addr) = self.rtsps_addr {
-            lines.push(format!("RTSPS on rtsps://{host}:{}/", addr.port()));
-        }
         if serves_demo(config) {
             lines.push(format!(
                 "No cameras given: serving a built-in demo clip. Watch it at http://{host}:{http}/{DEMO_PATH}/ \
