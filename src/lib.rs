@@ -37,6 +37,12 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
 }
 
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<tokio::net::TcpListener, StartError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
 /// Path of the built-in demo stream.
 pub const DEMO_PATH: &str = "demo";
 
@@ -51,7 +57,10 @@ pub struct Gateway {
     /// The LL-HLS muxers.
     pub hls: Arc<HlsManager>,
     pub paths: Arc<paths::PathManager>,
+    /// Plain RTSP; port 0 when it is off (`rtsp_port = 0` with TLS on).
     pub rtsp_addr: SocketAddr,
+    /// RTSPS (RTP interleaved inside TLS), when TLS is on.
+    pub rtsps_addr: Option<SocketAddr>,
     pub http_addr: SocketAddr,
     /// WebRTC UDP address (ICE-TCP on the same port number).
     pub webrtc_addr: SocketAddr,
@@ -113,17 +122,24 @@ impl Gateway {
         }
 
         let rtsp_addr = SocketAddr::new(config.listen, config.rtsp_port);
-        let rtsp_listener = tokio::net::TcpListener::bind(rtsp_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                what: "RTSP port",
-                addr: rtsp_addr,
-                source,
-            })?;
+        // `rtsp_port = 0` (allowed with TLS only) turns plain RTSP off.
+        let rtsp_listener = match config.rtsp_port {
+            0 => None,
+            _ => Some(bind(rtsp_addr, "RTSP port").await?),
+        };
+        let rtsps = match &tls {
+            Some(tls) => {
+                let addr = SocketAddr::new(config.listen, config.rtsps_port);
+                Some((bind(addr, "RTSPS port").await?, tls.acceptor(&[])?))
+            }
+            None => None,
+        };
+        let rtsps_addr = rtsps.as_ref().and_then(|(l, _)| l.local_addr().ok());
         let rtp_addr = SocketAddr::new(config.listen, config.rtp_port);
         let server = RtspServer::new(
             registry.clone(),
             sessions.clone(),
+            auth.clone(),
             ServerConfig {
                 mtu: config.mtu,
                 session_timeout: config.rtsp_session_timeout,
@@ -142,7 +158,12 @@ impl Gateway {
         // RTSP publish (ANNOUNCE/RECORD) feeds ingest's publisher; the
         // server knows only the bus's sink trait.
         server.set_publish_sink(Arc::new(ingest::push::PushSink::new(registry.clone())));
-        tasks.push(tokio::spawn(server.run(rtsp_listener)));
+        if let Some((listener, acceptor)) = rtsps {
+            tasks.push(tokio::spawn(server.clone().run_tls(listener, acceptor)));
+        }
+        if let Some(listener) = rtsp_listener {
+            tasks.push(tokio::spawn(server.run(listener)));
+        }
 
         let webrtc = egress::webrtc::WebRtcEngine::start(
             config.listen,
@@ -193,6 +214,7 @@ impl Gateway {
             hls,
             paths,
             rtsp_addr,
+            rtsps_addr,
             http_addr,
             webrtc_addr,
             webrtc,

@@ -1,6 +1,8 @@
-//! The RTSP server's I/O shell: accepts connections, parses messages with
-//! rtsp-types, drives [`session::Conn`], and writes shared RTP packets to
-//! readers over TCP (interleaved) or UDP.
+//! The RTSP server's I/O shell: accepts connections (RTSP over TCP, RTSPS
+//! over TLS), parses messages with rtsp-types, asks the authenticator what
+//! [`session::Conn::access`] says a request needs, drives
+//! [`session::Conn`], and writes shared RTP packets to readers over TCP
+//! (interleaved) or UDP.
 
 use std::collections::HashMap;
 use std::io::IoSlice;
@@ -11,13 +13,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 use rtsp_types::{headers, Message, ParseError, Request, Response, StatusCode, Version};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use super::media::{MediaRegistry, RtpBatch, RtpMedia};
 use super::rtcp;
 use super::sdp;
-use super::session::{Conn, Ctx, Effect, PathStatus, Paths, TrackTransport};
+use super::session::{Access, Conn, Ctx, Effect, PathStatus, Paths, TrackTransport};
+use crate::auth::credentials::{self, Credentials};
+use crate::auth::{self, Authenticator, Decision};
 use crate::bus::sessions::{RtspDetail, RtspTrackDetail, RtspTransport};
 use crate::bus::{
     Detail, NewSession, PublishSink, Registry, SessionHandle, Sessions, StreamState, Subscriber,
@@ -43,6 +47,8 @@ const SR_INTERVAL: Duration = Duration::from_secs(5);
 /// Batches (frames) already queued for a reader that are written together,
 /// in one vectored write.
 const MAX_COALESCE: usize = 64;
+/// How long an RTSPS client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The RTSP server, shared by all connection tasks.
 pub struct RtspServer {
@@ -63,6 +69,8 @@ pub struct RtspServer {
     /// Where streams pushed with ANNOUNCE/RECORD go (wired by `lib.rs`);
     /// ANNOUNCE/RECORD are not served yet (501).
     publish: std::sync::OnceLock<Arc<dyn PublishSink>>,
+    /// Asked before DESCRIBE, SETUP, PLAY, ANNOUNCE and RECORD.
+    auth: Arc<Authenticator>,
 }
 
 impl Paths for Registry {
@@ -82,10 +90,12 @@ impl Paths for Registry {
 }
 
 impl RtspServer {
-    /// Binds the UDP RTP/RTCP sockets (`rtp_port`, `rtp_port + 1`) on `addr`'s IP.
+    /// Binds the UDP RTP/RTCP sockets (`rtp_port`, `rtp_port + 1`) on `ip`.
+    /// Every request that reads or publishes a path is checked with `auth`.
     pub async fn new(
         registry: Arc<Registry>,
         sessions: Arc<Sessions>,
+        auth: Arc<Authenticator>,
         config: ServerConfig,
         ip: std::net::IpAddr,
         rtp_port: u16,
@@ -105,6 +115,7 @@ impl RtspServer {
             udp_activity: Mutex::new(HashMap::new()),
             start: Instant::now(),
             publish: std::sync::OnceLock::new(),
+            auth,
         });
         tokio::spawn(server.clone().drain_udp());
         Ok(server)
@@ -120,20 +131,35 @@ impl RtspServer {
         self.publish.get()
     }
 
-    /// Accepts connections for ever.
+    /// Accepts RTSP connections for ever.
     pub async fn run(self: Arc<Self>, listener: TcpListener) {
         loop {
-            match listener.accept().await {
-                Ok((socket, peer)) => {
-                    let _ = socket.set_nodelay(true);
-                    tokio::spawn(self.clone().connection(socket, peer));
+            let (socket, peer, local) = accept(&listener, "RTSP").await;
+            tokio::spawn(
+                self.clone()
+                    .connection(socket, peer, local, auth::Protocol::Rtsp),
+            );
+        }
+    }
+
+    /// Accepts RTSPS connections for ever: each does its TLS handshake
+    /// (within [`TLS_HANDSHAKE_TIMEOUT`]; a failed one just closes), then
+    /// is served like a plain one, with RTP interleaved inside TLS only.
+    pub async fn run_tls(self: Arc<Self>, listener: TcpListener, tls: tokio_rustls::TlsAcceptor) {
+        loop {
+            let (socket, peer, local) = accept(&listener, "RTSPS").await;
+            let (server, tls) = (self.clone(), tls.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(socket)).await {
+                    Ok(Ok(stream)) => {
+                        server
+                            .connection(stream, peer, local, auth::Protocol::Rtsps)
+                            .await
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, "RTSPS handshake failed: {e}"),
+                    Err(_) => tracing::debug!(%peer, "RTSPS handshake timed out"),
                 }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!("RTSP accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
+            });
         }
     }
 
@@ -163,26 +189,60 @@ impl RtspServer {
         }
     }
 
-    async fn connection(self: Arc<Self>, socket: TcpStream, peer: SocketAddr) {
-        let local = socket
-            .local_addr()
-            .map(|a| a.ip())
-            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
-        tracing::debug!(%peer, "RTSP connection");
+    /// Serves one connection, plain or TLS: the same code for both.
+    async fn connection<S>(
+        self: Arc<Self>,
+        socket: S,
+        peer: SocketAddr,
+        local: std::net::IpAddr,
+        protocol: auth::Protocol,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        tracing::debug!(%peer, ?protocol, "RTSP connection");
+        let conn = Conn::new(self.config.session_timeout);
         let mut c = Connection {
             server: self.clone(),
             socket,
             peer,
             local,
+            protocol,
             inbuf: BytesMut::with_capacity(4096),
             pending: Vec::new(),
             udp_buf: Vec::new(),
-            conn: Conn::new(self.config.session_timeout),
+            conn: match protocol {
+                auth::Protocol::Rtsps => conn.interleaved_only(),
+                _ => conn,
+            },
             playing: None,
+            user: None,
+            query_credentials: None,
         };
         let reason = c.run().await;
         c.stop_playing();
         tracing::debug!(%peer, "RTSP connection closed: {reason}");
+    }
+}
+
+/// The next connection of `listener`, with Nagle off: (socket, peer, our
+/// address on it).
+async fn accept(listener: &TcpListener, what: &str) -> (TcpStream, SocketAddr, std::net::IpAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((socket, peer)) => {
+                let _ = socket.set_nodelay(true);
+                let local = socket
+                    .local_addr()
+                    .map(|a| a.ip())
+                    .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+                return (socket, peer, local);
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("{what} accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }
 
@@ -231,11 +291,13 @@ struct Playing {
     handle: SessionHandle,
 }
 
-struct Connection {
+struct Connection<S> {
     server: Arc<RtspServer>,
-    socket: TcpStream,
+    /// TCP, or TLS over TCP (RTSPS).
+    socket: S,
     peer: SocketAddr,
     local: std::net::IpAddr,
+    protocol: auth::Protocol,
     inbuf: BytesMut,
     /// Batches taken from the fan-out, written together.
     pending: Vec<Arc<RtpBatch>>,
@@ -243,6 +305,13 @@ struct Connection {
     udp_buf: Vec<u8>,
     conn: Conn,
     playing: Option<Playing>,
+    /// Who the last checked request was allowed as (`None`: anonymous);
+    /// recorded on the session when it starts playing.
+    user: Option<String>,
+    /// Credentials from a request URL's query (`?user=&pass=`, `?jwt=`):
+    /// clients build SETUP and PLAY URLs from the Content-Base, which
+    /// carries no query, so the connection keeps what its URL gave.
+    query_credentials: Option<Credentials>,
 }
 
 async fn kicked(kick: Option<impl std::future::Future<Output = ()>>) {
@@ -259,7 +328,7 @@ async fn next_batch(playing: &mut Option<Playing>) -> Option<Arc<RtpBatch>> {
     }
 }
 
-impl Connection {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Serves the connection until it ends; returns why.
     async fn run(&mut self) -> String {
         let mut sr = tokio::time::interval(SR_INTERVAL);
@@ -368,21 +437,99 @@ impl Connection {
     }
 
     async fn write_response(&mut self, resp: &Response<Vec<u8>>) -> std::io::Result<()> {
+        self.write_response_with(resp, &[]).await
+    }
+
+    /// Writes `resp` with one `WWW-Authenticate` line per challenge.
+    async fn write_response_with(
+        &mut self,
+        resp: &Response<Vec<u8>>,
+        challenges: &[String],
+    ) -> std::io::Result<()> {
         let mut buf = Vec::with_capacity(512);
         if resp.write(&mut buf).is_err() {
             return Err(std::io::Error::other("response serialization failed"));
         }
+        add_header_lines(&mut buf, "WWW-Authenticate", challenges);
         if self.server.config.log_messages {
             tracing::info!(target: "rtspgate::rtsp::wire", peer = %self.peer, "response:\n{}", String::from_utf8_lossy(&buf).trim_end());
         }
-        self.socket.write_all(&buf).await
+        self.socket.write_all(&buf).await?;
+        // TLS holds what the socket didn't take until flushed (TCP: no-op).
+        self.socket.flush().await
+    }
+
+    /// Asks the authenticator whether the client may do `access`, with
+    /// the credentials of the request (its `Authorization` header, else
+    /// its URL query, else the query an earlier request of this connection
+    /// carried). Allowed: the user to record. Refused: the `WWW-Authenticate`
+    /// challenges of the 401 (the same for a wrong password, an unknown
+    /// user and a malformed header).
+    async fn authorize(
+        &mut self,
+        req: &Request<Vec<u8>>,
+        access: &Access,
+    ) -> Result<Option<String>, Vec<String>> {
+        let ip = self.peer.ip();
+        let query = req.request_uri().and_then(|u| u.query());
+        if let Some(c) = query.and_then(credentials::from_query) {
+            self.query_credentials = Some(c);
+        }
+        let credentials = match req.header(&headers::AUTHORIZATION) {
+            Some(v) => match credentials::parse_authorization(v.as_str().as_bytes()) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Never a pass for anonymous access: a client that sent
+                    // something meant to be credentials.
+                    tracing::info!(peer = %self.peer, "RTSP Authorization header refused: {e}");
+                    return Err(self.server.auth.rtsp_challenges(ip, false));
+                }
+            },
+            None => self.query_credentials.clone().unwrap_or_default(),
+        };
+        let decision = self
+            .server
+            .auth
+            .check(&auth::Request {
+                ip,
+                action: access.action,
+                path: Some(&access.path),
+                protocol: self.protocol,
+                credentials: &credentials,
+                method: req.method().into(),
+                id: self.conn.session().map(|s| s.id.as_str()),
+                query,
+            })
+            .await;
+        match decision {
+            Decision::Allow { user } => Ok(user),
+            Decision::Challenge { stale } => Err(self.server.auth.rtsp_challenges(ip, stale)),
+            Decision::Deny => Err(self.server.auth.rtsp_challenges(ip, false)),
+        }
     }
 
     async fn on_request(&mut self, req: Request<Vec<u8>>) -> Result<(), String> {
         if self.server.config.log_messages {
             let mut buf = Vec::new();
             let _ = req.write(&mut buf);
-            tracing::info!(target: "rtspgate::rtsp::wire", peer = %self.peer, "request:\n{}", String::from_utf8_lossy(&buf).trim_end());
+            tracing::info!(target: "rtspgate::rtsp::wire", peer = %self.peer, "request:\n{}", redact(&String::from_utf8_lossy(&buf)).trim_end());
+        }
+        // Before anything else (the describe wait below included): an
+        // anonymous client gets nothing but the 401.
+        if let Some(access) = self.conn.access(&req) {
+            match self.authorize(&req, &access).await {
+                Ok(user) => self.user = user,
+                Err(challenges) => {
+                    let out = self.conn.unauthorized(&req, challenges);
+                    self.write_response_with(&out.response, &out.challenges)
+                        .await
+                        .map_err(|e| format!("write error: {e}"))?;
+                    return match out.effect {
+                        Effect::Close => Err("malformed request".into()),
+                        _ => Ok(()),
+                    };
+                }
+            }
         }
         let server = self.server.clone();
         // A client may DESCRIBE a path whose camera is still connecting: wait
@@ -465,7 +612,7 @@ impl Connection {
         // RTP-Info (RFC 2326 §12.33): the first packet each track will get.
         let base = req
             .request_uri()
-            .map(|u| u.as_str().trim_end_matches('/').to_owned())
+            .map(|u| super::session::base_uri(u).trim_end_matches('/').to_owned())
             .unwrap_or_default();
         // PLAY on a track URL (single-track clients): RTP-Info names the path.
         let base = match base.rsplit_once('/') {
@@ -506,11 +653,11 @@ impl Connection {
                 id: &session.id,
                 path: stream.name(),
                 remote: Some(self.peer),
-                user: None,
+                user: self.user.clone(),
             },
             Arc::new(Detail::Rtsp(rtsp_detail(&transports))),
         );
-        tracing::info!(peer = %self.peer, path = stream.name(), "RTSP reader started");
+        tracing::info!(peer = %self.peer, path = stream.name(), user = self.user.as_deref(), "RTSP reader started");
         self.playing = Some(Playing {
             counts: vec![(0, 0); transports.len()],
             media,
@@ -604,6 +751,7 @@ impl Connection {
                 }
             }
             write_all_vectored(socket, &mut iov[..n]).await?;
+            socket.flush().await?;
         }
         p.stream.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
         p.handle.add_bytes(bytes);
@@ -640,6 +788,7 @@ impl Connection {
         }
         if !tcp.is_empty() {
             self.socket.write_all(&tcp).await?;
+            self.socket.flush().await?;
         }
         for (addr, sr) in udp {
             let _ = self.server.udp_rtcp.send_to(&sr, addr).await;
@@ -649,8 +798,8 @@ impl Connection {
 }
 
 /// Writes all of `bufs`, looping on short writes.
-async fn write_all_vectored(
-    socket: &mut TcpStream,
+async fn write_all_vectored<S: AsyncWrite + Unpin>(
+    socket: &mut S,
     mut bufs: &mut [IoSlice<'_>],
 ) -> std::io::Result<()> {
     while !bufs.is_empty() {
@@ -661,6 +810,69 @@ async fn write_all_vectored(
         IoSlice::advance_slices(&mut bufs, n);
     }
     Ok(())
+}
+
+/// Inserts `name: value` lines for each of `values` at the end of the
+/// header block of the serialized message `buf`.
+fn add_header_lines(buf: &mut Vec<u8>, name: &str, values: &[String]) {
+    if values.is_empty() {
+        return;
+    }
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return;
+    };
+    let mut lines = Vec::new();
+    for v in values {
+        lines.extend_from_slice(b"\r\n");
+        lines.extend_from_slice(name.as_bytes());
+        lines.extend_from_slice(b": ");
+        lines.extend_from_slice(v.as_bytes());
+    }
+    buf.splice(end..end, lines);
+}
+
+/// A request as logged with `-vv`: secrets out. `Authorization` keeps its
+/// scheme only (which one a client used is worth seeing; Basic is the
+/// password in base64), and the credential parameters of the URL query
+/// (`pass`, `token`, `jwt`) lose their values.
+fn redact(request: &str) -> String {
+    let mut out = String::with_capacity(request.len());
+    for (i, line) in request.split_inclusive('\n').enumerate() {
+        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        if i > 0 && name.trim().eq_ignore_ascii_case("authorization") {
+            let scheme = value.split_whitespace().next().unwrap_or("");
+            out.push_str(&format!("{name}: {scheme} (redacted)\r\n"));
+        } else if i == 0 && line.contains('?') {
+            let redacted: Vec<String> = line
+                .trim_end()
+                .split(' ')
+                .map(|word| match url::Url::parse(word) {
+                    Ok(mut u) if u.query().is_some() => {
+                        let pairs: Vec<(String, String)> = u
+                            .query_pairs()
+                            .map(|(k, v)| {
+                                let secret = matches!(&*k, "pass" | "token" | "jwt");
+                                let v = if secret {
+                                    "redacted".into()
+                                } else {
+                                    v.into_owned()
+                                };
+                                (k.into_owned(), v)
+                            })
+                            .collect();
+                        u.query_pairs_mut().clear().extend_pairs(pairs);
+                        u.into()
+                    }
+                    _ => word.to_owned(),
+                })
+                .collect();
+            out.push_str(&redacted.join(" "));
+            out.push_str("\r\n");
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 /// RFC 2326 §10.12 framing of `packets` on `channel` (packets too long for
@@ -734,6 +946,45 @@ async fn send_udp(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn challenges_are_one_header_line_each() {
+        let resp = Response::builder(Version::V1_0, StatusCode::Unauthorized)
+            .header(headers::CSEQ, "3")
+            .build(Vec::new());
+        let mut buf = Vec::new();
+        resp.write(&mut buf).unwrap();
+        add_header_lines(
+            &mut buf,
+            "WWW-Authenticate",
+            &[
+                "Digest realm=\"r\", nonce=\"n\"".into(),
+                "Basic realm=\"r\"".into(),
+            ],
+        );
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(
+            text,
+            "RTSP/1.0 401 Unauthorized\r\nCSeq: 3\r\nWWW-Authenticate: Digest realm=\"r\", nonce=\"n\"\r\nWWW-Authenticate: Basic realm=\"r\"\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn wire_log_redacts_secrets() {
+        let req = "DESCRIBE rtsp://127.0.0.1:8554/cam?user=viewer&pass=s3cret&x=1 RTSP/1.0\r\n\
+                   CSeq: 2\r\nauthorization: Basic dmlld2VyOnMzY3JldA==\r\n\r\n";
+        let out = redact(req);
+        assert!(
+            !out.contains("s3cret") && !out.contains("dmlld2Vy"),
+            "{out}"
+        );
+        assert!(out.contains("authorization: Basic (redacted)\r\n"), "{out}");
+        assert!(
+            out.starts_with("DESCRIBE rtsp://127.0.0.1:8554/cam?user=viewer&pass=redacted&x=1 RTSP/1.0\r\nCSeq: 2\r\n"),
+            "{out}"
+        );
+        assert!(out.ends_with("\r\n\r\n"), "{out:?}");
+    }
 
     #[test]
     fn interleaved_copy_for_another_channel() {

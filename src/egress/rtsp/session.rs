@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rtsp_types::headers::{self, Transport, Transports};
 use rtsp_types::{Method, Request, Response, StatusCode, Version};
 
+use crate::auth::Action;
 use crate::bus::TrackSet;
 use crate::egress::rtsp::sdp;
 
@@ -96,12 +97,26 @@ pub struct Ctx<'a> {
 pub struct Conn {
     session: Option<Session>,
     timeout: Duration,
+    /// RTP only inside the connection (RTSPS): UDP transports are refused.
+    interleaved_only: bool,
 }
 
 /// The result of one request.
 pub struct Outcome {
     pub response: Response<Vec<u8>>,
     pub effect: Effect,
+    /// `WWW-Authenticate` values of a 401, preferred first. The shell
+    /// writes one header line each: rtsp-types would join repeated headers
+    /// with commas, which ffmpeg and GStreamer read as one challenge.
+    pub challenges: Vec<String>,
+}
+
+/// What a request must be allowed to do before [`Conn::handle`] answers
+/// it: the authenticator's question (`action` on `path`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Access {
+    pub action: Action,
+    pub path: String,
 }
 
 impl Conn {
@@ -110,7 +125,15 @@ impl Conn {
         Conn {
             session: None,
             timeout,
+            interleaved_only: false,
         }
+    }
+
+    /// Refuses UDP transports (461): for RTSPS, whose RTP would otherwise
+    /// leave the TLS connection in clear text.
+    pub fn interleaved_only(mut self) -> Self {
+        self.interleaved_only = true;
+        self
     }
 
     pub fn session(&self) -> Option<&Session> {
@@ -131,25 +154,43 @@ impl Conn {
             .is_some_and(|s| now.saturating_duration_since(s.last_activity) > self.timeout)
     }
 
+    /// What `req` needs from the authenticator before [`Conn::handle`]
+    /// may answer it: `read` for DESCRIBE, SETUP and PLAY, `publish` for
+    /// ANNOUNCE and RECORD, on the path of the request URI (or, for an
+    /// aggregate URI like `*`, of the connection's session). `None`: the
+    /// request needs nothing (OPTIONS; PAUSE, TEARDOWN and GET_PARAMETER
+    /// act on a session whose SETUP was checked), or names no path, which
+    /// `handle` refuses itself (400, 455) without revealing anything.
+    pub fn access(&self, req: &Request<Vec<u8>>) -> Option<Access> {
+        let action = match req.method() {
+            Method::Describe | Method::Setup | Method::Play => Action::Read,
+            Method::Announce | Method::Record => Action::Publish,
+            _ => return None,
+        };
+        let path = match req.request_uri().and_then(parse_target) {
+            Some(t) => t.path,
+            None if matches!(req.method(), Method::Play | Method::Record) => {
+                self.session.as_ref()?.path.clone()
+            }
+            None => return None,
+        };
+        Some(Access { action, path })
+    }
+
+    /// Answers a request the authenticator refused: `401 Unauthorized`
+    /// with `challenges` (RFC 2326 §11.2.4; one `WWW-Authenticate` each),
+    /// the session untouched and the connection kept, so the client can
+    /// retry with credentials.
+    pub fn unauthorized(&self, req: &Request<Vec<u8>>, challenges: Vec<String>) -> Outcome {
+        finish(req, || Outcome {
+            challenges,
+            ..reply(StatusCode::Unauthorized, "")
+        })
+    }
+
     /// Answers one request. Never panics on client input.
     pub fn handle(&mut self, req: &Request<Vec<u8>>, ctx: &mut Ctx<'_>) -> Outcome {
-        let Some(cseq) = req
-            .header(&headers::CSEQ)
-            .map(|v| v.as_str().trim().to_owned())
-        else {
-            return reply(StatusCode::BadRequest, "missing CSeq").with_effect(Effect::Close);
-        };
-        let mut out = if req.version() == Version::V1_0 {
-            self.dispatch(req, ctx)
-        } else {
-            reply(StatusCode::RTSPVersionNotSupported, "RTSP/1.0 only")
-        };
-        out.response.insert_header(headers::CSEQ, cseq);
-        out.response.insert_header(
-            headers::SERVER,
-            concat!("rtspgate/", env!("CARGO_PKG_VERSION")),
-        );
-        out
+        finish(req, || self.dispatch(req, ctx))
     }
 
     fn dispatch(&mut self, req: &Request<Vec<u8>>, ctx: &mut Ctx<'_>) -> Outcome {
@@ -226,10 +267,7 @@ impl Conn {
             PathStatus::Ready(set) => set,
         };
         let body = sdp::describe(&target.path, ctx.local, &set.tracks).into_bytes();
-        let mut base = req
-            .request_uri()
-            .map(|u| u.as_str().to_owned())
-            .unwrap_or_default();
+        let mut base = req.request_uri().map(base_uri).unwrap_or_default();
         if !base.ends_with('/') {
             base.push('/');
         }
@@ -240,6 +278,7 @@ impl Conn {
         Outcome {
             response,
             effect: Effect::None,
+            challenges: Vec::new(),
         }
     }
 
@@ -311,12 +350,17 @@ impl Conn {
             .session
             .as_ref()
             .and_then(|s| s.tracks.iter().flatten().next().copied());
+        let udp_port = (!self.interleaved_only).then_some(ctx.server_rtp_port);
         let Some((chosen, header)) =
-            choose_transport(&transports, index, existing, ctx.peer, ctx.server_rtp_port)
+            choose_transport(&transports, index, existing, ctx.peer, udp_port)
         else {
             return reply(
                 StatusCode::UnsupportedTransport,
-                "supported: RTP/AVP/TCP;interleaved and RTP/AVP;unicast;client_port",
+                if self.interleaved_only {
+                    "RTSPS carries RTP interleaved only: RTP/AVP/TCP;interleaved"
+                } else {
+                    "supported: RTP/AVP/TCP;interleaved and RTP/AVP;unicast;client_port"
+                },
             );
         };
         if let TrackTransport::Tcp { rtp_channel, .. } = chosen {
@@ -351,6 +395,28 @@ impl Conn {
     }
 }
 
+/// Checks what every request needs (CSeq, RTSP/1.0), runs `answer` and
+/// adds the headers every response carries.
+fn finish(req: &Request<Vec<u8>>, answer: impl FnOnce() -> Outcome) -> Outcome {
+    let Some(cseq) = req
+        .header(&headers::CSEQ)
+        .map(|v| v.as_str().trim().to_owned())
+    else {
+        return reply(StatusCode::BadRequest, "missing CSeq").with_effect(Effect::Close);
+    };
+    let mut out = if req.version() == Version::V1_0 {
+        answer()
+    } else {
+        reply(StatusCode::RTSPVersionNotSupported, "RTSP/1.0 only")
+    };
+    out.response.insert_header(headers::CSEQ, cseq);
+    out.response.insert_header(
+        headers::SERVER,
+        concat!("rtspgate/", env!("CARGO_PKG_VERSION")),
+    );
+    out
+}
+
 impl Outcome {
     fn with_effect(mut self, effect: Effect) -> Self {
         self.effect = effect;
@@ -379,6 +445,7 @@ fn reply(status: StatusCode, reason: &str) -> Outcome {
     Outcome {
         response: b.build(body),
         effect: Effect::None,
+        challenges: Vec::new(),
     }
 }
 
@@ -414,6 +481,17 @@ pub fn parse_target(uri: &url::Url) -> Option<Target> {
     Some(Target { path, track })
 }
 
+/// `uri` without its query and fragment: the base that track control URLs
+/// (`trackID=N`) are appended to. Clients append by string concatenation
+/// (ffmpeg), so a query (e.g. `?user=..&pass=..` credentials) left in the
+/// base would swallow the track part, and would echo the secret back.
+pub fn base_uri(uri: &url::Url) -> String {
+    let mut u = uri.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    u.into()
+}
+
 fn check_path(req: &Request<Vec<u8>>, path: &str) -> Result<(), Outcome> {
     // Aggregate control: PLAY names the path (some clients use `*` or the
     // Content-Base with a trailing slash).
@@ -426,13 +504,15 @@ fn check_path(req: &Request<Vec<u8>>, path: &str) -> Result<(), Outcome> {
 
 /// Picks the first transport the client offers that we support. `existing`
 /// is a track already set up in this session: all tracks use one lower
-/// transport. Returns the transport and the `Transport` response header.
+/// transport. `server_rtp_port`: where UDP readers' RTP comes from, `None`
+/// when UDP is not offered. Returns the transport and the `Transport`
+/// response header.
 fn choose_transport(
     offered: &Transports,
     index: usize,
     existing: Option<TrackTransport>,
     peer: IpAddr,
-    server_rtp_port: u16,
+    server_rtp_port: Option<u16>,
 ) -> Option<(TrackTransport, String)> {
     for t in offered.iter() {
         let Transport::Rtp(rtp) = t else { continue };
@@ -465,7 +545,9 @@ fn choose_transport(
                 header,
             ));
         }
-        let Some((rtp_port, rtcp_port)) = rtp.params.client_port else {
+        let (Some((rtp_port, rtcp_port)), Some(server_rtp_port)) =
+            (rtp.params.client_port, server_rtp_port)
+        else {
             continue;
         };
         let rtcp_port = rtcp_port.unwrap_or(rtp_port.wrapping_add(1));
@@ -748,6 +830,124 @@ mod tests {
         assert!(h.conn.expired(h.now + Duration::from_secs(61)));
         h.conn.touch(h.now + Duration::from_secs(50));
         assert!(!h.conn.expired(h.now + Duration::from_secs(100)));
+    }
+
+    #[test]
+    fn what_each_request_needs_from_the_authenticator() {
+        let mut h = Harness::new();
+        let need = |h: &Harness, text: &str| h.conn.access(&parse(text));
+        let read = |path: &str| {
+            Some(Access {
+                action: Action::Read,
+                path: path.into(),
+            })
+        };
+        assert_eq!(need(&h, "OPTIONS rtsp://h/cam RTSP/1.0\nCSeq: 1\n"), None);
+        assert_eq!(
+            need(
+                &h,
+                "DESCRIBE rtsp://h/cam?user=v&pass=s RTSP/1.0\nCSeq: 1\n"
+            ),
+            read("cam")
+        );
+        assert_eq!(
+            need(&h, "SETUP rtsp://h/cam/trackID=1 RTSP/1.0\nCSeq: 1\n"),
+            read("cam")
+        );
+        assert_eq!(
+            need(&h, "ANNOUNCE rtsp://h/pushed RTSP/1.0\nCSeq: 1\n"),
+            Some(Access {
+                action: Action::Publish,
+                path: "pushed".into()
+            })
+        );
+        // No path to name: the core refuses these itself (400, 455).
+        assert_eq!(need(&h, "DESCRIBE rtsp://h/ RTSP/1.0\nCSeq: 1\n"), None);
+        assert_eq!(need(&h, "PLAY * RTSP/1.0\nCSeq: 1\n"), None);
+        h.send("SETUP rtsp://h/cam/trackID=0 RTSP/1.0\nCSeq: 1\nTransport: RTP/AVP/TCP;interleaved=0-1\n");
+        // An aggregate PLAY is for the session's path.
+        assert_eq!(
+            need(&h, "PLAY * RTSP/1.0\nCSeq: 2\nSession: abc123\n"),
+            read("cam")
+        );
+        assert_eq!(
+            need(
+                &h,
+                "PLAY rtsp://h/down RTSP/1.0\nCSeq: 2\nSession: abc123\n"
+            ),
+            read("down")
+        );
+        // These act on a session whose SETUP was checked.
+        for m in ["PAUSE", "TEARDOWN", "GET_PARAMETER", "SET_PARAMETER"] {
+            assert_eq!(
+                need(
+                    &h,
+                    &format!("{m} rtsp://h/cam RTSP/1.0\nCSeq: 3\nSession: abc123\n")
+                ),
+                None,
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
+    fn unauthorized_keeps_challenges_in_order_and_the_session() {
+        let mut h = Harness::new();
+        h.send("SETUP rtsp://h/cam/trackID=0 RTSP/1.0\nCSeq: 1\nTransport: RTP/AVP/TCP;interleaved=0-1\n");
+        let challenges = vec![
+            "Digest realm=\"rtspgate\", nonce=\"n\", algorithm=SHA-256".to_owned(),
+            "Digest realm=\"rtspgate\", nonce=\"n\", algorithm=MD5".to_owned(),
+            "Basic realm=\"rtspgate\"".to_owned(),
+        ];
+        let out = h.conn.unauthorized(
+            &parse("PLAY rtsp://h/cam RTSP/1.0\nCSeq: 7\nSession: abc123\n"),
+            challenges.clone(),
+        );
+        assert_eq!(u16::from(out.response.status()), 401);
+        assert_eq!(out.effect, Effect::None);
+        assert_eq!(header(&out.response, &headers::CSEQ), "7");
+        assert_eq!(out.challenges, challenges);
+        assert_eq!(h.conn.session().unwrap().state, State::Ready);
+        // Every other answer carries no challenge.
+        let (code, _, _) = h.send("PLAY rtsp://h/cam RTSP/1.0\nCSeq: 8\nSession: abc123\n");
+        assert_eq!(code, 200);
+        // Without CSeq the request is malformed before it is unauthorized.
+        let out = h
+            .conn
+            .unauthorized(&parse("DESCRIBE rtsp://h/cam RTSP/1.0\n"), challenges);
+        assert_eq!(
+            (u16::from(out.response.status()), out.effect),
+            (400, Effect::Close)
+        );
+    }
+
+    #[test]
+    fn interleaved_only_connections_refuse_udp() {
+        let mut h = Harness::new();
+        h.conn = Conn::new(Duration::from_secs(60)).interleaved_only();
+        let (code, _, r) = h.send(
+            "SETUP rtsp://h/cam/trackID=0 RTSP/1.0\nCSeq: 1\nTransport: RTP/AVP;unicast;client_port=5000-5001\n",
+        );
+        assert_eq!(code, 461);
+        assert!(String::from_utf8_lossy(r.body()).contains("interleaved only"));
+        assert!(h.conn.session().is_none());
+        // Offered both (UDP preferred): TCP is chosen.
+        let (code, _, r) = h.send(
+            "SETUP rtsp://h/cam/trackID=0 RTSP/1.0\nCSeq: 2\nTransport: RTP/AVP;unicast;client_port=5000-5001,RTP/AVP/TCP;unicast;interleaved=0-1\n",
+        );
+        assert_eq!(code, 200);
+        assert_eq!(
+            header(&r, &headers::TRANSPORT),
+            "RTP/AVP/TCP;unicast;interleaved=0-1"
+        );
+    }
+
+    #[test]
+    fn content_base_drops_the_query() {
+        let mut h = Harness::new();
+        let (code, _, r) = h.send("DESCRIBE rtsp://h/cam?user=v&pass=secret RTSP/1.0\nCSeq: 1\n");
+        assert_eq!(code, 200);
+        assert_eq!(header(&r, &headers::CONTENT_BASE), "rtsp://h/cam/");
     }
 
     #[test]
