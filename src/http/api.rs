@@ -204,7 +204,7 @@ mod tests {
 
     use crate::bus::sessions::{RtspDetail, RtspTrackDetail, RtspTransport};
     use crate::bus::{Detail, NewSession, Registry, Sessions};
-    use crate::http::{router, AppState};
+    use crate::http::{test_router, AppState};
     use crate::paths::PathManager;
 
     fn app() -> (axum::Router, Arc<Sessions>) {
@@ -219,7 +219,7 @@ mod tests {
             webrtc: None,
             auth: crate::auth::Authenticator::new(Default::default()),
         };
-        (router(state), sessions)
+        (test_router(state), sessions)
     }
 
     async fn call(app: &axum::Router, method: &str, uri: &str, body: &str) -> (u16, String) {

@@ -2,8 +2,10 @@
 //! ([`hls`]) and WHEP ([`whep`]).
 
 pub mod api;
+pub mod auth;
 pub mod hls;
 pub mod metrics;
+pub mod serve;
 pub mod web;
 pub mod whep;
 
@@ -54,17 +56,39 @@ impl AppState {
     }
 }
 
-/// The HTTP router.
+/// The HTTP router. Every sub-router declares what its routes need with
+/// [`auth::require`]; the authenticator they ask rides in the request's
+/// extensions. Requests must carry `ConnectInfo<SocketAddr>` (see
+/// [`serve`]).
 pub fn router(state: AppState) -> Router {
+    let authenticator = state.auth.clone();
     Router::new()
         .route("/api/v1/streams", get(list_streams))
-        .route("/api/v1/streams/{name}", get(get_stream))
-        .route("/metrics", get(metrics::handler))
-        .merge(api::routes())
+        .route_layer(auth::require(auth::Need::Api))
+        .merge(
+            Router::new()
+                .route("/api/v1/streams/{name}", get(get_stream))
+                .route_layer(auth::require(auth::Need::ReadOrApi)),
+        )
+        .merge(
+            Router::new()
+                .route("/metrics", get(metrics::handler))
+                .route_layer(auth::require(auth::Need::Metrics)),
+        )
+        .merge(api::routes().route_layer(auth::require(auth::Need::Api)))
         .merge(web::routes())
         .merge(hls::routes())
         .merge(whep::routes())
+        .layer(axum::Extension(authenticator))
         .with_state(state)
+}
+
+/// [`router`] for tests that send requests with `oneshot`: every request
+/// comes from 127.0.0.1 (as [`serve`] would say of a loopback client).
+#[cfg(test)]
+pub(crate) fn test_router(state: AppState) -> Router {
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+    router(state).layer(axum::Extension(axum::extract::ConnectInfo(peer)))
 }
 
 /// `GET /api/v1/streams` body.
@@ -267,7 +291,7 @@ mod tests {
             error: "cannot connect to the camera: connection refused".into(),
         });
         registry.insert(s);
-        router(AppState {
+        test_router(AppState {
             hls: HlsManager::new(registry.clone(), Default::default()),
             paths: PathManager::new(registry.clone(), None),
             sessions: Sessions::new(),
@@ -305,7 +329,7 @@ mod tests {
         s.set_tracks(vec![h264_track(&h264_fixture()), pcma_track()]);
         s.set_state(StreamState::Live);
         registry.insert(s);
-        let app = router(AppState {
+        let app = test_router(AppState {
             hls: HlsManager::new(registry.clone(), Default::default()),
             paths: PathManager::new(registry.clone(), None),
             sessions: Sessions::new(),

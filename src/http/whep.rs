@@ -23,7 +23,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
+use super::auth::{self, AuthUser, Need};
 use super::AppState;
+use crate::auth::Protocol as AuthProtocol;
 use crate::bus::sessions::WebRtcDetail;
 use crate::bus::{Detail, Protocol};
 use crate::config::IceServer;
@@ -42,7 +44,13 @@ pub fn routes() -> Router<AppState> {
                 .delete(end)
                 .options(preflight_resource),
         )
-        .route("/api/v1/webrtc/sessions", get(list))
+        .route_layer(auth::require(Need::Read(AuthProtocol::Webrtc)))
+        .merge(
+            Router::new()
+                .route("/api/v1/webrtc/sessions", get(list))
+                .route_layer(auth::require(Need::Api)),
+        )
+        // Outside the auth layer, so a cross-origin player can read a 401.
         .layer(axum::middleware::map_response(cors))
 }
 
@@ -124,6 +132,7 @@ fn ice_server_links(servers: &[IceServer]) -> Vec<HeaderValue> {
 async fn create(
     State(app): State<AppState>,
     Path(path): Path<String>,
+    axum::Extension(AuthUser(user)): axum::Extension<AuthUser>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -148,7 +157,7 @@ async fn create(
     let Ok(offer) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "bad SDP offer: not UTF-8 text");
     };
-    let created = match engine.create_session(stream, offer).await {
+    let created = match engine.create_session(stream, offer, user).await {
         Ok(c) => c,
         Err(e) => return whep_error(e),
     };

@@ -15,7 +15,7 @@ use crate::bus::{Codec, Protocol, Registry, Sessions, Stream, StreamState, Track
 use crate::config::{IceServer, WebRtcSettings};
 use crate::egress::hls::manager::HlsManager;
 use crate::egress::webrtc::WebRtcEngine;
-use crate::http::{router, AppState};
+use crate::http::{test_router, AppState};
 use crate::paths::PathManager;
 
 const OFFER: &str = include_str!("../../egress/webrtc/testdata/chrome_offer.sdp");
@@ -73,6 +73,10 @@ impl Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(Default::default()).await
+}
+
+async fn fixture_with(auth: crate::config::auth::AuthSettings) -> Fixture {
     let registry = Registry::new();
     let cam = Stream::new("cam", "rtsp://10.0.0.1/s");
     cam.set_tracks(vec![h264_track(), aac_track()]);
@@ -106,14 +110,14 @@ async fn fixture() -> Fixture {
     )
     .await
     .unwrap();
-    let app = router(AppState {
+    let app = test_router(AppState {
         hls: HlsManager::new(registry.clone(), Default::default()),
         paths: PathManager::new(registry.clone(), None),
         sessions: sessions.clone(),
         registry,
         rtsp_base: "rtsp://127.0.0.1:8554".into(),
         webrtc: Some(engine.clone()),
-        auth: crate::auth::Authenticator::new(Default::default()),
+        auth: crate::auth::Authenticator::new(auth),
     });
     Fixture {
         app,
@@ -454,7 +458,7 @@ async fn options_is_a_cors_preflight() {
 #[tokio::test]
 async fn without_an_engine_whep_is_503() {
     let registry = Registry::new();
-    let app = router(AppState {
+    let app = test_router(AppState {
         hls: HlsManager::new(registry.clone(), Default::default()),
         paths: PathManager::new(registry.clone(), None),
         sessions: Sessions::new(),
@@ -532,7 +536,7 @@ async fn webrtc_view_is_a_filtered_view_of_the_registry() {
 
     let registry = Registry::new();
     let sessions = Sessions::new();
-    let app = router(AppState {
+    let app = test_router(AppState {
         hls: HlsManager::new(registry.clone(), Default::default()),
         paths: PathManager::new(registry.clone(), None),
         sessions: sessions.clone(),
@@ -612,4 +616,37 @@ async fn webrtc_view_is_a_filtered_view_of_the_registry() {
     drop(h);
     let v = get("/api/v1/webrtc/sessions").await;
     assert_eq!(v["sessions"].as_array().map(Vec::len), Some(0), "{v}");
+}
+
+/// The user the auth layer let through is the WHEP session's user in the
+/// common session list; without credentials the POST is refused.
+#[tokio::test]
+async fn the_session_knows_its_user() {
+    use crate::config::auth::{AuthSettings, Password, PathMatch, Permission, User, UserName};
+    let f = fixture_with(AuthSettings {
+        users: vec![User {
+            user: UserName::Name("viewer".into()),
+            pass: Some(Password::Plain("secret".into())),
+            ips: vec![],
+            permissions: vec![Permission {
+                action: crate::auth::Action::Read,
+                path: PathMatch::Exact("cam".into()),
+            }],
+        }],
+        ..Default::default()
+    })
+    .await;
+    let (r, _) = send(&f.app, post("/cam/whep", "application/sdp", OFFER)).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(f.webrtc_sessions(), 0);
+    let mut req = post("/cam/whep", "application/sdp", OFFER);
+    req.headers_mut().insert(
+        "authorization",
+        // viewer:secret
+        "Basic dmlld2VyOnNlY3JldA==".parse().unwrap(),
+    );
+    let (r, body) = send(&f.app, req).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{body}");
+    let users: Vec<_> = f.sessions.list().into_iter().map(|s| s.user).collect();
+    assert_eq!(users, [Some("viewer".to_owned())]);
 }
