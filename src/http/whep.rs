@@ -11,6 +11,10 @@
 //! Session resources follow WHIP's rules (RFC 9725 §4.2–§4.3). Every
 //! response allows any origin (a player page may live elsewhere) and
 //! exposes the WHEP headers to scripts.
+//!
+//! Auth ([`super::auth`]): the WHEP routes need `read` on the path (their
+//! `OPTIONS` preflights nothing), the session list `api`; the user let
+//! through is the WHEP session's user in the session registry.
 
 use std::sync::Arc;
 

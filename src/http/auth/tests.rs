@@ -119,7 +119,7 @@ const API_ROUTES: [&str; 5] = [
 
 /// Without `[[auth.users]]`: anyone reads, the API and `/metrics` answer
 /// loopback (127.0.0.1) only; 127.0.0.2 is not that loopback.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn defaults_api_and_metrics_from_loopback_only() {
     let local = app(AuthSettings::default(), LOOPBACK);
     let remote = app(AuthSettings::default(), REMOTE);
@@ -149,7 +149,7 @@ async fn defaults_api_and_metrics_from_loopback_only() {
 }
 
 /// With users, each route asks for its own action.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn each_route_needs_its_action() {
     let a = app(users(), REMOTE);
     let viewer = basic("viewer", "secret");
@@ -224,7 +224,7 @@ async fn each_route_needs_its_action() {
 
 /// `?user=&pass=` works where a header can't be set; the header wins when
 /// both are there.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn query_credentials() {
     let a = app(users(), REMOTE);
     assert_eq!(
@@ -247,7 +247,7 @@ async fn query_credentials() {
 }
 
 /// Malformed `Authorization` headers are 400, never 200, never a panic.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn malformed_authorization_is_400() {
     for settings in [users(), AuthSettings::default()] {
         let a = app(settings, LOOPBACK);
@@ -277,7 +277,7 @@ async fn malformed_authorization_is_400() {
 
 /// Browsers send no credentials on a CORS preflight: WHEP's and HLS's
 /// `OPTIONS` pass; the answers (401 included) carry CORS headers.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn preflights_pass_without_credentials() {
     let a = app(users(), REMOTE);
     assert_eq!(
@@ -327,7 +327,7 @@ fn echo(auth: Arc<Authenticator>, peer: Option<[u8; 4]>) -> Router {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn handlers_get_the_user() {
     let a = echo(Authenticator::new(users()), Some(REMOTE));
     let viewer = basic("viewer", "secret");
@@ -347,7 +347,7 @@ async fn handlers_get_the_user() {
 }
 
 /// Without a peer address or an authenticator the layer refuses.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn fails_closed_without_peer_or_authenticator() {
     let no_peer = echo(Authenticator::new(AuthSettings::default()), None);
     assert_eq!(
