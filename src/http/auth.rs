@@ -94,6 +94,24 @@ fn unauthorized() -> Response {
     resp
 }
 
+/// Request body read at most before a refusal, in bytes.
+const DRAIN_LIMIT: usize = 16 * 1024;
+/// Longest the body is waited for before a refusal.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Answers `resp` after reading what is left of a small request body (a
+/// WHEP offer), bounded in size and time: an HTTP/2 answer sent while the
+/// client is still uploading ends its stream with RST_STREAM, which some
+/// clients (curl 7.88) take for an error instead of reading the 401.
+async fn refuse(req: Request, resp: Response) -> Response {
+    let _ = tokio::time::timeout(
+        DRAIN_TIMEOUT,
+        axum::body::to_bytes(req.into_body(), DRAIN_LIMIT),
+    )
+    .await;
+    resp
+}
+
 /// The credentials of a request: its one `Authorization` header, else its
 /// query; `Err` (answered `400`) for a malformed or repeated header.
 fn credentials(req: &Request) -> Result<Credentials, &'static str> {
@@ -125,7 +143,7 @@ async fn guard(need: Need, mut req: Request, next: Next) -> Response {
     };
     let creds = match credentials(&req) {
         Ok(c) => c,
-        Err(why) => return plain(StatusCode::BAD_REQUEST, why),
+        Err(why) => return refuse(req, plain(StatusCode::BAD_REQUEST, why)).await,
     };
     let wanted = match need {
         Need::Read(_) => Some("path"),
@@ -179,7 +197,7 @@ async fn guard(need: Need, mut req: Request, next: Next) -> Response {
             req.extensions_mut().insert(AuthUser(user));
             next.run(req).await
         }
-        Decision::Challenge { .. } | Decision::Deny => unauthorized(),
+        Decision::Challenge { .. } | Decision::Deny => refuse(req, unauthorized()).await,
     }
 }
 

@@ -52,10 +52,20 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const NO_CACHE: &str = "no-cache";
 
 /// The HLS routes, merged into [`super::router`].
-pub fn routes() -> Router<AppState> {
+pub fn routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/{path}/{file}", get(serve).options(preflight))
         .route_layer(auth::require(Need::Read(Protocol::Hls)))
+        // Outside the auth layer, so a cross-origin player can read a 401.
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            cors,
+        ))
+}
+
+/// CORS on every response of the HLS routes.
+async fn cors(State(app): State<AppState>, resp: Response) -> Response {
+    with_cors(&app, resp)
 }
 
 /// An HLS error response: status and a plain-words reason.
@@ -132,12 +142,12 @@ fn with_cors(app: &AppState, mut resp: Response) -> Response {
 }
 
 /// `OPTIONS`: the CORS preflight (the Fetch standard's CORS protocol).
-async fn preflight(State(app): State<AppState>, headers: HeaderMap) -> Response {
+async fn preflight(headers: HeaderMap) -> Response {
     let allow_headers = headers
         .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
         .cloned()
         .unwrap_or(HeaderValue::from_static("*"));
-    let resp = (
+    (
         StatusCode::NO_CONTENT,
         [
             (
@@ -151,8 +161,7 @@ async fn preflight(State(app): State<AppState>, headers: HeaderMap) -> Response 
             ),
         ],
     )
-        .into_response();
-    with_cors(&app, resp)
+        .into_response()
 }
 
 /// What a file name under `/<path>/` asks for.
@@ -171,7 +180,7 @@ async fn serve(
     RawQuery(query): RawQuery,
     axum::Extension(AuthUser(user)): axum::Extension<AuthUser>,
 ) -> Response {
-    let resp = dispatch(
+    dispatch(
         &app,
         &method,
         &path,
@@ -179,8 +188,7 @@ async fn serve(
         query.as_deref(),
         user.as_deref(),
     )
-    .await;
-    with_cors(&app, resp)
+    .await
 }
 
 async fn dispatch(

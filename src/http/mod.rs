@@ -77,7 +77,7 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(api::routes().route_layer(auth::require(auth::Need::Api)))
         .merge(web::routes())
-        .merge(hls::routes())
+        .merge(hls::routes(&state))
         .merge(whep::routes())
         .layer(axum::Extension(authenticator))
         .with_state(state)

@@ -309,6 +309,17 @@ async fn preflights_pass_without_credentials() {
         "*",
         "a cross-origin WHEP player can read the 401"
     );
+    let resp = a
+        .clone()
+        .oneshot(Request::get("/cam/index.m3u8").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        resp.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "*",
+        "hls.js on another origin can read the 401"
+    );
 }
 
 /// A small router behind the layer whose handler answers the user it was
