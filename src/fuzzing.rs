@@ -238,14 +238,21 @@ pub fn fmp4_muxer(data: &[u8]) {
         m.handle_frame(&frame, start + Duration::from_millis(i as u64 * 40));
         while m.poll_event().is_some() {}
         if flags & 4 != 0 {
-            let _ = m.playlist(flags & 8 != 0);
+            let _ = m.playlist(
+                flags & 8 != 0,
+                if flags & 16 != 0 {
+                    "user=v&pass=s%26"
+                } else {
+                    ""
+                },
+            );
             if let Some(v) = m.current_init() {
                 let _ = m.init(v);
             }
         }
     }
     m.flush();
-    let _ = m.playlist(false);
+    let _ = m.playlist(false, "");
 }
 
 /// A config file (TOML), validated as at start-up.

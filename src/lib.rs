@@ -204,11 +204,11 @@ impl Gateway {
             auth: auth.clone(),
             api: http::api::ApiSettings::from(config),
         });
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(http_listener, app).await {
-                tracing::error!("HTTP server failed: {e}");
-            }
-        }));
+        let https = match &tls {
+            Some(t) => Some(t.acceptor(&http::serve::ALPN)?),
+            None => None,
+        };
+        tasks.push(tokio::spawn(http::serve::serve(http_listener, app, https)));
         Ok(Gateway {
             registry,
             hls,
@@ -244,8 +244,10 @@ impl Gateway {
     /// Lines telling the user what is served where (credentials redacted).
     pub fn banner(&self, config: &Config) -> Vec<String> {
         let host = display_host(config.listen);
+        // `http_port` serves HTTPS when TLS is on.
+        let http = if self.tls.is_some() { "https" } else { "http" };
         let mut lines = vec![format!(
-            "rtspgate {}: RTSP on rtsp://{host}:{}/, HTTP on http://{host}:{}/ (API: /api/v1/streams), WebRTC on UDP/TCP {}",
+            "rtspgate {}: RTSP on rtsp://{host}:{}/, HTTP on {http}://{host}:{}/ (API: /api/v1/streams), WebRTC on UDP/TCP {}",
             env!("CARGO_PKG_VERSION"),
             config.rtsp_port,
             config.http_port,
@@ -253,21 +255,21 @@ impl Gateway {
         )];
         if serves_demo(config) {
             lines.push(format!(
-                "No cameras given: serving a built-in demo clip. Watch it at http://{host}:{http}/{DEMO_PATH}/ \
-                 (RTSP: rtsp://{host}:{}/{DEMO_PATH}, LL-HLS: http://{host}:{http}/{DEMO_PATH}/index.m3u8)",
+                "No cameras given: serving a built-in demo clip. Watch it at {http}://{host}:{port}/{DEMO_PATH}/ \
+                 (RTSP: rtsp://{host}:{}/{DEMO_PATH}, LL-HLS: {http}://{host}:{port}/{DEMO_PATH}/index.m3u8)",
                 config.rtsp_port,
-                http = config.http_port
+                port = config.http_port
             ));
             lines.push("Add cameras with `rtspgate cam=rtsp://user:pass@192.0.2.10/stream` or --config rtspgate.toml.".into());
         }
         for (name, src) in &config.paths {
             lines.push(format!(
-                "Proxying {} ({}). Play it at rtsp://{host}:{}/{name}, in a browser at http://{host}:{http}/{name}/ \
-                 (WHEP: http://{host}:{http}/{name}/whep, LL-HLS: http://{host}:{http}/{name}/index.m3u8)",
+                "Proxying {} ({}). Play it at rtsp://{host}:{}/{name}, in a browser at {http}://{host}:{port}/{name}/ \
+                 (WHEP: {http}://{host}:{port}/{name}/whep, LL-HLS: {http}://{host}:{port}/{name}/index.m3u8)",
                 src.display_url(),
                 src.transport,
                 config.rtsp_port,
-                http = config.http_port
+                port = config.http_port
             ));
         }
         if let Some(tls) = &self.tls {

@@ -80,12 +80,12 @@ async fn defaults_read_for_anyone_api_from_loopback() {
         ask(&a, "::1", Action::Metrics, None, Credentials::None).await,
         anon
     );
+    let challenge = Decision::Challenge { stale: false };
     assert_eq!(
         ask(&a, "127.0.0.2", Action::Api, None, Credentials::None).await,
-        anon,
-        "all of 127.0.0.0/8 is loopback"
+        challenge,
+        "the default loopback is 127.0.0.1 and ::1 only (issue 10)"
     );
-    let challenge = Decision::Challenge { stale: false };
     assert_eq!(
         ask(&a, "192.168.1.9", Action::Api, None, Credentials::None).await,
         challenge

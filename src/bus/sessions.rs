@@ -268,6 +268,17 @@ impl SessionHandle {
         self.live.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Replaces the user shown on the entry (an LL-HLS muxer learns its
+    /// viewers' users as they fetch from it).
+    pub fn set_user(&self, user: Option<String>) {
+        if let Some(e) = self.sessions.lock().get_mut(&self.id) {
+            // The id may have been re-registered by a newer owner.
+            if Arc::ptr_eq(&e.live, &self.live) {
+                e.meta.user = user;
+            }
+        }
+    }
+
     /// Completes when the API kicks the session; the owner must then end
     /// it. A kick that came before this is called is not lost.
     pub fn kicked(&self) -> impl std::future::Future<Output = ()> + Send + 'static {

@@ -266,7 +266,7 @@ pub struct AuthSettings {
     pub method: AuthMethod,
     /// The `internal` users. With none configured, [`AuthSettings::default`]
     /// gives the defaults: anyone may `read`; `api` and `metrics` from
-    /// loopback only; nobody may `publish`.
+    /// loopback only (127.0.0.1 and ::1); nobody may `publish`.
     pub users: Vec<User>,
     /// `http` method: where to POST.
     pub http_address: Option<url::Url>,
@@ -304,7 +304,10 @@ fn default_users() -> Vec<User> {
         action,
         path: PathMatch::All,
     };
-    let loopback: Vec<ipnet::IpNet> = ["127.0.0.0/8", "::1/128"]
+    // The two loopback addresses local clients use, not all of
+    // 127.0.0.0/8: narrower is safer, and a test can stand in for a remote
+    // client by binding 127.0.0.2.
+    let loopback: Vec<ipnet::IpNet> = ["127.0.0.1/32", "::1/128"]
         .iter()
         .filter_map(|n| n.parse().ok())
         .collect();
@@ -470,7 +473,7 @@ mod tests {
                     .any(|u| u.grants(action, None) && u.ip_allowed(ip.parse().unwrap()))
             };
             assert!(allowed("127.0.0.1") && allowed("::1") && allowed("::ffff:127.0.0.1"));
-            assert!(!allowed("192.168.1.5") && !allowed("::2"));
+            assert!(!allowed("192.168.1.5") && !allowed("::2") && !allowed("127.0.0.2"));
         }
         assert!(!s
             .users

@@ -23,6 +23,7 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::auth::{self, Need};
 use super::AppState;
 use crate::config::{parse_source, valid_path_name, Config, SourceConfig, TransportPref};
 use crate::paths::PathError;
@@ -57,7 +58,6 @@ impl Default for ApiSettings {
 pub fn routes(settings: ApiSettings) -> Router<AppState> {
     Router::new()
         .route("/api/v1/streams", get(super::list_streams))
-        .route("/api/v1/streams/{name}", get(super::get_stream))
         .route("/api/v1/paths", get(list_paths))
         .route(
             "/api/v1/paths/{name}",
@@ -69,6 +69,13 @@ pub fn routes(settings: ApiSettings) -> Router<AppState> {
         .route("/api/v1/sessions", get(list_sessions))
         .route("/api/v1/sessions/{id}", delete(kick_session))
         .route("/api/v1/webrtc/sessions", get(super::whep::list))
+        .route_layer(auth::require(Need::Api))
+        // One stream's status is also what a viewer's player page polls.
+        .merge(
+            Router::new()
+                .route("/api/v1/streams/{name}", get(super::get_stream))
+                .route_layer(auth::require(Need::ReadOrApi)),
+        )
         .layer(axum::middleware::from_fn_with_state(settings, guard))
 }
 
@@ -431,7 +438,7 @@ mod tests {
     use crate::bus::sessions::{RtspDetail, RtspTrackDetail, RtspTransport};
     use crate::bus::{Detail, NewSession, Registry, Sessions};
     use crate::config::TransportPref;
-    use crate::http::{router, AppState};
+    use crate::http::{test_router, AppState};
     use crate::paths::PathManager;
 
     fn app() -> (axum::Router, Arc<Sessions>) {
@@ -451,7 +458,7 @@ mod tests {
             auth: crate::auth::Authenticator::new(Default::default()),
             api,
         };
-        (router(state.clone()), state)
+        (test_router(state.clone()), state)
     }
 
     /// One request with `headers`; status, response headers and body.

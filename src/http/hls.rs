@@ -14,6 +14,12 @@
 //! Bytes: every playlist, init segment, segment and part served to a `GET`
 //! counts into the stream's `bytes_out` and the muxer's session entry.
 //!
+//! Auth: the routes need `read` on the path ([`super::auth`]); a player
+//! that authenticated with query parameters (`?user=&pass=`, `?token=`,
+//! `?jwt=`) finds them on every URI of the playlists it is given, so its
+//! next requests carry them too. The muxer's session names the users
+//! that fetched from it.
+//!
 //! Caching: parts, segments and init segments never change under their
 //! name (see `egress::hls::manager`), so they are `immutable` for a year;
 //! playlists are `no-cache`. CORS: `Access-Control-Allow-Origin` from
@@ -28,7 +34,10 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 
+use super::auth::{self, AuthUser, Need};
 use super::AppState;
+use crate::auth::credentials::query_suffix;
+use crate::auth::Protocol;
 use crate::egress::hls::manager::{not_live_reason, HlsStream, Waited, Want, MEDIA_PLAYLIST};
 use crate::egress::hls::{parse_uri, Lookup, ReloadDecision, Resource};
 
@@ -43,8 +52,20 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const NO_CACHE: &str = "no-cache";
 
 /// The HLS routes, merged into [`super::router`].
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/{path}/{file}", get(serve).options(preflight))
+pub fn routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/{path}/{file}", get(serve).options(preflight))
+        .route_layer(auth::require(Need::Read(Protocol::Hls)))
+        // Outside the auth layer, so a cross-origin player can read a 401.
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            cors,
+        ))
+}
+
+/// CORS on every response of the HLS routes.
+async fn cors(State(app): State<AppState>, resp: Response) -> Response {
+    with_cors(&app, resp)
 }
 
 /// An HLS error response: status and a plain-words reason.
@@ -121,12 +142,12 @@ fn with_cors(app: &AppState, mut resp: Response) -> Response {
 }
 
 /// `OPTIONS`: the CORS preflight (the Fetch standard's CORS protocol).
-async fn preflight(State(app): State<AppState>, headers: HeaderMap) -> Response {
+async fn preflight(headers: HeaderMap) -> Response {
     let allow_headers = headers
         .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
         .cloned()
         .unwrap_or(HeaderValue::from_static("*"));
-    let resp = (
+    (
         StatusCode::NO_CONTENT,
         [
             (
@@ -140,8 +161,7 @@ async fn preflight(State(app): State<AppState>, headers: HeaderMap) -> Response 
             ),
         ],
     )
-        .into_response();
-    with_cors(&app, resp)
+        .into_response()
 }
 
 /// What a file name under `/<path>/` asks for.
@@ -158,9 +178,17 @@ async fn serve(
     method: Method,
     Path((path, file)): Path<(String, String)>,
     RawQuery(query): RawQuery,
+    axum::Extension(AuthUser(user)): axum::Extension<AuthUser>,
 ) -> Response {
-    let resp = dispatch(&app, &method, &path, &file, query.as_deref()).await;
-    with_cors(&app, resp)
+    dispatch(
+        &app,
+        &method,
+        &path,
+        &file,
+        query.as_deref(),
+        user.as_deref(),
+    )
+    .await
 }
 
 async fn dispatch(
@@ -169,6 +197,7 @@ async fn dispatch(
     path: &str,
     file: &str,
     query: Option<&str>,
+    user: Option<&str>,
 ) -> Response {
     let asked = match file {
         "index.m3u8" => Asked::Multivariant,
@@ -187,9 +216,15 @@ async fn dispatch(
     let Some(hs) = app.hls.open(path) else {
         return HlsError::NotFound(format!("no stream named {path:?}")).into_response();
     };
+    if let Some(user) = user {
+        hs.note_viewer(user);
+    }
+    // A player that authenticated with query parameters sends them again
+    // only if every URI it is given carries them.
+    let credentials = query.map(query_suffix).unwrap_or_default();
     let result = match asked {
-        Asked::Multivariant => multivariant(&hs).await,
-        Asked::MediaPlaylist => media_playlist(&hs, query).await,
+        Asked::Multivariant => multivariant(&hs, &credentials).await,
+        Asked::MediaPlaylist => media_playlist(&hs, query, &credentials).await,
         Asked::File(resource) => media_file(&hs, resource).await,
     };
     match result {
@@ -241,12 +276,12 @@ async fn wait_for_start(hs: &HlsStream) -> Result<(), HlsError> {
 }
 
 /// The multivariant playlist (§4.4.6).
-async fn multivariant(hs: &HlsStream) -> HlsResult {
+async fn multivariant(hs: &HlsStream, credentials: &str) -> HlsResult {
     check_playable(hs)?;
     wait_for_start(hs).await?;
     let tracks = hs.stream().tracks().map(|s| s.tracks.clone());
     let text = hs
-        .multivariant(tracks.as_deref().unwrap_or_default())
+        .multivariant(tracks.as_deref().unwrap_or_default(), credentials)
         .ok_or_else(|| HlsError::Unavailable("the stream has not been measured yet".into()))?;
     Ok(body(PLAYLIST_TYPE, NO_CACHE, Bytes::from(text)))
 }
@@ -287,7 +322,7 @@ pub(crate) fn directives(query: Option<&str>) -> Result<Directives, HlsError> {
 }
 
 /// The media playlist: blocking reload (§6.2.5.2) and delta updates (§6.2.5.1).
-async fn media_playlist(hs: &HlsStream, query: Option<&str>) -> HlsResult {
+async fn media_playlist(hs: &HlsStream, query: Option<&str>, credentials: &str) -> HlsResult {
     let d = directives(query)?;
     check_playable(hs)?;
     match hs.reload_decision(d.msn, d.part) {
@@ -300,7 +335,7 @@ async fn media_playlist(hs: &HlsStream, query: Option<&str>) -> HlsResult {
     }
     wait_for_start(hs).await?;
     let text = hs
-        .media_playlist(d.skip)
+        .media_playlist(d.skip, credentials)
         .ok_or_else(|| HlsError::Unavailable("the playlist is not ready".into()))?;
     Ok(body(PLAYLIST_TYPE, NO_CACHE, text))
 }
@@ -411,6 +446,7 @@ mod tests {
     struct Setup {
         app: Router,
         hls: Arc<HlsManager>,
+        sessions: Arc<crate::bus::Sessions>,
         stream: Arc<Stream>,
         fx: VideoFixture,
         next: usize,
@@ -418,24 +454,30 @@ mod tests {
 
     impl Setup {
         fn new(config: HlsConfig) -> Self {
+            Setup::with_auth(config, Default::default())
+        }
+
+        fn with_auth(config: HlsConfig, auth: crate::config::auth::AuthSettings) -> Self {
             let registry = Registry::new();
             let stream = Stream::new("cam", "rtsp://cam.example/s");
             registry.insert(stream.clone());
             let fx = h264_fixture();
-            let hls = HlsManager::new(registry.clone(), config);
-            let app = super::super::router(AppState {
+            let sessions = crate::bus::Sessions::new();
+            let hls = HlsManager::with_sessions(registry.clone(), config, sessions.clone());
+            let app = super::super::test_router(AppState {
                 paths: crate::paths::PathManager::new(registry.clone(), None),
-                sessions: crate::bus::Sessions::new(),
+                sessions: sessions.clone(),
                 registry,
                 rtsp_base: "rtsp://127.0.0.1:8554".into(),
                 hls: hls.clone(),
                 webrtc: None,
-                auth: crate::auth::Authenticator::new(Default::default()),
+                auth: crate::auth::Authenticator::new(auth),
                 api: Default::default(),
             });
             Setup {
                 app,
                 hls,
+                sessions,
                 stream,
                 fx,
                 next: 0,
@@ -517,6 +559,93 @@ mod tests {
             Some(Resource::Part(msn, i)) => (msn, i),
             other => panic!("hint {uri} parsed as {other:?}"),
         }
+    }
+
+    /// The URIs of a playlist: lines that are not tags, and `URI="..."`
+    /// attributes.
+    fn playlist_uris(text: &str) -> Vec<&str> {
+        let mut v = Vec::new();
+        for line in text.lines() {
+            if !line.is_empty() && !line.starts_with('#') {
+                v.push(line);
+            }
+            let mut rest = line;
+            while let Some(i) = rest.find("URI=\"") {
+                rest = &rest[i + 5..];
+                let end = rest.find('"').expect("closing quote");
+                v.push(&rest[..end]);
+                rest = &rest[end..];
+            }
+        }
+        v
+    }
+
+    /// A player authenticating with query parameters (hls.js on a URL
+    /// with `?user=..&pass=..`) is let through, finds the same parameters
+    /// on every URI of both playlists (so its next requests authenticate
+    /// too; `_HLS_*` directives still work beside them), and the muxer's
+    /// session names its user.
+    #[tokio::test]
+    async fn query_credentials_are_carried_into_every_playlist_uri() {
+        let auth = crate::config::auth::AuthSettings {
+            users: vec![crate::config::auth::User {
+                user: crate::config::auth::UserName::Name("viewer".into()),
+                pass: Some(crate::config::auth::Password::Plain("s&cret".into())),
+                ips: vec![],
+                permissions: vec![crate::config::auth::Permission {
+                    action: crate::auth::Action::Read,
+                    path: crate::config::auth::PathMatch::Exact("cam".into()),
+                }],
+            }],
+            ..Default::default()
+        };
+        let mut s = Setup::with_auth(HlsConfig::default(), auth);
+        s.stream.set_tracks(vec![h264_track(&s.fx)]);
+        s.stream.set_state(StreamState::Live);
+        s.start(1);
+        s.publish(80);
+        let q = "user=viewer&pass=s%26cret";
+        let r = s.get("/cam/index.m3u8").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+
+        let r = s.get(&format!("/cam/index.m3u8?x=1&{q}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(playlist_uris(r.text()), [format!("stream.m3u8?{q}")]);
+
+        let r = s.get(&format!("/cam/stream.m3u8?{q}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let text = r.text().to_owned();
+        let uris = playlist_uris(&text);
+        assert!(uris.len() > 5, "{text}");
+        for uri in &uris {
+            assert!(uri.ends_with(&format!(".mp4?{q}")), "{uri} in\n{text}");
+        }
+        // What a player asks next: a part as written, and a blocking
+        // reload for a part already there, both with the credentials.
+        let part = uris
+            .iter()
+            .find(|u| u.starts_with("part-"))
+            .expect("a part");
+        let r = s.get(&format!("/cam/{part}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{part}: {}", r.text());
+        let Some(Resource::Part(msn, i)) = parse_uri(part.split('?').next().unwrap()) else {
+            panic!("{part}")
+        };
+        let r = s
+            .get(&format!(
+                "/cam/stream.m3u8?_HLS_msn={msn}&_HLS_part={i}&{q}"
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert!(playlist_uris(r.text())
+            .iter()
+            .all(|u| u.ends_with(&format!("?{q}"))));
+        // A wrong password in the query is refused like a missing one.
+        let r = s.get("/cam/stream.m3u8?user=viewer&pass=nope").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+        let users: Vec<_> = s.sessions.list().into_iter().map(|e| e.user).collect();
+        assert_eq!(users, [Some("viewer".to_owned())]);
     }
 
     #[tokio::test]
@@ -758,7 +887,7 @@ mod tests {
         let hls =
             HlsManager::with_sessions(registry.clone(), HlsConfig::default(), sessions.clone());
         let mut s = Setup {
-            app: super::super::router(AppState {
+            app: super::super::test_router(AppState {
                 paths: crate::paths::PathManager::new(registry.clone(), None),
                 sessions: sessions.clone(),
                 registry,
@@ -769,6 +898,7 @@ mod tests {
                 api: Default::default(),
             }),
             hls,
+            sessions: sessions.clone(),
             stream,
             fx,
             next: 0,

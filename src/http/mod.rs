@@ -2,8 +2,10 @@
 //! ([`hls`]) and WHEP ([`whep`]).
 
 pub mod api;
+pub mod auth;
 pub mod hls;
 pub mod metrics;
+pub mod serve;
 pub mod web;
 pub mod whep;
 
@@ -56,17 +58,45 @@ impl AppState {
     }
 }
 
-/// The HTTP router. Every `/api/*` route comes from [`api::routes`] (one
-/// guard, no CORS); CORS headers are sent only where browsers on other
-/// origins need them: WHEP and LL-HLS.
+/// The HTTP router. Every sub-router declares what its routes need with
+/// [`auth::require`]; the authenticator they ask rides in the request's
+/// extensions. Requests must carry `ConnectInfo<SocketAddr>` (see
+/// [`serve`]).
 pub fn router(state: AppState) -> Router {
+    let authenticator = state.auth.clone();
     Router::new()
-        .route("/metrics", get(metrics::handler))
+        .merge(
+            Router::new()
+                .route("/metrics", get(metrics::handler))
+                .route_layer(auth::require(auth::Need::Metrics)),
+        )
         .merge(api::routes(state.api.clone()))
         .merge(web::routes())
-        .merge(hls::routes())
+        .merge(hls::routes(&state))
         .merge(whep::routes())
+        .layer(axum::Extension(authenticator))
         .with_state(state)
+}
+
+/// [`router`] for tests that send requests with `oneshot`: a request
+/// without a peer address comes from 127.0.0.1 (as [`serve`] would say of
+/// a loopback client); one that carries `ConnectInfo` keeps its own.
+#[cfg(test)]
+pub(crate) fn test_router(state: AppState) -> Router {
+    use axum::extract::{ConnectInfo, Request};
+    router(state).layer(axum::middleware::map_request(
+        |mut req: Request| async move {
+            if req
+                .extensions()
+                .get::<ConnectInfo<std::net::SocketAddr>>()
+                .is_none()
+            {
+                let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+                req.extensions_mut().insert(ConnectInfo(peer));
+            }
+            req
+        },
+    ))
 }
 
 /// `GET /api/v1/streams` body.
@@ -269,7 +299,7 @@ mod tests {
             error: "cannot connect to the camera: connection refused".into(),
         });
         registry.insert(s);
-        router(AppState {
+        test_router(AppState {
             hls: HlsManager::new(registry.clone(), Default::default()),
             paths: PathManager::new(registry.clone(), None),
             sessions: Sessions::new(),
@@ -308,7 +338,7 @@ mod tests {
         s.set_tracks(vec![h264_track(&h264_fixture()), pcma_track()]);
         s.set_state(StreamState::Live);
         registry.insert(s);
-        let app = router(AppState {
+        let app = test_router(AppState {
             hls: HlsManager::new(registry.clone(), Default::default()),
             paths: PathManager::new(registry.clone(), None),
             sessions: Sessions::new(),

@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 
+use super::auth::{self, Need};
 use super::AppState;
+use crate::auth::Protocol;
 use crate::config::valid_path_name;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
@@ -18,7 +20,11 @@ const STYLE_CSS: &str = include_str!("../../web/style.css");
 /// hls.js light build, pinned (tests/browser/package.json names the version).
 const HLS_JS: &str = include_str!("../../static/hls.light.min.js");
 
-/// Page and asset routes.
+/// Page and asset routes. The player page needs `read` on its path (the
+/// browser asks the user for credentials on its 401); the index page and
+/// the assets are the same for everyone and carry no stream data, so they
+/// need nothing (the index's stream list comes from `/api/v1/streams`,
+/// which needs `api`).
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { page(INDEX_HTML) }))
@@ -34,8 +40,12 @@ pub fn routes() -> Router<AppState> {
             "/static/hls.light.min.js",
             get(|| async { asset("text/javascript", HLS_JS) }),
         )
-        .route("/{path}/", get(player))
         .route("/{path}", get(to_player))
+        .merge(
+            Router::new()
+                .route("/{path}/", get(player))
+                .route_layer(auth::require(Need::Read(Protocol::Http))),
+        )
 }
 
 fn page(html: &'static str) -> Response {

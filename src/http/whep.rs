@@ -11,6 +11,10 @@
 //! Session resources follow WHIP's rules (RFC 9725 §4.2–§4.3). Every WHEP
 //! response allows any origin (a player page may live elsewhere) and
 //! exposes the WHEP headers to scripts.
+//!
+//! Auth ([`super::auth`]): the WHEP routes need `read` on the path (their
+//! `OPTIONS` preflights nothing), the session list `api`; the user let
+//! through is the WHEP session's user in the session registry.
 
 use std::sync::Arc;
 
@@ -23,7 +27,9 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
 
+use super::auth::{self, AuthUser, Need};
 use super::AppState;
+use crate::auth::Protocol as AuthProtocol;
 use crate::bus::sessions::WebRtcDetail;
 use crate::bus::{Detail, Protocol};
 use crate::config::IceServer;
@@ -43,6 +49,8 @@ pub fn routes() -> Router<AppState> {
                 .delete(end)
                 .options(preflight_resource),
         )
+        .route_layer(auth::require(Need::Read(AuthProtocol::Webrtc)))
+        // Outside the auth layer, so a cross-origin player can read a 401.
         .layer(axum::middleware::map_response(cors))
 }
 
@@ -131,6 +139,7 @@ async fn create(
     State(app): State<AppState>,
     Path(path): Path<String>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    axum::Extension(AuthUser(user)): axum::Extension<AuthUser>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -159,7 +168,7 @@ async fn create(
     let Ok(offer) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "bad SDP offer: not UTF-8 text");
     };
-    let created = match engine.create_session(stream, offer).await {
+    let created = match engine.create_session(stream, offer, user).await {
         Ok(c) => c,
         Err(e) => return whep_error(e),
     };

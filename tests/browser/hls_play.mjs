@@ -3,7 +3,8 @@
 //
 //   node tests/browser/hls_play.mjs URL [--frames N] [--seconds S] [--window W] [--timeout S]
 //
-// URL is the multivariant playlist (e.g. http://127.0.0.1:8888/cam/index.m3u8).
+// URL is the multivariant playlist (e.g. http://127.0.0.1:8888/cam/index.m3u8,
+// or https:// with any certificate: it is not checked).
 // The page and hls.js come from a throwaway HTTP server on another port of
 // 127.0.0.1, so every playlist and part request is cross-origin and needs
 // the gateway's CORS headers. Nothing is loaded from the internet.
@@ -56,7 +57,7 @@ for (let i = 0; i < args.length; i++) {
     usage(`unexpected argument ${a}`);
   }
 }
-if (!url || !/^http:\/\/127\.0\.0\.1:\d+\//.test(url)) usage('URL must be http://127.0.0.1:PORT/...');
+if (!url || !/^https?:\/\/127\.0\.0\.1:\d+\//.test(url)) usage('URL must be http(s)://127.0.0.1:PORT/...');
 
 const hlsJs = readFileSync(join(here, 'node_modules/hls.js/dist/hls.min.js'));
 const page = `<!doctype html>
@@ -129,6 +130,7 @@ try {
   context = await chromium.launchPersistentContext(profile, {
     executablePath: '/usr/bin/chromium',
     headless: true,
+    ignoreHTTPSErrors: true,
     args: [
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',

@@ -3,8 +3,12 @@
 //
 //   node tests/browser/viewer_page.mjs BASE PATH [--frames N] [--timeout S]
 //        [--window W] [--watch S] [--block-webrtc] [--screenshot FILE]
+//        [--auth USER:PASS] [--no-index]
 //
-// BASE is the gateway's HTTP root (http://127.0.0.1:PORT). The script opens
+// BASE is the gateway's HTTP root (http(s)://127.0.0.1:PORT; HTTPS
+// certificates are not checked). With --auth the browser answers the
+// gateway's 401 (Basic) with USER:PASS, as a person would in its login
+// dialog; --no-index skips the index (which needs the `api` permission). The script opens
 // BASE/ (the index) and records the stream names its tiles show, then opens
 // BASE/PATH/ (the player) and waits until the player has decoded N frames
 // (default 100) and a fixed window of W seconds (default 4) after the first
@@ -27,12 +31,14 @@ function usage(msg) {
 }
 
 const args = process.argv.slice(2);
-const opts = { frames: 100, timeout: 40, window: 4, watch: 0, blockWebrtc: false, screenshot: null };
+const opts = { frames: 100, timeout: 40, window: 4, watch: 0, blockWebrtc: false, screenshot: null, auth: null, index: true };
 const pos = [];
 for (let i = 0; i < args.length; i++) {
   const a = args[i];
   if (a === '--block-webrtc') opts.blockWebrtc = true;
   else if (a === '--screenshot') opts.screenshot = args[++i];
+  else if (a === '--auth') opts.auth = args[++i];
+  else if (a === '--no-index') opts.index = false;
   else if (a === '--frames' || a === '--timeout' || a === '--watch' || a === '--window') {
     const v = Number(args[++i]);
     if (!Number.isFinite(v) || v <= 0) usage(`${a} needs a positive number`);
@@ -42,7 +48,8 @@ for (let i = 0; i < args.length; i++) {
 }
 if (pos.length !== 2) usage('BASE and PATH are required');
 const [base, path] = pos;
-if (!/^http:\/\/127\.0\.0\.1:\d+$/.test(base)) usage('BASE must be http://127.0.0.1:PORT');
+if (!/^https?:\/\/127\.0\.0\.1:\d+$/.test(base)) usage('BASE must be http(s)://127.0.0.1:PORT');
+const [authUser, ...authPass] = (opts.auth ?? '').split(':');
 
 const out = { ok: false, index: [], transport: null, frames: 0, width: 0, height: 0, overlay: '', message: '' };
 const profile = mkdtempSync(join(tmpdir(), 'rtspgate-viewer-'));
@@ -52,6 +59,8 @@ try {
   context = await chromium.launchPersistentContext(profile, {
     executablePath: '/usr/bin/chromium',
     headless: true,
+    ignoreHTTPSErrors: true,
+    ...(opts.auth ? { httpCredentials: { username: authUser, password: authPass.join(':') } } : {}),
     args: [
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
@@ -62,9 +71,11 @@ try {
   const page = context.pages()[0] || await context.newPage();
   if (opts.blockWebrtc) await page.route('**/whep**', (route) => route.abort());
 
-  await page.goto(`${base}/`);
-  await page.waitForSelector('.tile h2 a', { timeout: 10000 });
-  out.index = await page.$$eval('.tile h2 a', (as) => as.map((a) => a.textContent));
+  if (opts.index) {
+    await page.goto(`${base}/`);
+    await page.waitForSelector('.tile h2 a', { timeout: 10000 });
+    out.index = await page.$$eval('.tile h2 a', (as) => as.map((a) => a.textContent));
+  }
 
   await page.goto(`${base}/${encodeURIComponent(path)}/`);
   await page.evaluate(() => {

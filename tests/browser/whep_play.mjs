@@ -4,6 +4,7 @@
 //   node whep_play.mjs --page http://127.0.0.1:H/api/v1/streams \
 //     --url http://127.0.0.1:H/cam/whep [--url ...] [--viewers N] \
 //     [--seconds S] [--window W] [--delete | --vanish] [--timeout S]
+//     [--auth USER:PASS]
 //
 // Opens one page on the gateway's origin (same-origin WHEP requests), and
 // for every --url starts N RTCPeerConnections (recvonly video + audio),
@@ -26,6 +27,8 @@
 // over.
 // --vanish leaves the peer connections open and exits at once, which kills
 // Chromium without a DTLS close_notify or RTCP BYE: a viewer that vanished.
+// --auth sends `Authorization: Basic` with the POST and the DELETE.
+// HTTPS certificates are not checked (the gateway's may be self-signed).
 // Exits 2 on a usage error, 3 on the hard timeout.
 
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -34,7 +37,7 @@ import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 function parseArgs(argv) {
-  const a = { urls: [], viewers: 1, seconds: 6, window: 4, del: false, vanish: false, timeout: 90, page: null };
+  const a = { urls: [], viewers: 1, seconds: 6, window: 4, del: false, vanish: false, timeout: 90, page: null, auth: null };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = () => {
@@ -47,6 +50,7 @@ function parseArgs(argv) {
     else if (k === '--seconds') a.seconds = Number(v());
     else if (k === '--window') a.window = Number(v());
     else if (k === '--timeout') a.timeout = Number(v());
+    else if (k === '--auth') a.auth = v();
     else if (k === '--delete') a.del = true;
     else if (k === '--vanish') a.vanish = true;
     else usage(`unknown argument ${k}`);
@@ -72,6 +76,7 @@ try {
   context = await chromium.launchPersistentContext(profile, {
     executablePath: '/usr/bin/chromium',
     headless: true,
+    ignoreHTTPSErrors: true,
     args: [
       '--headless',
       '--no-sandbox',
@@ -93,7 +98,8 @@ try {
   await page.goto(args.page);
 
   const result = await page.evaluate(
-    async ({ urls, viewers, seconds, window, del, vanish }) => {
+    async ({ urls, viewers, seconds, window, del, vanish, auth }) => {
+      const authHeaders = auth ? { Authorization: 'Basic ' + btoa(auth) } : {};
       const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
       async function gatheringComplete(pc, ms) {
@@ -149,7 +155,7 @@ try {
           }
           const resp = await fetch(url, {
             method: 'POST',
-            headers: { 'Content-Type': 'application/sdp' },
+            headers: { 'Content-Type': 'application/sdp', ...authHeaders },
             body: pc.localDescription.sdp,
           });
           v.status = resp.status;
@@ -293,7 +299,7 @@ try {
         };
         if (v.status === 201) Object.assign(row, await stats(v));
         if (del && v.location) {
-          const r = await fetch(v.location, { method: 'DELETE' });
+          const r = await fetch(v.location, { method: 'DELETE', headers: authHeaders });
           row.deleteStatus = r.status;
         }
         if (!vanish) v.pc.close();
@@ -308,6 +314,7 @@ try {
       window: args.window,
       del: args.del,
       vanish: args.vanish,
+      auth: args.auth,
     },
   );
 

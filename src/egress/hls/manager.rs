@@ -25,7 +25,7 @@
 //! previous muxer of the same path stopped, so parts and segments, which
 //! are cached as immutable, never get a name that meant something else.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
@@ -125,7 +125,13 @@ pub struct HlsStream {
     task: Mutex<Option<JoinHandle<()>>>,
     /// The muxer's entry in the session registry, until it stops.
     session: Mutex<Option<SessionHandle>>,
+    /// Authenticated users that fetched from this muxer (at most
+    /// [`MAX_NAMED_VIEWERS`]), shown as its session's user.
+    viewers: Mutex<BTreeSet<String>>,
 }
+
+/// Users named on an HLS muxer's session at most; more are not listed.
+pub const MAX_NAMED_VIEWERS: usize = 16;
 
 impl HlsStream {
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -181,24 +187,31 @@ impl HlsStream {
         Duration::from_secs(3 * self.progress().target_duration.max(1))
     }
 
-    /// The media playlist, or its delta update with `skip` (§6.2.5.1);
+    /// The media playlist, or its delta update with `skip` (§6.2.5.1),
+    /// `query` appended to every URI (written once per change when empty);
     /// `None` before the first part.
-    pub fn media_playlist(&self, skip: bool) -> Option<Bytes> {
+    pub fn media_playlist(&self, skip: bool, query: &str) -> Option<Bytes> {
         let mut inner = self.lock();
+        if !query.is_empty() {
+            // Per viewer (its credentials): not cached.
+            return inner.muxer.playlist(skip, query).map(Bytes::from);
+        }
         let slot = usize::from(skip);
         if let Some(text) = &inner.playlists[slot] {
             return Some(text.clone());
         }
-        let text = Bytes::from(inner.muxer.playlist(skip)?);
+        let text = Bytes::from(inner.muxer.playlist(skip, "")?);
         inner.playlists[slot] = Some(text.clone());
         Some(text)
     }
 
     /// The multivariant playlist (§4.4.6) with this stream's one variant:
     /// CODECS, RESOLUTION and FRAME-RATE from the tracks, BANDWIDTH
-    /// measured; `None` before the first part.
-    pub fn multivariant(&self, tracks: &[Arc<Track>]) -> Option<String> {
-        self.lock().muxer.multivariant(MEDIA_PLAYLIST, tracks)
+    /// measured; `query` appended to its URI; `None` before the first part.
+    pub fn multivariant(&self, tracks: &[Arc<Track>], query: &str) -> Option<String> {
+        self.lock()
+            .muxer
+            .multivariant(MEDIA_PLAYLIST, tracks, query)
     }
 
     /// See [`Muxer::reload_decision`].
@@ -303,6 +316,21 @@ impl HlsStream {
         self.stream.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
         if let Some(s) = &*self.session.lock().unwrap_or_else(|e| e.into_inner()) {
             s.add_bytes(n);
+        }
+    }
+
+    /// Records that `user` (authenticated by the HTTP layer) fetched from
+    /// this muxer. HTTP requests are not sessions, so the muxer's session
+    /// entry names its viewers' users (sorted, comma-separated).
+    pub fn note_viewer(&self, user: &str) {
+        let mut viewers = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+        if viewers.contains(user) || viewers.len() >= MAX_NAMED_VIEWERS {
+            return;
+        }
+        viewers.insert(user.to_owned());
+        let names = viewers.iter().map(String::as_str).collect::<Vec<_>>();
+        if let Some(s) = &*self.session.lock().unwrap_or_else(|e| e.into_inner()) {
+            s.set_user(Some(names.join(", ")));
         }
     }
 
@@ -516,6 +544,7 @@ impl HlsManager {
             min_target_duration: min_target_duration.max(1),
             task: Mutex::new(None),
             session: Mutex::new(None),
+            viewers: Mutex::new(BTreeSet::new()),
         });
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let session = self.sessions.register(
@@ -707,7 +736,7 @@ mod tests {
     }
 
     fn playlist(hs: &HlsStream) -> String {
-        let bytes = hs.media_playlist(false).expect("playlist exists");
+        let bytes = hs.media_playlist(false, "").expect("playlist exists");
         String::from_utf8(bytes.to_vec()).expect("UTF-8")
     }
 
@@ -910,7 +939,7 @@ mod tests {
         assert_ne!(maps[0], maps[1]);
         assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
         let tracks = stream.tracks().expect("tracks").tracks.clone();
-        let mv = hs.multivariant(&tracks).expect("multivariant");
+        let mv = hs.multivariant(&tracks, "").expect("multivariant");
         assert!(mv.contains("CODECS=\"hvc1."), "{mv}");
         assert!(mv.contains("RESOLUTION=320x180"), "{mv}");
     }

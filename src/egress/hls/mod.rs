@@ -346,10 +346,12 @@ impl Muxer {
         }
     }
 
-    /// The media playlist (delta update with `skip`), or `None` before the
-    /// first part exists.
-    pub fn playlist(&self, skip: bool) -> Option<String> {
-        self.playlist.as_ref().map(|p| p.write_media_playlist(skip))
+    /// The media playlist (delta update with `skip`), `query` appended to
+    /// its URIs, or `None` before the first part exists.
+    pub fn playlist(&self, skip: bool, query: &str) -> Option<String> {
+        self.playlist
+            .as_ref()
+            .map(|p| p.write_media_playlist(skip, query))
     }
 
     /// The playlist model, once the first part exists.
@@ -432,8 +434,9 @@ impl Muxer {
         })
     }
 
-    /// A multivariant playlist with this one stream; see [`Muxer::stream_info`].
-    pub fn multivariant(&self, uri: &str, tracks: &[Arc<Track>]) -> Option<String> {
-        Some(write_multivariant(&[self.stream_info(uri, tracks)?]))
+    /// A multivariant playlist with this one stream, `query` appended to its
+    /// URI; see [`Muxer::stream_info`].
+    pub fn multivariant(&self, uri: &str, tracks: &[Arc<Track>], query: &str) -> Option<String> {
+        Some(write_multivariant(&[self.stream_info(uri, tracks)?], query))
     }
 }

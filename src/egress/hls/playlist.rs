@@ -341,7 +341,11 @@ impl MediaPlaylist {
     /// Parts are listed for the segment in progress and the complete
     /// segments ending within three target durations of the end of the
     /// playlist (§6.2.2: older parts SHOULD be removed).
-    pub fn write_media_playlist(&self, skip: bool) -> String {
+    ///
+    /// `query` (URL-encoded `k=v&...`, empty for none) is appended to every
+    /// URI written (map, parts, segments, preload hint), e.g. the
+    /// credentials of a player that can't send headers.
+    pub fn write_media_playlist(&self, skip: bool, query: &str) -> String {
         let td = self.target_duration();
         let mut o = String::with_capacity(2048);
         // `write!` into a String cannot fail.
@@ -382,20 +386,20 @@ impl MediaPlaylist {
                 continue;
             }
             let with_parts = total.saturating_sub(end) <= parts_window;
-            write_segment_tags(&mut o, s, &mut map, with_parts);
+            write_segment_tags(&mut o, s, &mut map, with_parts, query);
             let _ = writeln!(o, "#EXTINF:{},", secs(s.duration));
-            let _ = writeln!(o, "{}", s.uri);
+            let _ = writeln!(o, "{}", WithQuery(&s.uri, query));
         }
         if let Some(s) = &self.current {
             if !s.parts.is_empty() {
-                write_segment_tags(&mut o, s, &mut map, true);
+                write_segment_tags(&mut o, s, &mut map, true, query);
             }
         }
         let (msn, index) = self.next_part();
         let _ = writeln!(
             o,
             "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"",
-            part_uri(msn, index)
+            WithQuery(&part_uri(msn, index), query)
         );
         o
     }
@@ -458,12 +462,18 @@ impl MediaPlaylist {
 /// Writes the tags that precede a segment's URI (or its parts, for the
 /// segment in progress): EXT-X-DISCONTINUITY, EXT-X-MAP when it differs from
 /// the one in force, EXT-X-PROGRAM-DATE-TIME, and its EXT-X-PART lines.
-fn write_segment_tags<'a>(o: &mut String, s: &'a Segment, map: &mut Option<&'a str>, parts: bool) {
+fn write_segment_tags<'a>(
+    o: &mut String,
+    s: &'a Segment,
+    map: &mut Option<&'a str>,
+    parts: bool,
+    query: &str,
+) {
     if s.discontinuity {
         let _ = writeln!(o, "#EXT-X-DISCONTINUITY");
     }
     if *map != Some(s.map_uri.as_str()) {
-        let _ = writeln!(o, "#EXT-X-MAP:URI=\"{}\"", s.map_uri);
+        let _ = writeln!(o, "#EXT-X-MAP:URI=\"{}\"", WithQuery(&s.map_uri, query));
         *map = Some(&s.map_uri);
     }
     let _ = writeln!(
@@ -477,7 +487,7 @@ fn write_segment_tags<'a>(o: &mut String, s: &'a Segment, map: &mut Option<&'a s
                 o,
                 "#EXT-X-PART:DURATION={},URI=\"{}\"",
                 secs(p.duration),
-                p.uri
+                WithQuery(&p.uri, query)
             );
             if p.independent {
                 let _ = write!(o, ",INDEPENDENT=YES");
@@ -504,8 +514,9 @@ pub struct StreamInfo {
     pub frame_rate: Option<f64>,
 }
 
-/// Writes a multivariant playlist (§4.4.6) listing `streams`.
-pub fn write_multivariant(streams: &[StreamInfo]) -> String {
+/// Writes a multivariant playlist (§4.4.6) listing `streams`; `query` is
+/// appended to every URI as in [`MediaPlaylist::write_media_playlist`].
+pub fn write_multivariant(streams: &[StreamInfo], query: &str) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "#EXTM3U");
     let _ = writeln!(o, "#EXT-X-VERSION:9");
@@ -525,9 +536,23 @@ pub fn write_multivariant(streams: &[StreamInfo]) -> String {
             let _ = write!(o, ",FRAME-RATE={f:.3}");
         }
         let _ = writeln!(o);
-        let _ = writeln!(o, "{}", s.uri);
+        let _ = writeln!(o, "{}", WithQuery(&s.uri, query));
     }
     o
+}
+
+/// A relative URI with `?query` appended when the query is not empty.
+/// Quoted-string URIs (RFC 8216 §4.2) can't hold `"`, CR or LF, which a
+/// URL-encoded query never contains.
+struct WithQuery<'a>(&'a str, &'a str);
+
+impl std::fmt::Display for WithQuery<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            "" => f.write_str(self.0),
+            q => write!(f, "{}?{q}", self.0),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -628,7 +653,7 @@ mod tests {
     #[test]
     fn live_playlist_matches_golden() {
         let p = playlist(100, 3, 2);
-        let text = p.write_media_playlist(false);
+        let text = p.write_media_playlist(false, "");
         golden("live.m3u8", &text);
         let m = parse_media(&text);
         assert_eq!(m.segments.len(), 3);
@@ -655,7 +680,7 @@ mod tests {
         assert_eq!(p.media_sequence(), 3);
         // Segment 2 (with a discontinuity) was removed.
         assert_eq!(p.discontinuity_sequence(), 1);
-        let text = p.write_media_playlist(false);
+        let text = p.write_media_playlist(false, "");
         golden("window.m3u8", &text);
         let m = parse_media(&text);
         assert_eq!(m.segments.len(), 7);
@@ -682,7 +707,7 @@ mod tests {
         p.add_part(Duration::from_millis(200), true);
         // 10.2 s listed, boundary 6 s: segments ending at ≤ 4.2 s are skipped.
         assert_eq!(p.skippable_segments(), 4);
-        let text = p.write_media_playlist(true);
+        let text = p.write_media_playlist(true, "");
         golden("delta.m3u8", &text);
         let m = parse_media(&text);
         assert_eq!(m.segments.len(), 6, "the skipped segments are not listed");
@@ -691,15 +716,15 @@ mod tests {
         let short = playlist(0, 3, 1);
         assert_eq!(short.skippable_segments(), 0);
         assert_eq!(
-            short.write_media_playlist(true),
-            short.write_media_playlist(false)
+            short.write_media_playlist(true, ""),
+            short.write_media_playlist(false, "")
         );
     }
 
     #[test]
     fn parts_only_for_recent_segments() {
         let p = playlist(0, 7, 3);
-        let text = p.write_media_playlist(false);
+        let text = p.write_media_playlist(false, "");
         // Listed end = 7.6 s, parts window 3 s: segments ending at ≥ 4.6 s
         // (MSN 4, 5, 6) keep their parts, plus the segment in progress.
         for msn in 0..4 {
@@ -720,11 +745,11 @@ mod tests {
     #[test]
     fn empty_and_starting_playlists_parse() {
         let p = MediaPlaylist::new(config(), 5);
-        let text = p.write_media_playlist(false);
+        let text = p.write_media_playlist(false, "");
         assert!(text.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-5-0.mp4\"\n"));
         assert_eq!(parse_media(&text).segments.len(), 0);
         let p = playlist(5, 0, 1);
-        let text = p.write_media_playlist(false);
+        let text = p.write_media_playlist(false, "");
         assert!(
             text.contains("#EXT-X-PART:DURATION=0.20000,URI=\"part-5-0.mp4\",INDEPENDENT=YES\n")
         );
@@ -822,14 +847,17 @@ mod tests {
 
     #[test]
     fn multivariant_matches_golden() {
-        let text = write_multivariant(&[StreamInfo {
-            uri: "stream.m3u8".into(),
-            bandwidth: 1_234_567,
-            average_bandwidth: Some(1_000_000),
-            codecs: vec!["avc1.64001f".into(), "mp4a.40.2".into()],
-            resolution: Some((1280, 720)),
-            frame_rate: Some(25.0),
-        }]);
+        let text = write_multivariant(
+            &[StreamInfo {
+                uri: "stream.m3u8".into(),
+                bandwidth: 1_234_567,
+                average_bandwidth: Some(1_000_000),
+                codecs: vec!["avc1.64001f".into(), "mp4a.40.2".into()],
+                resolution: Some((1280, 720)),
+                frame_rate: Some(25.0),
+            }],
+            "",
+        );
         golden("multivariant.m3u8", &text);
         match m3u8_rs::parse_playlist_res(text.as_bytes()) {
             Ok(m3u8_rs::Playlist::MasterPlaylist(m)) => {
@@ -842,5 +870,54 @@ mod tests {
             }
             other => panic!("not a multivariant playlist: {other:?}"),
         }
+    }
+
+    /// Every URI of both playlists (the media playlist, EXT-X-MAP,
+    /// EXT-X-PART, segments, EXT-X-PRELOAD-HINT), and nothing else, carries
+    /// the query; without one nothing changes.
+    #[test]
+    fn query_goes_on_every_uri() {
+        let q = "user=v&pass=s%26x";
+        let p = playlist(10, 3, 2);
+        let uris = |text: &str| -> Vec<String> {
+            let mut v = Vec::new();
+            for line in text.lines() {
+                if !line.starts_with('#') && !line.is_empty() {
+                    v.push(line.to_owned());
+                }
+                let mut rest = line;
+                while let Some(i) = rest.find("URI=\"") {
+                    rest = &rest[i + 5..];
+                    let end = rest.find('"').expect("closing quote");
+                    v.push(rest[..end].to_owned());
+                    rest = &rest[end..];
+                }
+            }
+            v
+        };
+        for skip in [false, true] {
+            let plain = p.write_media_playlist(skip, "");
+            let with = p.write_media_playlist(skip, q);
+            let (a, b) = (uris(&plain), uris(&with));
+            // A map, parts, segments and the preload hint.
+            assert!(a.len() >= 8, "{plain}");
+            assert_eq!(a.len(), b.len());
+            for (a, b) in a.iter().zip(&b) {
+                assert_eq!(format!("{a}?{q}"), *b);
+            }
+            assert_eq!(with.replace(&format!("?{q}"), ""), plain);
+        }
+        let mv = write_multivariant(
+            &[StreamInfo {
+                uri: "stream.m3u8".into(),
+                bandwidth: 1,
+                average_bandwidth: None,
+                codecs: vec![],
+                resolution: None,
+                frame_rate: None,
+            }],
+            q,
+        );
+        assert!(mv.ends_with("\nstream.m3u8?user=v&pass=s%26x\n"), "{mv}");
     }
 }

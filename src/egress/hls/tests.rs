@@ -196,7 +196,7 @@ impl Run {
     }
 
     fn playlist(&self) -> String {
-        self.muxer.playlist(false).expect("playlist exists")
+        self.muxer.playlist(false, "").expect("playlist exists")
     }
 }
 
@@ -345,7 +345,7 @@ fn real_h264_stream_segments_and_parts() {
     assert_eq!(info.resolution, Some((640, 360)));
     let mv = run
         .muxer
-        .multivariant("stream.m3u8", &run.tracks)
+        .multivariant("stream.m3u8", &run.tracks, "")
         .expect("multivariant");
     assert!(mv.contains("CODECS=\"avc1.64001e\",RESOLUTION=640x360,FRAME-RATE=25.000"));
     assert!(matches!(
@@ -750,7 +750,7 @@ fn window_lookups_and_preload_hint() {
         ..MuxerConfig::default()
     };
     let mut run = Run::with_config(vec![h264_track(&fx)], config);
-    assert_eq!(run.muxer.playlist(false), None);
+    assert_eq!(run.muxer.playlist(false, ""), None);
     assert_eq!(run.muxer.next_part(), (1_000, 0));
     assert_eq!(run.muxer.part(1_000, 0), Lookup::NotYet);
     assert_eq!(
@@ -784,7 +784,7 @@ fn window_lookups_and_preload_hint() {
         "{text}"
     );
     assert_eq!(media(&text).segments.len(), 7);
-    let delta = run.muxer.playlist(true).expect("playlist");
+    let delta = run.muxer.playlist(true, "").expect("playlist");
     assert!(
         delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=1\n"),
         "{delta}"

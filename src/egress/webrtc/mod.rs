@@ -356,6 +356,8 @@ impl WebRtcEngine {
     }
 
     /// Negotiates a viewer of `stream`: WHEP `POST` (draft-ietf-wish-whep §4.2).
+    /// `user` is who the HTTP layer authenticated (`None`: anonymous), shown
+    /// on the session's registry entry.
     ///
     /// Errors: 503 when the stream is not live, 400 for an unparsable offer,
     /// 422 when no track can be sent with the offered codecs.
@@ -363,6 +365,7 @@ impl WebRtcEngine {
         &self,
         stream: Arc<Stream>,
         offer: &str,
+        user: Option<String>,
     ) -> Result<Created, WhepError> {
         let tracks = match (stream.state(), stream.tracks()) {
             (StreamState::Live, Some(t)) => t,
@@ -414,7 +417,7 @@ impl WebRtcEngine {
                 path: stream.name(),
                 // Learned from ICE; the detail supplies it.
                 remote: None,
-                user: None,
+                user,
             },
             handle.clone(),
         );

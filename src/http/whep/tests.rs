@@ -15,7 +15,7 @@ use crate::bus::{Codec, Protocol, Registry, Sessions, Stream, StreamState, Track
 use crate::config::{IceServer, WebRtcSettings};
 use crate::egress::hls::manager::HlsManager;
 use crate::egress::webrtc::WebRtcEngine;
-use crate::http::{router, AppState};
+use crate::http::{test_router, AppState};
 use crate::paths::PathManager;
 
 const OFFER: &str = include_str!("../../egress/webrtc/testdata/chrome_offer.sdp");
@@ -73,11 +73,28 @@ impl Fixture {
 }
 
 async fn fixture() -> Fixture {
-    fixture_with(WebRtcSettings::default().max_sessions, 1000).await
+    fixture_full(
+        WebRtcSettings::default().max_sessions,
+        1000,
+        Default::default(),
+    )
+    .await
+}
+
+async fn fixture_with(auth: crate::config::auth::AuthSettings) -> Fixture {
+    fixture_full(WebRtcSettings::default().max_sessions, 1000, auth).await
 }
 
 /// The fixture with `webrtc_max_sessions` and `webrtc_post_rate` set.
-async fn fixture_with(max_sessions: usize, post_rate: u32) -> Fixture {
+async fn fixture_limits(max_sessions: usize, post_rate: u32) -> Fixture {
+    fixture_full(max_sessions, post_rate, Default::default()).await
+}
+
+async fn fixture_full(
+    max_sessions: usize,
+    post_rate: u32,
+    auth: crate::config::auth::AuthSettings,
+) -> Fixture {
     let registry = Registry::new();
     let cam = Stream::new("cam", "rtsp://10.0.0.1/s");
     cam.set_tracks(vec![h264_track(), aac_track()]);
@@ -113,14 +130,14 @@ async fn fixture_with(max_sessions: usize, post_rate: u32) -> Fixture {
     )
     .await
     .unwrap();
-    let app = router(AppState {
+    let app = test_router(AppState {
         hls: HlsManager::new(registry.clone(), Default::default()),
         paths: PathManager::new(registry.clone(), None),
         sessions: sessions.clone(),
         registry,
         rtsp_base: "rtsp://127.0.0.1:8554".into(),
         webrtc: Some(engine.clone()),
-        auth: crate::auth::Authenticator::new(Default::default()),
+        auth: crate::auth::Authenticator::new(auth),
         api: Default::default(),
     });
     Fixture {
@@ -462,7 +479,7 @@ async fn options_is_a_cors_preflight() {
 #[tokio::test]
 async fn without_an_engine_whep_is_503() {
     let registry = Registry::new();
-    let app = router(AppState {
+    let app = test_router(AppState {
         hls: HlsManager::new(registry.clone(), Default::default()),
         paths: PathManager::new(registry.clone(), None),
         sessions: Sessions::new(),
@@ -541,7 +558,7 @@ async fn webrtc_view_is_a_filtered_view_of_the_registry() {
 
     let registry = Registry::new();
     let sessions = Sessions::new();
-    let app = router(AppState {
+    let app = test_router(AppState {
         hls: HlsManager::new(registry.clone(), Default::default()),
         paths: PathManager::new(registry.clone(), None),
         sessions: sessions.clone(),
@@ -636,7 +653,7 @@ fn post_from(ip: [u8; 4]) -> Request<Body> {
 
 #[tokio::test]
 async fn post_rate_per_address_answers_429_with_retry_after() {
-    let f = fixture_with(1000, 3).await;
+    let f = fixture_limits(1000, 3).await;
     for i in 0..3 {
         let (r, body) = send(&f.app, post_from([127, 0, 0, 1])).await;
         assert_eq!(r.status(), StatusCode::CREATED, "POST {i}: {body}");
@@ -652,7 +669,7 @@ async fn post_rate_per_address_answers_429_with_retry_after() {
 
 #[tokio::test]
 async fn session_cap_answers_503_and_frees_on_delete() {
-    let f = fixture_with(2, 1000).await;
+    let f = fixture_limits(2, 1000).await;
     let (a, _) = create(&f).await;
     create(&f).await;
     let (r, body) = send(&f.app, post_from([127, 0, 0, 1])).await;
@@ -676,4 +693,37 @@ async fn every_session_shares_the_process_dtls_certificate() {
     let (_, a) = send(&f.app, post("/cam/whep", "application/sdp", OFFER)).await;
     let (_, b) = send(&f.app, post("/cam/whep", "application/sdp", OFFER)).await;
     assert_eq!(fingerprint(&a), fingerprint(&b));
+}
+
+/// The user the auth layer let through is the WHEP session's user in the
+/// common session list; without credentials the POST is refused.
+#[tokio::test]
+async fn the_session_knows_its_user() {
+    use crate::config::auth::{AuthSettings, Password, PathMatch, Permission, User, UserName};
+    let f = fixture_with(AuthSettings {
+        users: vec![User {
+            user: UserName::Name("viewer".into()),
+            pass: Some(Password::Plain("secret".into())),
+            ips: vec![],
+            permissions: vec![Permission {
+                action: crate::auth::Action::Read,
+                path: PathMatch::Exact("cam".into()),
+            }],
+        }],
+        ..Default::default()
+    })
+    .await;
+    let (r, _) = send(&f.app, post("/cam/whep", "application/sdp", OFFER)).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(f.webrtc_sessions(), 0);
+    let mut req = post("/cam/whep", "application/sdp", OFFER);
+    req.headers_mut().insert(
+        "authorization",
+        // viewer:secret
+        "Basic dmlld2VyOnNlY3JldA==".parse().unwrap(),
+    );
+    let (r, body) = send(&f.app, req).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{body}");
+    let users: Vec<_> = f.sessions.list().into_iter().map(|s| s.user).collect();
+    assert_eq!(users, [Some("viewer".to_owned())]);
 }
