@@ -219,7 +219,8 @@ pub struct WebRtcSettings {
     /// Sessions at most (`webrtc_max_sessions`, default 1000).
     pub max_sessions: usize,
     /// WHEP POSTs per second per client address (`webrtc_post_rate`,
-    /// default 10), with a burst of the same size.
+    /// default 50: a video wall opens dozens at once), with a burst of the
+    /// same size.
     pub post_rate: u32,
 }
 
@@ -230,7 +231,7 @@ impl Default for WebRtcSettings {
             additional_hosts: Vec::new(),
             ice_servers: Vec::new(),
             max_sessions: 1000,
-            post_rate: 10,
+            post_rate: 50,
         }
     }
 }

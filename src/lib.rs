@@ -46,9 +46,10 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<tokio::net::TcpLis
 /// Path of the built-in demo stream.
 pub const DEMO_PATH: &str = "demo";
 
-/// With no sources and no config file, the gateway serves the demo clip.
+/// With no paths configured (none on the command line or in the config
+/// file, e.g. a file with only `[auth]`), the gateway serves the demo clip.
 fn serves_demo(config: &Config) -> bool {
-    config.paths.is_empty() && config.file.is_none()
+    config.paths.is_empty()
 }
 
 /// A running gateway: the stream registry, sources and servers.

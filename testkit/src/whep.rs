@@ -345,14 +345,30 @@ fn play_inner(
     let (offer, pending) = change.apply().ok_or("no offer")?;
 
     let t0 = Instant::now();
-    let (status, headers, body) = http(
-        http_addr,
-        "POST",
-        &format!("/{path}/whep"),
-        &[("Content-Type", "application/sdp")],
-        offer.to_sdp_string().as_bytes(),
-    )
-    .map_err(|e| format!("POST: {e}"))?;
+    // A well-behaved WHEP client: a 429 (the gateway's per-address POST
+    // rate) is retried after its Retry-After, a few times.
+    let mut attempts = 0;
+    let (status, headers, body) = loop {
+        let (status, headers, body) = http(
+            http_addr,
+            "POST",
+            &format!("/{path}/whep"),
+            &[("Content-Type", "application/sdp")],
+            offer.to_sdp_string().as_bytes(),
+        )
+        .map_err(|e| format!("POST: {e}"))?;
+        attempts += 1;
+        if status != 429 || attempts >= 10 {
+            break (status, headers, body);
+        }
+        let wait = headers
+            .iter()
+            .find(|(k, _)| k == "retry-after")
+            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+            .unwrap_or(1)
+            .min(5);
+        std::thread::sleep(Duration::from_secs(wait));
+    };
     r.status = status;
     r.post = Some(t0.elapsed());
     let answer = String::from_utf8_lossy(&body).into_owned();

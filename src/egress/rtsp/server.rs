@@ -384,11 +384,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
+                    // RTCP from a UDP reader renews its session as of when
+                    // the report came, so the timeout counts from the last
+                    // one (not from this tick).
                     if let Some(p) = &self.playing {
-                        let timeout_ms = self.server.config.session_timeout.as_millis() as u64;
-                        let now_ms = self.server.now_ms();
-                        if p.udp_seen.iter().any(|(_, s)| now_ms.saturating_sub(s.load(Ordering::Relaxed)) < timeout_ms) {
-                            self.conn.touch(now);
+                        if let Some(last_ms) = p.udp_seen.iter().map(|(_, s)| s.load(Ordering::Relaxed)).max() {
+                            self.conn.touch(self.server.start + Duration::from_millis(last_ms));
                         }
                     }
                     if self.conn.expired(now) {

@@ -141,9 +141,11 @@ impl Conn {
     }
 
     /// Something arrived for the session (e.g. an RTCP receiver report).
+    /// Never moves the activity back: a request may be newer than the
+    /// report being recorded.
     pub fn touch(&mut self, now: Instant) {
         if let Some(s) = &mut self.session {
-            s.last_activity = now;
+            s.last_activity = s.last_activity.max(now);
         }
     }
 
