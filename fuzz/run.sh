@@ -20,7 +20,7 @@ for target in $(cargo +nightly fuzz list); do
   log="$(mktemp)"
   if cargo +nightly fuzz run -O "$target" "$scratch" "corpus/$target" -- \
       -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=10 >"$log" 2>&1; then
-    echo "fuzz: $target: $(grep -Eo '#[0-9]+ *DONE.*' "$log" | tail -1)"
+    echo "fuzz: $target: $(grep -Eo 'Done [0-9]+ runs in [0-9]+ second' "$log" | tail -1)"
   else
     echo "fuzz: $target FAILED:"; tail -40 "$log"; failed=1
   fi
