@@ -330,21 +330,38 @@ impl Gateway {
         self.pid
     }
 
-    fn live_count(&self) -> usize {
-        whep::http(self.http, "GET", "/api/v1/streams", &[], b"")
-            .ok()
-            .map(|(_, _, body)| {
-                String::from_utf8_lossy(&body)
-                    .matches("\"state\":\"live\"")
-                    .count()
+    /// Streams live among the first `n` paths (`cam`, or `cam0`..),
+    /// asked one by one: `GET /api/v1/streams/<name>` needs only `read`,
+    /// which anyone has by default, where the list needs `api` (loopback
+    /// only, and the gateway may run in a namespace).
+    fn live_count(&self, n: usize) -> usize {
+        let names: Vec<String> = if n == 1 {
+            vec!["cam".into()]
+        } else {
+            (0..n).map(|i| format!("cam{i}")).collect()
+        };
+        names
+            .iter()
+            .filter(|name| {
+                whep::http(
+                    self.http,
+                    "GET",
+                    &format!("/api/v1/streams/{name}"),
+                    &[],
+                    b"",
+                )
+                .ok()
+                .is_some_and(|(_, _, body)| {
+                    String::from_utf8_lossy(&body).contains("\"state\":\"live\"")
+                })
             })
-            .unwrap_or(0)
+            .count()
     }
 
     fn wait_live(&self, n: usize, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let live = self.live_count();
+            let live = self.live_count(n);
             if live >= n {
                 return Ok(());
             }
@@ -966,7 +983,7 @@ fn section_ingest(a: &Args, cam: &Camera, ns: Result<&NetNs, &str>, r: &mut Repo
         match Gateway::start(&urls, None) {
             Ok(g) => {
                 let (c, s, rss) = measure_pid(g.pid(), tck, settle, window);
-                let live = g.live_count();
+                let live = g.live_count(m);
                 rows.insert(("rtspgate", m), c);
                 r.line(ingest_row("rtspgate", m, live, c, s, rss));
             }
