@@ -67,6 +67,7 @@ fn secured_gateway() -> (Camera, Gateway, String) {
         &cfg,
         format!(
             r#"tls_self_signed = true
+rtsps_port = {}
 
 [paths.cam]
 source = "{}"
@@ -81,6 +82,7 @@ user = "ops"
 pass = "opspass"
 permissions = [{{ action = "api" }}, {{ action = "metrics" }}]
 "#,
+            free_port(),
             cam.url()
         ),
     )
