@@ -132,7 +132,11 @@ fn play(gw: &mut Gateway, paths: &[&str], viewers: u32, end: End) -> Play {
 /// audio samples when `audio`.
 #[track_caller]
 fn assert_video(gw: &mut Gateway, v: &serde_json::Value, width: u64, audio: bool) {
-    let problems = WindowRule::video_25fps(audio).problems(v);
+    assert_video_with(gw, v, width, WindowRule::video_25fps(audio));
+}
+
+fn assert_video_with(gw: &mut Gateway, v: &serde_json::Value, width: u64, rule: WindowRule) {
+    let problems = rule.problems(v);
     if !problems.is_empty() || u(v, "frameWidth") != width {
         gw.fail(&format!(
             "want {width}-wide frames played cleanly: {}\n{v}",
@@ -258,8 +262,16 @@ fn five_viewers_at_once() {
         assert_eq!(s["audio_codec"], "opus");
     }
     assert_eq!(p.viewers().len(), 5);
+    // Five Chromium decoders share the CI machine's cores with other suites:
+    // a decoder running late drops frames that arrived whole (CI saw 17 of
+    // ~120 with 0 packets lost and 0 freezes). What the gateway controls
+    // (>= 90 frames decoded, no loss, no freeze, 1x) is held as for one viewer.
+    let rule = WindowRule {
+        max_dropped: 25,
+        ..WindowRule::video_25fps(true)
+    };
     for v in p.viewers() {
-        assert_video(&mut gw, v, 640, true);
+        assert_video_with(&mut gw, v, 640, rule);
         assert!(u(v, "audioPackets") > 100, "{v}");
     }
     // Chromium was killed without DELETE or DTLS close_notify: the sessions
