@@ -89,6 +89,9 @@ pub struct FileConfig {
     pub mtu: Option<usize>,
     /// Seconds without a request before an RTSP reader's session ends.
     pub rtsp_session_timeout: Option<u64>,
+    /// Seconds one write to a reader may take before the reader is dropped
+    /// (a client that stopped reading); default 10.
+    pub write_timeout: Option<u64>,
     /// UDP port (and ICE-TCP port) for WebRTC media.
     pub webrtc_port: Option<u16>,
     /// Extra addresses (IPs or host names) announced as ICE host candidates
@@ -261,6 +264,8 @@ pub struct Config {
     pub rtp_port: u16,
     pub mtu: usize,
     pub rtsp_session_timeout: std::time::Duration,
+    /// How long one write to a reader may take (RTSP over TCP/TLS).
+    pub write_timeout: std::time::Duration,
     pub webrtc: WebRtcSettings,
     /// LL-HLS settings.
     pub hls: HlsConfig,
@@ -291,6 +296,7 @@ impl Default for Config {
             rtp_port: 8000,
             mtu: 1400,
             rtsp_session_timeout: std::time::Duration::from_secs(60),
+            write_timeout: std::time::Duration::from_secs(10),
             webrtc: WebRtcSettings::default(),
             hls: HlsConfig::default(),
             verbose: 0,
@@ -679,6 +685,12 @@ impl Config {
                 return Err(err("rtsp_session_timeout", "must be at least 1 second"));
             }
             cfg.rtsp_session_timeout = std::time::Duration::from_secs(t);
+        }
+        if let Some(t) = file.write_timeout {
+            if !(1..=600).contains(&t) {
+                return Err(err("write_timeout", "must be 1 to 600 seconds"));
+            }
+            cfg.write_timeout = std::time::Duration::from_secs(t);
         }
         cfg.hls = HlsConfig::from_file(&file)?;
         if let Some(n) = file.max_paths {

@@ -56,36 +56,45 @@ fn registry() -> &'static Arc<Registry> {
     })
 }
 
-/// Feeds every RTSP request parsed from `data` (one connection's bytes)
-/// through the server's session state machine.
+/// Splits `data` (one connection's bytes) into messages and interleaved
+/// frames as the server does (`framing`), and feeds every request through
+/// the server's session state machine.
 pub fn rtsp_requests(data: &[u8]) {
+    use crate::egress::rtsp::framing::{Framer, Next};
     use crate::egress::rtsp::session::{Conn, Ctx};
     let mut conn = Conn::new(Duration::from_secs(60));
+    let mut framer = Framer::default();
     let mut rest = data;
     let mut n = 0u64;
-    for _ in 0..64 {
-        let Ok((msg, used)) = rtsp_types::Message::<Vec<u8>>::parse(rest) else {
-            return;
+    for _ in 0..256 {
+        let used = match framer.next(rest) {
+            Next::Blank { skip } => skip,
+            Next::Interleaved { len, .. } => len,
+            Next::Message { len } => {
+                let msg = rest.get(..len).unwrap_or_default();
+                if let Ok((rtsp_types::Message::Request(req), _)) =
+                    rtsp_types::Message::<Vec<u8>>::parse(msg)
+                {
+                    let mut new_id = || {
+                        n += 1;
+                        format!("{n:016x}")
+                    };
+                    let mut ctx = Ctx {
+                        now: Instant::now(),
+                        paths: &**registry(),
+                        peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                        local: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                        server_rtp_port: 8000,
+                        new_session_id: &mut new_id,
+                    };
+                    let _ = conn.handle(&req, &mut ctx);
+                }
+                len
+            }
+            _ => return,
         };
-        if let rtsp_types::Message::Request(req) = msg {
-            let mut new_id = || {
-                n += 1;
-                format!("{n:016x}")
-            };
-            let mut ctx = Ctx {
-                now: Instant::now(),
-                paths: &**registry(),
-                peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                local: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                server_rtp_port: 8000,
-                new_session_id: &mut new_id,
-            };
-            let _ = conn.handle(&req, &mut ctx);
-        }
+        assert!(used > 0 && used <= rest.len(), "framing made no progress");
         rest = rest.get(used..).unwrap_or_default();
-        if used == 0 || rest.is_empty() {
-            return;
-        }
     }
 }
 

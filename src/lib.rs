@@ -146,6 +146,7 @@ impl Gateway {
                 session_timeout: config.rtsp_session_timeout,
                 log_messages: config.verbose >= 2,
                 describe_wait: Duration::from_secs(10),
+                write_timeout: config.write_timeout,
             },
             config.listen,
             config.rtp_port,

@@ -1,7 +1,9 @@
 //! The RTSP re-serve (RFC 2326): our own server on rtsp-types + sdp-types.
-//! `session` is the pure protocol core, `server` its tokio shell, `media`
-//! the shared packetizer, `sdp` and `rtcp` the message builders.
+//! `session` is the pure protocol core, `framing` where each message in a
+//! connection's input ends, `server` their tokio shell, `media` the shared
+//! packetizer, `sdp` and `rtcp` the message builders.
 
+pub mod framing;
 pub mod media;
 pub mod rtcp;
 pub mod sdp;

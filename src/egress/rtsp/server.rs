@@ -12,10 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
-use rtsp_types::{headers, Message, ParseError, Request, Response, StatusCode, Version};
+use futures::FutureExt;
+use rtsp_types::{headers, Message, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
+use super::framing::{Framer, Next};
 use super::media::{MediaRegistry, RtpBatch, RtpMedia};
 use super::rtcp;
 use super::sdp;
@@ -38,10 +40,16 @@ pub struct ServerConfig {
     pub log_messages: bool,
     /// How long DESCRIBE/SETUP wait for a stream that is connecting.
     pub describe_wait: Duration,
+    /// How long one write to a client may take (a reader that stops
+    /// reading is dropped after this).
+    pub write_timeout: Duration,
 }
 
-/// Largest request we buffer; anything bigger is garbage.
-const MAX_REQUEST: usize = 64 * 1024;
+/// How long a request may take from its first byte to its last.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection without a session may stay silent.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Interval between RTCP sender reports (RFC 3550 §6.2 suggests ~5 s).
 const SR_INTERVAL: Duration = Duration::from_secs(5);
 /// Batches (frames) already queued for a reader that are written together,
@@ -208,6 +216,9 @@ impl RtspServer {
             local,
             protocol,
             inbuf: BytesMut::with_capacity(4096),
+            framer: Framer::default(),
+            request_started: None,
+            last_request: Instant::now(),
             pending: Vec::new(),
             udp_buf: Vec::new(),
             conn: match protocol {
@@ -218,9 +229,23 @@ impl RtspServer {
             user: None,
             query_credentials: None,
         };
-        let reason = c.run().await;
-        c.stop_playing();
-        tracing::debug!(%peer, "RTSP connection closed: {reason}");
+        // A bug hit by one client's input ends that connection only.
+        match std::panic::AssertUnwindSafe(c.run()).catch_unwind().await {
+            Ok(reason) => {
+                c.stop_playing();
+                tracing::debug!(%peer, "RTSP connection closed: {reason}");
+            }
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(%peer, "RTSP connection ended by an internal error (a bug; please report it): {what}");
+                // The reader's bookkeeping may be half done: drop it whole.
+                c.stop_playing();
+            }
+        }
     }
 }
 
@@ -299,6 +324,12 @@ struct Connection<S> {
     local: std::net::IpAddr,
     protocol: auth::Protocol,
     inbuf: BytesMut,
+    /// Where the next message in `inbuf` ends.
+    framer: Framer,
+    /// When the first byte of an incomplete request arrived.
+    request_started: Option<Instant>,
+    /// When the last complete request arrived (or the connection opened).
+    last_request: Instant,
     /// Batches taken from the fan-out, written together.
     pending: Vec<Arc<RtpBatch>>,
     /// Contiguous copy of equal-sized packets for one UDP GSO send.
@@ -331,26 +362,37 @@ async fn next_batch(playing: &mut Option<Playing>) -> Option<Arc<RtpBatch>> {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Serves the connection until it ends; returns why.
     async fn run(&mut self) -> String {
+        match self.serve().await {
+            Err(why) => why,
+            Ok(never) => match never {},
+        }
+    }
+
+    async fn serve(&mut self) -> Result<std::convert::Infallible, String> {
         let mut sr = tokio::time::interval(SR_INTERVAL);
         sr.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let kick = self.playing.as_ref().map(|p| p.handle.kicked());
+            let kick = self.kick();
             tokio::select! {
                 r = self.socket.read_buf(&mut self.inbuf) => {
                     match r {
-                        Ok(0) => return "client closed the connection".into(),
-                        Err(e) => return format!("read error: {e}"),
+                        Ok(0) => return Err("client closed the connection".into()),
+                        Err(e) => return Err(format!("read error: {e}")),
                         Ok(_) => {}
                     }
-                    if let Err(why) = self.process_input().await {
-                        return why;
+                    // Answering may wait (describe wait, auth throttle): a
+                    // kick still ends the connection meanwhile.
+                    let kick = self.kick();
+                    tokio::select! {
+                        r = self.process_input() => r?,
+                        _ = kicked(kick) => return Err(KICKED.into()),
                     }
                 }
                 batch = next_batch(&mut self.playing) => {
                     let Some(b) = batch else {
-                        return "the stream ended or its source restarted with new tracks".into();
+                        return Err("the stream ended or its source restarted with new tracks".into());
                     };
                     // Take whatever else is queued too (a GOP backlog, audio
                     // next to video, or a reader that was briefly slow):
@@ -367,77 +409,147 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                             _ => break,
                         }
                     }
-                    let r = self.send_pending().await;
+                    let guard = self.guard();
+                    let r = guard.run(self.send_pending()).await;
                     self.pending.clear();
-                    if let Err(e) = r {
-                        return format!("write error: {e}");
-                    }
+                    r?;
                     if ended {
-                        return "the stream ended or its source restarted with new tracks".into();
+                        return Err("the stream ended or its source restarted with new tracks".into());
                     }
                 }
-                _ = kicked(kick) => return "session kicked through the API".into(),
+                _ = kicked(kick) => return Err(KICKED.into()),
                 _ = sr.tick(), if self.playing.is_some() => {
-                    if let Err(e) = self.send_sender_reports().await {
-                        return format!("write error: {e}");
-                    }
+                    let guard = self.guard();
+                    guard.run(self.send_sender_reports()).await?;
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
-                    // RTCP from a UDP reader renews its session as of when
-                    // the report came, so the timeout counts from the last
-                    // one (not from this tick).
-                    if let Some(p) = &self.playing {
-                        if let Some(last_ms) = p.udp_seen.iter().map(|(_, s)| s.load(Ordering::Relaxed)).max() {
-                            self.conn.touch(self.server.start + Duration::from_millis(last_ms));
-                        }
-                    }
+                    self.refresh_udp_activity();
                     if self.conn.expired(now) {
-                        return "session timed out".into();
+                        return Err("session timed out".into());
+                    }
+                    if self
+                        .request_started
+                        .is_some_and(|t| now.saturating_duration_since(t) > REQUEST_TIMEOUT)
+                    {
+                        self.refuse(StatusCode::RequestTimeout, "request not completed within 10 s").await;
+                        return Err("request not completed within 10 s".into());
+                    }
+                    if self.conn.session().is_none()
+                        && self.playing.is_none()
+                        && now.saturating_duration_since(self.last_request) > IDLE_TIMEOUT
+                    {
+                        return Err("idle for 30 s without a session".into());
                     }
                 }
             }
         }
     }
 
-    /// Handles every complete message in the input buffer.
+    /// The playing reader's kick through the API, to race against.
+    fn kick(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        self.playing.as_ref().map(|p| p.handle.kicked())
+    }
+
+    /// RTCP from a UDP reader renews its session as of when the report
+    /// came, so the timeout counts from the last one.
+    fn refresh_udp_activity(&mut self) {
+        if let Some(p) = &self.playing {
+            if let Some(last_ms) = p.udp_seen.iter().map(|(_, s)| s.load(Ordering::Relaxed)).max() {
+                self.conn
+                    .touch(self.server.start + Duration::from_millis(last_ms));
+            }
+        }
+    }
+
+    /// What may cut short a write to this client: `write_timeout` from now,
+    /// the session's expiry if sooner, and a kick.
+    fn guard(&mut self) -> WriteGuard<impl std::future::Future<Output = ()> + Send + 'static> {
+        self.refresh_udp_activity();
+        let write_timeout = self.server.config.write_timeout;
+        let by_write = Instant::now() + write_timeout;
+        let (deadline, cause) = match self.conn.expires_at() {
+            Some(expiry) if expiry < by_write => (expiry, Cutoff::SessionTimeout),
+            _ => (by_write, Cutoff::WriteTimeout(write_timeout)),
+        };
+        WriteGuard {
+            deadline,
+            cause,
+            kick: self.kick(),
+        }
+    }
+
+    /// Handles every complete message in the input buffer: requests are
+    /// parsed once their header block and body are in, interleaved frames
+    /// (RTCP receiver reports) are stepped over by length.
     async fn process_input(&mut self) -> Result<(), String> {
         loop {
-            let parsed = Message::<Vec<u8>>::parse(&self.inbuf[..]);
-            match parsed {
-                Ok((msg, consumed)) => {
-                    self.inbuf.advance(consumed);
-                    match msg {
-                        Message::Request(req) => self.on_request(req).await?,
-                        // RTCP receiver reports on interleaved channels.
-                        Message::Data(_) => self.conn.touch(Instant::now()),
-                        Message::Response(_) => {}
-                    }
-                }
-                Err(ParseError::Incomplete(_)) => {
-                    if self.inbuf.len() > MAX_REQUEST {
-                        self.bad_request("request too large").await;
-                        return Err("request too large".into());
+            match self.framer.next(&self.inbuf) {
+                Next::Incomplete => {
+                    if self.inbuf.is_empty() {
+                        self.request_started = None;
+                    } else if self.request_started.is_none() {
+                        self.request_started = Some(Instant::now());
                     }
                     return Ok(());
                 }
-                Err(ParseError::Error) => {
-                    self.bad_request("malformed RTSP request").await;
-                    return Err("malformed request".into());
+                Next::Blank { skip } => self.inbuf.advance(skip),
+                Next::Interleaved { len, .. } => {
+                    self.inbuf.advance(len);
+                    self.request_started = None;
+                    self.conn.touch(Instant::now());
+                }
+                Next::Message { len } => {
+                    let bytes = self.inbuf.split_to(len);
+                    self.request_started = None;
+                    self.last_request = Instant::now();
+                    match Message::<Vec<u8>>::parse(&bytes[..]) {
+                        Ok((Message::Request(req), _)) => self.on_request(req).await?,
+                        // Clients answer nothing we send; ignore it.
+                        Ok(_) => {}
+                        Err(_) => {
+                            self.refuse(StatusCode::BadRequest, "malformed RTSP request")
+                                .await;
+                            return Err("malformed request".into());
+                        }
+                    }
+                }
+                Next::HeaderTooLarge => {
+                    self.refuse(StatusCode::BadRequest, "request header over 64 KiB")
+                        .await;
+                    return Err("request header too large".into());
+                }
+                Next::BodyTooLarge => {
+                    self.refuse(
+                        StatusCode::RequestMessageBodyTooLarge,
+                        "Content-Length over 64 KiB",
+                    )
+                    .await;
+                    return Err("request body too large".into());
+                }
+                Next::BadContentLength => {
+                    self.refuse(
+                        StatusCode::BadRequest,
+                        "Content-Length must be one non-negative integer",
+                    )
+                    .await;
+                    return Err("bad Content-Length".into());
                 }
             }
         }
     }
 
-    async fn bad_request(&mut self, why: &str) {
-        let resp = Response::builder(Version::V1_0, StatusCode::BadRequest)
+    /// Answers a request that ends the connection (no CSeq can be trusted
+    /// or matched), best effort.
+    async fn refuse(&mut self, status: StatusCode, why: &str) {
+        let resp = Response::builder(Version::V1_0, status)
             .header(headers::CONTENT_TYPE, "text/plain")
             .build(format!("{why}\r\n").into_bytes());
         let _ = self.write_response(&resp).await;
-        tracing::info!(peer = %self.peer, "RTSP client sent a malformed request; disconnected");
+        tracing::info!(peer = %self.peer, "RTSP client disconnected: {why}");
     }
 
-    async fn write_response(&mut self, resp: &Response<Vec<u8>>) -> std::io::Result<()> {
+    async fn write_response(&mut self, resp: &Response<Vec<u8>>) -> Result<(), String> {
         self.write_response_with(resp, &[]).await
     }
 
@@ -446,18 +558,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         &mut self,
         resp: &Response<Vec<u8>>,
         challenges: &[String],
-    ) -> std::io::Result<()> {
+    ) -> Result<(), String> {
         let mut buf = Vec::with_capacity(512);
         if resp.write(&mut buf).is_err() {
-            return Err(std::io::Error::other("response serialization failed"));
+            return Err("response serialization failed".into());
         }
         add_header_lines(&mut buf, "WWW-Authenticate", challenges);
         if self.server.config.log_messages {
             tracing::info!(target: "rtspgate::rtsp::wire", peer = %self.peer, "response:\n{}", String::from_utf8_lossy(&buf).trim_end());
         }
-        self.socket.write_all(&buf).await?;
-        // TLS holds what the socket didn't take until flushed (TCP: no-op).
-        self.socket.flush().await
+        let guard = self.guard();
+        let socket = &mut self.socket;
+        guard
+            .run(async move {
+                socket.write_all(&buf).await?;
+                // TLS holds what the socket didn't take until flushed (TCP: no-op).
+                socket.flush().await
+            })
+            .await
     }
 
     /// Asks the authenticator whether the client may do `access`, with
@@ -523,8 +641,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Err(challenges) => {
                     let out = self.conn.unauthorized(&req, challenges);
                     self.write_response_with(&out.response, &out.challenges)
-                        .await
-                        .map_err(|e| format!("write error: {e}"))?;
+                        .await?;
                     return match out.effect {
                         Effect::Close => Err("malformed request".into()),
                         _ => Ok(()),
@@ -544,25 +661,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     if stream.tracks().is_none() {
                         stream.wait_for_tracks(server.config.describe_wait).await;
                     }
-                }
-            }
-        }
-        // PLAY of a session whose source restarted with other tracks.
-        if matches!(req.method(), rtsp_types::Method::Play) {
-            if let Some(s) = self.conn.session() {
-                let current = server.registry.get(&s.path).and_then(|st| st.tracks());
-                if current.as_ref().map(|c| c.generation) != Some(s.generation) {
-                    let cseq = req
-                        .header(&headers::CSEQ)
-                        .map(|v| v.as_str().to_owned())
-                        .unwrap_or_default();
-                    let resp = Response::builder(Version::V1_0, StatusCode::ServiceUnavailable)
-                        .header(headers::CSEQ, cseq)
-                        .build(
-                            b"source not live or restarted with new tracks; DESCRIBE again\r\n"
-                                .to_vec(),
-                        );
-                    return self.write_response(&resp).await.map_err(|e| e.to_string());
                 }
             }
         }
@@ -587,9 +685,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             Effect::Pause | Effect::Teardown => self.stop_playing(),
             Effect::None | Effect::Close => {}
         }
-        self.write_response(&out.response)
-            .await
-            .map_err(|e| format!("write error: {e}"))?;
+        self.write_response(&out.response).await?;
         if out.effect == Effect::Close {
             return Err("malformed request".into());
         }
@@ -795,6 +891,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             let _ = self.server.udp_rtcp.send_to(&sr, addr).await;
         }
         Ok(())
+    }
+}
+
+const KICKED: &str = "session kicked through the API";
+
+/// Why a write was cut short.
+#[derive(Clone, Copy, Debug)]
+enum Cutoff {
+    WriteTimeout(Duration),
+    SessionTimeout,
+}
+
+/// A write's limits (see [`Connection::guard`]): whatever the socket
+/// does, the connection ends by `deadline` or at a kick.
+struct WriteGuard<K> {
+    deadline: Instant,
+    cause: Cutoff,
+    kick: Option<K>,
+}
+
+impl<K: std::future::Future<Output = ()>> WriteGuard<K> {
+    /// Runs `write` within the limits; `Err` says why the connection ends.
+    async fn run(
+        self,
+        write: impl std::future::Future<Output = std::io::Result<()>>,
+    ) -> Result<(), String> {
+        tokio::select! {
+            r = write => r.map_err(|e| format!("write error: {e}")),
+            _ = tokio::time::sleep_until(self.deadline.into()) => Err(match self.cause {
+                Cutoff::WriteTimeout(t) => format!(
+                    "write timed out: the client stopped reading for {} s",
+                    t.as_secs_f32()
+                ),
+                Cutoff::SessionTimeout => "session timed out".into(),
+            }),
+            _ = kicked(self.kick) => Err(KICKED.into()),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtsp_types::headers::{self, Transport, Transports};
+use rtsp_types::headers::{self, Transport, TransportMode, Transports};
 use rtsp_types::{Method, Request, Response, StatusCode, Version};
 
 use crate::auth::Action;
@@ -149,6 +149,12 @@ impl Conn {
         }
     }
 
+    /// When the session times out unless something arrives for it;
+    /// `None` without a session.
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.session.as_ref().map(|s| s.last_activity + self.timeout)
+    }
+
     /// Whether the session timed out at `now`.
     pub fn expired(&self, now: Instant) -> bool {
         self.session
@@ -219,6 +225,16 @@ impl Conn {
                 (Some(s), Some(_)) => {
                     if let Err(out) = check_path(req, &s.path) {
                         return out;
+                    }
+                    let live = match ctx.paths.status(&s.path) {
+                        PathStatus::Ready(set) => set.generation == s.generation,
+                        _ => false,
+                    };
+                    if !live {
+                        return reply(
+                            StatusCode::ServiceUnavailable,
+                            "source not live or restarted with new tracks; DESCRIBE again",
+                        );
                     }
                     s.state = State::Playing;
                     let mut out = reply(StatusCode::Ok, "").with_effect(Effect::Play);
@@ -348,6 +364,17 @@ impl Conn {
             Ok(None) => return reply(StatusCode::BadRequest, "missing Transport header"),
             Err(_) => return reply(StatusCode::BadRequest, "malformed Transport header"),
         };
+        let records = |t: &Transport| {
+            matches!(t, Transport::Rtp(rtp) if rtp.params.mode.iter().any(|m| *m != TransportMode::Play))
+        };
+        if !transports.is_empty() && transports.iter().all(records) {
+            // A client that means to publish (RFC 2326 §12.39 mode=record)
+            // with SETUP on a path we serve.
+            return reply(
+                StatusCode::UnsupportedTransport,
+                "mode=record: this path is played here, not published",
+            );
+        }
         let existing = self
             .session
             .as_ref()
@@ -400,16 +427,30 @@ impl Conn {
 /// Checks what every request needs (CSeq, RTSP/1.0), runs `answer` and
 /// adds the headers every response carries.
 fn finish(req: &Request<Vec<u8>>, answer: impl FnOnce() -> Outcome) -> Outcome {
-    let Some(cseq) = req
-        .header(&headers::CSEQ)
-        .map(|v| v.as_str().trim().to_owned())
-    else {
+    let Some(cseq) = req.header(&headers::CSEQ).map(|v| v.as_str().trim()) else {
         return reply(StatusCode::BadRequest, "missing CSeq").with_effect(Effect::Close);
     };
-    let mut out = if req.version() == Version::V1_0 {
-        answer()
-    } else {
+    // RFC 2326 §12.17: 1*DIGIT. A client that numbers requests otherwise
+    // cannot match our answers; nothing of it is echoed back.
+    if cseq.is_empty() || cseq.len() > 10 || !cseq.bytes().all(|b| b.is_ascii_digit()) {
+        return reply(
+            StatusCode::BadRequest,
+            "CSeq must be a non-negative integer",
+        );
+    }
+    let cseq = cseq.to_owned();
+    let unsupported = unsupported_options(req);
+    let mut out = if req.version() != Version::V1_0 {
         reply(StatusCode::RTSPVersionNotSupported, "RTSP/1.0 only")
+    } else if !unsupported.is_empty() {
+        // RFC 2326 §12.32: every option named in Require or Proxy-Require
+        // that we don't implement (we implement none) is listed back.
+        let mut out = reply(StatusCode::OptionNotSupported, "");
+        out.response
+            .insert_header(headers::UNSUPPORTED, unsupported.join(", "));
+        out
+    } else {
+        answer()
     };
     out.response.insert_header(headers::CSEQ, cseq);
     out.response.insert_header(
@@ -424,6 +465,20 @@ impl Outcome {
         self.effect = effect;
         self
     }
+}
+
+/// The option tags of a request's `Require` and `Proxy-Require` headers
+/// (RFC 2326 §12.32, §12.27), none of which this server supports.
+fn unsupported_options(req: &Request<Vec<u8>>) -> Vec<String> {
+    [headers::REQUIRE, headers::PROXY_REQUIRE]
+        .iter()
+        .filter_map(|h| req.header(h))
+        .flat_map(|v| v.as_str().split(','))
+        .map(|tag| tag.trim())
+        .filter(|tag| !tag.is_empty())
+        .take(16)
+        .map(|tag| tag.chars().take(64).collect())
+        .collect()
 }
 
 /// Whether rtsp-types 0.1.3 can parse `value` without panicking: its
@@ -518,7 +573,10 @@ fn choose_transport(
 ) -> Option<(TrackTransport, String)> {
     for t in offered.iter() {
         let Transport::Rtp(rtp) = t else { continue };
-        if rtp.profile != headers::transport::RtpProfile::Avp || rtp.params.multicast {
+        if rtp.profile != headers::transport::RtpProfile::Avp
+            || rtp.params.multicast
+            || rtp.params.mode.iter().any(|m| *m != TransportMode::Play)
+        {
             continue;
         }
         let tcp = matches!(
@@ -738,6 +796,57 @@ mod tests {
                 rtp: "127.0.0.1:5000".parse().unwrap(),
                 rtcp: "127.0.0.1:5001".parse().unwrap()
             })
+        );
+    }
+
+    #[test]
+    fn cseq_must_be_a_non_negative_integer() {
+        for bad in ["abc", "-1", "1.5", "", "99999999999", "1 2"] {
+            let mut h = Harness::new();
+            let (code, effect, r) = h.send(&format!("OPTIONS * RTSP/1.0\nCSeq: {bad}\n"));
+            assert_eq!(code, 400, "{bad:?}");
+            assert_eq!(effect, Effect::None, "{bad:?}: the connection stays");
+            assert!(r.header(&headers::CSEQ).is_none(), "{bad:?}");
+        }
+        let mut h = Harness::new();
+        assert_eq!(h.send("OPTIONS * RTSP/1.0\nCSeq: 0\n").0, 200);
+        assert_eq!(h.send("OPTIONS * RTSP/1.0\nCSeq: 4294967295\n").0, 200);
+    }
+
+    #[test]
+    fn required_options_are_refused_by_name() {
+        let mut h = Harness::new();
+        let (code, _, r) =
+            h.send("DESCRIBE rtsp://h/cam RTSP/1.0\nCSeq: 1\nRequire: onvif-replay\n");
+        assert_eq!(code, 551);
+        assert_eq!(header(&r, &headers::UNSUPPORTED), "onvif-replay");
+        assert_eq!(header(&r, &headers::CSEQ), "1");
+        let (code, _, r) = h.send(
+            "OPTIONS * RTSP/1.0\nCSeq: 2\nProxy-Require: a, b\nRequire: funky-feature\n",
+        );
+        assert_eq!(code, 551);
+        assert_eq!(header(&r, &headers::UNSUPPORTED), "funky-feature, a, b");
+        // Nothing was set up by the refused request.
+        assert!(h.conn.session().is_none());
+    }
+
+    #[test]
+    fn setup_for_record_is_refused() {
+        let mut h = Harness::new();
+        let (code, _, r) = h.send(
+            "SETUP rtsp://h/cam/trackID=0 RTSP/1.0\nCSeq: 1\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\n",
+        );
+        assert_eq!(code, 461);
+        assert!(String::from_utf8_lossy(r.body()).contains("mode=record"));
+        assert!(h.conn.session().is_none());
+        // Offered alongside a play transport: that one is chosen.
+        let (code, _, r) = h.send(
+            "SETUP rtsp://h/cam/trackID=0 RTSP/1.0\nCSeq: 2\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record,RTP/AVP/TCP;unicast;interleaved=2-3;mode=play\n",
+        );
+        assert_eq!(code, 200);
+        assert_eq!(
+            header(&r, &headers::TRANSPORT),
+            "RTP/AVP/TCP;unicast;interleaved=2-3"
         );
     }
 
