@@ -455,7 +455,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// came, so the timeout counts from the last one.
     fn refresh_udp_activity(&mut self) {
         if let Some(p) = &self.playing {
-            if let Some(last_ms) = p.udp_seen.iter().map(|(_, s)| s.load(Ordering::Relaxed)).max() {
+            if let Some(last_ms) = p
+                .udp_seen
+                .iter()
+                .map(|(_, s)| s.load(Ordering::Relaxed))
+                .max()
+            {
                 self.conn
                     .touch(self.server.start + Duration::from_millis(last_ms));
             }

@@ -152,7 +152,9 @@ impl Conn {
     /// When the session times out unless something arrives for it;
     /// `None` without a session.
     pub fn expires_at(&self) -> Option<Instant> {
-        self.session.as_ref().map(|s| s.last_activity + self.timeout)
+        self.session
+            .as_ref()
+            .map(|s| s.last_activity + self.timeout)
     }
 
     /// Whether the session timed out at `now`.
@@ -364,9 +366,7 @@ impl Conn {
             Ok(None) => return reply(StatusCode::BadRequest, "missing Transport header"),
             Err(_) => return reply(StatusCode::BadRequest, "malformed Transport header"),
         };
-        let records = |t: &Transport| {
-            matches!(t, Transport::Rtp(rtp) if rtp.params.mode.iter().any(|m| *m != TransportMode::Play))
-        };
+        let records = |t: &Transport| matches!(t, Transport::Rtp(rtp) if rtp.params.mode.iter().any(|m| *m != TransportMode::Play));
         if !transports.is_empty() && transports.iter().all(records) {
             // A client that means to publish (RFC 2326 §12.39 mode=record)
             // with SETUP on a path we serve.
@@ -821,9 +821,8 @@ mod tests {
         assert_eq!(code, 551);
         assert_eq!(header(&r, &headers::UNSUPPORTED), "onvif-replay");
         assert_eq!(header(&r, &headers::CSEQ), "1");
-        let (code, _, r) = h.send(
-            "OPTIONS * RTSP/1.0\nCSeq: 2\nProxy-Require: a, b\nRequire: funky-feature\n",
-        );
+        let (code, _, r) =
+            h.send("OPTIONS * RTSP/1.0\nCSeq: 2\nProxy-Require: a, b\nRequire: funky-feature\n");
         assert_eq!(code, 551);
         assert_eq!(header(&r, &headers::UNSUPPORTED), "funky-feature, a, b");
         // Nothing was set up by the refused request.
