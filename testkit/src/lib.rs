@@ -27,6 +27,7 @@ pub mod http;
 pub mod ports;
 pub mod process;
 pub mod procstat;
+pub mod rtsp_raw;
 pub mod rtsp_reader;
 pub mod udp_relay;
 pub mod whep;
