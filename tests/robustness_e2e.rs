@@ -308,3 +308,85 @@ fn camera_back_with_other_codecs() {
         ));
     }
 }
+
+/// A restart storm: the camera is killed and started again 10 times while
+/// one RTSP reader watches. Each time, the picture is back (the reader's
+/// first video packet after the camera answers again) within 2 s, and the
+/// reader's one session carries on throughout (no reconnect, no loss).
+#[test]
+fn restart_storm_every_restart_back_within_2_s() {
+    let _g = serial();
+    require_tools();
+    let mut cam = Camera::start(CameraOpts::new(VideoCodec::H264, AudioCodec::Aac));
+    // The reader sends no keepalive: the session outlives the storm.
+    let cfg = scratch_path("storm", "toml");
+    std::fs::write(&cfg, "rtsp_session_timeout = 600\n").expect("write config");
+    let mut gw = Gateway::start([
+        "--config".to_owned(),
+        cfg.display().to_string(),
+        format!("cam={}", cam.url()),
+    ]);
+    gw.wait_live("cam", LIVE);
+    let rt = rtsp_reader::runtime();
+    let url = gw.rtsp_url("cam");
+    let reader = rt
+        .block_on(rtsp_reader::Reader::open(&url, Via::Tcp))
+        .unwrap_or_else(|e| gw.fail(&format!("reader: {e}")));
+    let ctl = rtsp_reader::Control::default();
+    let task = {
+        let _e = rt.enter();
+        tokio::spawn(reader.record(Instant::now() + Duration::from_secs(300), ctl.clone(), true))
+    };
+    // (killed at, answering again at)
+    let mut restarts = Vec::new();
+    for i in 0..10u64 {
+        // Live for a while, as a camera between reboots.
+        thread::sleep(Duration::from_secs(3));
+        let killed = Instant::now();
+        cam.kill();
+        gw.wait_state("cam", "reconnecting", Duration::from_secs(10));
+        // Down for 1.5 to 3.75 s, as a rebooting camera: a plain doubling
+        // backoff (1, 2, 4 s) is mid-wait when it answers again.
+        thread::sleep(Duration::from_millis(1500 + 250 * i));
+        cam.restart();
+        restarts.push((killed, Instant::now()));
+    }
+    thread::sleep(Duration::from_secs(3));
+    ctl.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rec = rt.block_on(task).expect("reader task");
+    let v = rec.video().expect("video track");
+    let mut backs = Vec::new();
+    for (i, (killed, ready)) in restarts.iter().enumerate() {
+        let first = v.packets.iter().find(|p| p.at > *ready).map(|p| p.at);
+        let Some(first) = first else {
+            gw.fail(&format!("no picture after restart {i}: {}", rec.summary()));
+        };
+        backs.push((first - *ready).as_secs_f64());
+        let during = v
+            .packets
+            .iter()
+            .filter(|p| p.at > *killed + Duration::from_millis(200) && p.at < *ready)
+            .count();
+        assert_eq!(during, 0, "packets while the camera was down (restart {i})");
+    }
+    let max = backs.iter().cloned().fold(0.0, f64::max);
+    let mut sorted = backs.clone();
+    sorted.sort_by(f64::total_cmp);
+    println!(
+        "restart storm: picture back {:.2} s (median), {max:.2} s (max) after the camera answered; per restart {backs:.2?}; reader: {}",
+        sorted[sorted.len() / 2],
+        rec.summary()
+    );
+    assert!(
+        rec.ended.is_none(),
+        "the reader's session ended: {:?}",
+        rec.ended
+    );
+    if max >= 2.0 {
+        gw.fail(&format!(
+            "a restart took {max:.2} s to show pictures again, want < 2 s: {backs:.2?}"
+        ));
+    }
+    let s = gw.stream("cam").expect("stream");
+    assert!(u(&s, "reconnects") >= 10, "{s}");
+}

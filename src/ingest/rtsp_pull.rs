@@ -95,9 +95,9 @@ async fn run(src: RtspPull, stream: Arc<Stream>) {
     loop {
         let use_tcp = pull.tcp_only;
         let started = Instant::now();
-        let (end, was_live) = pull.session(use_tcp).await;
-        if was_live {
-            backoff.reset();
+        let (end, live_since) = pull.session(use_tcp).await;
+        if let Some(since) = live_since {
+            backoff.live_session_ended(since.elapsed(), Instant::now());
         }
         let error = match end {
             SessionEnd::UdpFailed(why) if pull.config.transport == TransportPref::Auto => {
@@ -117,13 +117,13 @@ async fn run(src: RtspPull, stream: Arc<Stream>) {
             .stats
             .reconnects
             .fetch_add(1, Ordering::Relaxed);
-        let delay = backoff.next_delay();
+        let delay = backoff.next_delay(Instant::now());
         tracing::warn!(
             path = pull.stream().name(),
             source = %url,
             after = ?started.elapsed(),
-            "source failed: {error}; retrying in {}s",
-            delay.as_secs()
+            "source failed: {error}; retrying in {:.2} s",
+            delay.as_secs_f32()
         );
         pull.stream().set_state(StreamState::Reconnecting {
             error: error.clone(),
@@ -159,9 +159,9 @@ impl Pull {
     }
 
     /// One RTSP session: DESCRIBE, SETUP, PLAY, then frames until failure.
-    /// Returns why it ended and whether it went live.
-    async fn session(&mut self, use_tcp: bool) -> (SessionEnd, bool) {
-        let mut live = false;
+    /// Returns why it ended and since when it was live (if it went live).
+    async fn session(&mut self, use_tcp: bool) -> (SessionEnd, Option<Instant>) {
+        let mut live = None;
         let end = self.session_inner(use_tcp, &mut live).await;
         (end, live)
     }
@@ -177,7 +177,7 @@ impl Pull {
             .session_group(self.group.clone())
     }
 
-    async fn session_inner(&mut self, use_tcp: bool, live: &mut bool) -> SessionEnd {
+    async fn session_inner(&mut self, use_tcp: bool, live: &mut Option<Instant>) -> SessionEnd {
         let options = self.session_options();
         let described = tokio::time::timeout(
             REQUEST_TIMEOUT,
@@ -407,7 +407,7 @@ impl Pull {
                 now,
             );
             if applied.live {
-                *live = true;
+                live.get_or_insert_with(Instant::now);
                 if let Some(set) = self.stream().tracks() {
                     tracing::info!(
                         path = self.stream().name(),
