@@ -80,6 +80,8 @@ const BATCH: usize = 16;
 const RECV_BUF: usize = 64 * 1024;
 /// Packets queued for one ICE-TCP viewer before its packets are dropped.
 const TCP_QUEUE: usize = 512;
+/// Pause after a failed ICE-TCP accept (e.g. out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// An ICE-TCP connection must send its first bytes within this.
 const TCP_FIRST_PACKET: Duration = Duration::from_secs(10);
 /// An ICE-TCP connection silent this long is closed (consent checks come
@@ -135,6 +137,8 @@ pub(super) struct Driver {
     tcp: Option<TcpListener>,
     /// ICE-TCP connections at once (`max_connections`); more are closed.
     tcp_limiter: Arc<ConnLimiter>,
+    /// After a failed accept, no accept until then.
+    tcp_paused_until: Option<tokio::time::Instant>,
     commands: mpsc::UnboundedReceiver<Command>,
     tcp_tx: mpsc::Sender<TcpEvent>,
     tcp_rx: mpsc::Receiver<TcpEvent>,
@@ -171,6 +175,7 @@ impl Driver {
             udp_local,
             tcp,
             tcp_limiter,
+            tcp_paused_until: None,
             commands,
             tcp_tx,
             tcp_rx,
@@ -214,7 +219,12 @@ impl Driver {
                 Some((id, item)) = self.frames.next(), if !self.frames.is_empty() => {
                     self.on_frame(id, item);
                 }
-                accepted = accept(&self.tcp), if self.tcp.is_some() => self.on_accept(accepted),
+                accepted = accept(&self.tcp), if self.tcp.is_some() && self.tcp_paused_until.is_none() => {
+                    self.on_accept(accepted)
+                }
+                _ = pause_end(self.tcp_paused_until), if self.tcp_paused_until.is_some() => {
+                    self.tcp_paused_until = None;
+                }
                 _ = sleep, if next_timer.is_some() => self.on_timers(),
             }
         }
@@ -606,7 +616,10 @@ impl Driver {
         let (stream, remote) = match accepted {
             Ok(a) => a,
             Err(e) => {
+                // EMFILE and friends: pause accepting instead of spinning
+                // (this task also carries every viewer's media).
                 tracing::debug!("ICE-TCP accept: {e}");
+                self.tcp_paused_until = Some(tokio::time::Instant::now() + ACCEPT_BACKOFF);
                 return;
             }
         };
@@ -648,6 +661,12 @@ impl Driver {
                 self.demux.forget_addr(Transport::Tcp, remote);
             }
         }
+    }
+}
+
+async fn pause_end(until: Option<tokio::time::Instant>) {
+    if let Some(t) = until {
+        tokio::time::sleep_until(t).await;
     }
 }
 
