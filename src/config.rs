@@ -132,6 +132,11 @@ pub struct FileConfig {
     /// Host names (besides IP literals and `localhost`) that `/api/*`
     /// answers to in the `Host` header; default none.
     pub api_allowed_hosts: Option<Vec<String>>,
+    /// Connections at once per TCP listener (RTSP, RTSPS, HTTP, ICE-TCP);
+    /// default 4096, lowered at start to fit the open-file limit.
+    pub max_connections: Option<usize>,
+    /// Connections at once from one address per listener; 0 (default) = no cap.
+    pub max_connections_per_ip: Option<usize>,
     #[serde(default)]
     pub paths: BTreeMap<String, FilePath>,
 }
@@ -248,6 +253,9 @@ pub enum TlsSource {
     SelfSigned,
 }
 
+/// `max_connections` when the file doesn't set it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
 /// Everything the gateway needs to run.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -282,6 +290,14 @@ pub struct Config {
     /// request to `/api/*` may carry in its `Host` header besides IP
     /// literals and `localhost` (the DNS-rebinding check of `http::api`).
     pub api_allowed_hosts: Vec<String>,
+    /// `max_connections` (default 4096): connections at once on each TCP
+    /// listener (RTSP, RTSPS, HTTP/HTTPS, ICE-TCP), counted separately;
+    /// lowered at start when the open-file limit can't hold them with the
+    /// descriptors kept for cameras.
+    pub max_connections: usize,
+    /// `max_connections_per_ip` (default 0 = no cap): connections at once
+    /// from one address (IPv6: one /64) on each listener.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Config {
@@ -304,6 +320,8 @@ impl Default for Config {
             file: None,
             max_paths: 1000,
             api_allowed_hosts: Vec::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -696,6 +714,15 @@ impl Config {
         if let Some(n) = file.max_paths {
             cfg.max_paths = n;
         }
+        if let Some(n) = file.max_connections {
+            if n == 0 {
+                return Err(err("max_connections", "must be at least 1"));
+            }
+            cfg.max_connections = n;
+        }
+        if let Some(n) = file.max_connections_per_ip {
+            cfg.max_connections_per_ip = n;
+        }
         if let Some(hosts) = &file.api_allowed_hosts {
             for (i, host) in hosts.iter().enumerate() {
                 let key = format!("api_allowed_hosts[{i}]");
@@ -888,6 +915,16 @@ mod tests {
         assert_eq!(cam.url.as_str(), "rtsp://b/y");
         assert_eq!(cam.display_url(), "rtsp://***@b/y");
         assert!(!format!("{cam:?}").contains(":p@"));
+    }
+
+    #[test]
+    fn connection_caps() {
+        let cfg = build_with(&[], "").unwrap();
+        assert_eq!((cfg.max_connections, cfg.max_connections_per_ip), (4096, 0));
+        let cfg = build_with(&[], "max_connections = 20\nmax_connections_per_ip = 5").unwrap();
+        assert_eq!((cfg.max_connections, cfg.max_connections_per_ip), (20, 5));
+        let e = build_with(&[], "max_connections = 0").unwrap_err();
+        assert_eq!(e.key, "max_connections");
     }
 
     #[test]

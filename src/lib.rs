@@ -12,6 +12,7 @@ pub mod egress;
 pub mod fuzzing;
 pub mod http;
 pub mod ingest;
+pub mod limits;
 pub mod paths;
 pub mod tls;
 
@@ -50,6 +51,44 @@ pub const DEMO_PATH: &str = "demo";
 /// file, e.g. a file with only `[auth]`), the gateway serves the demo clip.
 fn serves_demo(config: &Config) -> bool {
     config.paths.is_empty()
+}
+
+/// One connection limiter per TCP listener that will run, with the
+/// `max_connections` caps fitted under the open-file limit
+/// ([`limits::fit_caps`]): descriptors stay in reserve for the sources of
+/// as many paths as there can be (`max_paths`, or more in the file).
+fn connection_limiters(config: &Config) -> limits::Limiters {
+    use limits::Listener;
+    let mut wanted = Vec::new();
+    if config.rtsp_port != 0 {
+        wanted.push((Listener::Rtsp, config.max_connections));
+    }
+    if config.tls.is_some() {
+        wanted.push((Listener::Rtsps, config.max_connections));
+    }
+    wanted.push((Listener::Http, config.max_connections));
+    wanted.push((Listener::IceTcp, config.max_connections));
+    let paths = config.paths.len().max(config.max_paths) + usize::from(serves_demo(config));
+    let caps = match limits::open_file_limit() {
+        Some(nofile) => {
+            let plan = limits::fit_caps(nofile, paths, &wanted);
+            match &plan.note {
+                Some(note) => tracing::warn!("{note}"),
+                None => tracing::debug!(
+                    "open-file limit {nofile}: max_connections {} per listener, {} kept for cameras",
+                    config.max_connections,
+                    plan.reserve
+                ),
+            }
+            plan.caps
+        }
+        None => wanted,
+    };
+    limits::Limiters(
+        caps.into_iter()
+            .map(|(l, n)| limits::ConnLimiter::new(l, n, config.max_connections_per_ip))
+            .collect(),
+    )
 }
 
 /// A running gateway: the stream registry, sources and servers.
@@ -122,6 +161,14 @@ impl Gateway {
             }
         }
 
+        let limiters = connection_limiters(config);
+        let cap = |l: limits::Listener| {
+            limiters
+                .get(l)
+                .cloned()
+                .unwrap_or_else(|| limits::ConnLimiter::new(l, config.max_connections, 0))
+        };
+
         let rtsp_addr = SocketAddr::new(config.listen, config.rtsp_port);
         // `rtsp_port = 0` (allowed with TLS only) turns plain RTSP off.
         let rtsp_listener = match config.rtsp_port {
@@ -161,16 +208,23 @@ impl Gateway {
         // server knows only the bus's sink trait.
         server.set_publish_sink(Arc::new(ingest::push::PushSink::new(registry.clone())));
         if let Some((listener, acceptor)) = rtsps {
-            tasks.push(tokio::spawn(server.clone().run_tls(listener, acceptor)));
+            tasks.push(tokio::spawn(server.clone().run_tls(
+                listener,
+                acceptor,
+                cap(limits::Listener::Rtsps),
+            )));
         }
         if let Some(listener) = rtsp_listener {
-            tasks.push(tokio::spawn(server.run(listener)));
+            tasks.push(tokio::spawn(
+                server.run(listener, cap(limits::Listener::Rtsp)),
+            ));
         }
 
-        let webrtc = egress::webrtc::WebRtcEngine::start(
+        let webrtc = egress::webrtc::WebRtcEngine::start_with_cap(
             config.listen,
             config.webrtc.clone(),
             sessions.clone(),
+            cap(limits::Listener::IceTcp),
         )
         .await
         .map_err(|e| StartError::Bind {
@@ -210,7 +264,15 @@ impl Gateway {
             Some(t) => Some(t.acceptor(&http::serve::ALPN)?),
             None => None,
         };
-        tasks.push(tokio::spawn(http::serve::serve(http_listener, app, https)));
+        // `/metrics` reads every listener's connection counts.
+        let http_cap = cap(limits::Listener::Http);
+        let app = app.layer(axum::Extension(Arc::new(limiters)));
+        tasks.push(tokio::spawn(http::serve::serve(
+            http_listener,
+            app,
+            https,
+            http_cap,
+        )));
         Ok(Gateway {
             registry,
             hls,

@@ -140,6 +140,15 @@ fn auth_and_tls_import_only_config() {
 }
 
 #[test]
+fn limits_imports_nothing_of_ours() {
+    // The listeners' connection caps sit beside config, below every protocol.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/limits.rs");
+    let text = fs::read_to_string(root).expect("read limits.rs");
+    let paths = crate_paths(&code_only(&text));
+    assert!(paths.is_empty(), "limits must be a leaf: {paths:?}");
+}
+
+#[test]
 fn bus_imports_only_codec() {
     let bad = violations("bus", |p| p == "bus" || p == "codec");
     assert!(
@@ -170,12 +179,15 @@ fn no_egress_imports_another_or_ingest() {
                 // Another egress is off limits; shared parts of `egress` (the
                 // `Egress` trait, `gso`) are not.
                 Some(other) => other == egress || !EGRESSES.contains(&other),
-                None => matches!(p, "bus" | "codec" | "config" | "auth" | "tls" | "egress"),
+                None => matches!(
+                    p,
+                    "bus" | "codec" | "config" | "auth" | "tls" | "limits" | "egress"
+                ),
             }
         });
         assert!(
             bad.is_empty(),
-            "egress/{egress} may import bus, codec, config, auth, tls and shared egress parts only:\n{}",
+            "egress/{egress} may import bus, codec, config, auth, tls, limits and shared egress parts only:\n{}",
             bad.join("\n")
         );
     }

@@ -3,13 +3,16 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use axum::Extension;
 
 use super::AppState;
 use crate::bus::{Protocol, StreamState};
+use crate::limits::{Limiters, RefuseReason};
 
 /// Escapes a label value (backslash, quote, newline).
 fn label(v: &str) -> String {
@@ -32,8 +35,9 @@ type PerPath = (
     fn(&crate::bus::StreamStats) -> u64,
 );
 
-/// The whole exposition.
-pub fn render(app: &AppState) -> String {
+/// The whole exposition; `limiters` (put into the router by `lib.rs`) adds
+/// the listeners' connection counts.
+pub fn render(app: &AppState, limiters: Option<&Limiters>) -> String {
     let mut out = String::with_capacity(4096);
     let streams = app.registry.list();
     let per_path: [PerPath; 5] = [
@@ -124,8 +128,60 @@ pub fn render(app: &AppState) -> String {
             );
         }
     }
+    if let Some(limiters) = limiters {
+        connection_metrics(&mut out, limiters);
+    }
     process_metrics(&mut out);
     out
+}
+
+/// Per TCP listener: connections open, the cap, and refusals by cap.
+fn connection_metrics(out: &mut String, limiters: &Limiters) {
+    family(
+        out,
+        "rtspgate_connections",
+        "gauge",
+        "TCP connections open per listener (rtsp, rtsps, http, ice_tcp).",
+    );
+    for l in &limiters.0 {
+        let _ = writeln!(
+            out,
+            "rtspgate_connections{{listener=\"{}\"}} {}",
+            l.listener().name(),
+            l.current()
+        );
+    }
+    family(
+        out,
+        "rtspgate_connections_max",
+        "gauge",
+        "max_connections of each listener, as fitted under the open-file limit.",
+    );
+    for l in &limiters.0 {
+        let _ = writeln!(
+            out,
+            "rtspgate_connections_max{{listener=\"{}\"}} {}",
+            l.listener().name(),
+            l.max()
+        );
+    }
+    family(
+        out,
+        "rtspgate_connections_refused_total",
+        "counter",
+        "TCP connections refused at accept, by listener and the cap reached.",
+    );
+    for l in &limiters.0 {
+        for reason in RefuseReason::ALL {
+            let _ = writeln!(
+                out,
+                "rtspgate_connections_refused_total{{listener=\"{}\",reason=\"{}\"}} {}",
+                l.listener().name(),
+                reason.name(),
+                l.refused(reason)
+            );
+        }
+    }
 }
 
 /// Standard process metrics (as the Prometheus client libraries name them).
@@ -205,12 +261,15 @@ fn process_metrics(out: &mut String) {
     }
 }
 
-pub async fn handler(State(app): State<AppState>) -> impl IntoResponse {
+pub async fn handler(
+    State(app): State<AppState>,
+    limiters: Option<Extension<Arc<Limiters>>>,
+) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(&app),
+        render(&app, limiters.as_deref().map(|l| &**l)),
     )
 }

@@ -9,6 +9,7 @@
 //! request's headers must arrive within [`HEADER_READ_TIMEOUT`].
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -19,6 +20,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+
+use crate::limits::{self, ConnLimiter};
 
 /// Longest a TLS handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,8 +36,15 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// Serves `app` on `listener` until the task is dropped; with `tls`, every
-/// connection is HTTPS.
-pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>) {
+/// connection is HTTPS. A connection over `limiter`'s caps is answered
+/// `503` (`429` for the per-address cap) unread and closed; over HTTPS it is
+/// closed at once, as an answer would need a TLS handshake.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    limiter: Arc<ConnLimiter>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -50,12 +60,24 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>)
                 continue;
             }
         };
+        let permit = match limiter.try_acquire(peer.ip()) {
+            Ok(p) => p,
+            Err(refused) => {
+                let answer = match tls {
+                    None => refused.http_answer(),
+                    Some(_) => b"",
+                };
+                limits::refuse(tcp, answer);
+                continue;
+            }
+        };
         // Small writes (WHEP answers, playlists) go out at once.
         let _ = tcp.set_nodelay(true);
         let app = app.clone().layer(Extension(ConnectInfo(peer)));
         let builder = builder.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match tls {
                 None => connection(&builder, tcp, app, peer).await,
                 Some(acceptor) => {

@@ -89,7 +89,25 @@ impl Gateway {
         Gateway::spawn(extra, false)
     }
 
+    /// [`Gateway::start`] with the open-file limit (`RLIMIT_NOFILE`) set to
+    /// `nofile`, soft and hard, before the gateway runs: it cannot raise it.
+    pub fn start_with_fd_limit<I, S>(nofile: u64, extra: I) -> Gateway
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Gateway::spawn_limited(extra, true, Some(nofile))
+    }
+
     fn spawn<I, S>(extra: I, verbose: bool) -> Gateway
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Gateway::spawn_limited(extra, verbose, None)
+    }
+
+    fn spawn_limited<I, S>(extra: I, verbose: bool, nofile: Option<u64>) -> Gateway
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -133,6 +151,23 @@ impl Gateway {
         let mut cmd = Command::new(Gateway::bin());
         if !verbose {
             cmd.env("RUST_LOG", "warn");
+        }
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            // SAFETY: setrlimit is async-signal-safe and only reads `lim`.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let child = cmd
             .args(&args)

@@ -29,6 +29,7 @@ use crate::bus::{
     Detail, NewSession, PublishSink, Registry, SessionHandle, Sessions, StreamState, Subscriber,
 };
 use crate::egress::gso::gso_run;
+use crate::limits::{self, ConnLimiter};
 
 /// Server settings.
 #[derive(Clone, Debug)]
@@ -139,25 +140,48 @@ impl RtspServer {
         self.publish.get()
     }
 
-    /// Accepts RTSP connections for ever.
-    pub async fn run(self: Arc<Self>, listener: TcpListener) {
+    /// Accepts RTSP connections for ever; one over `limiter`'s caps is
+    /// answered `503` unread and closed.
+    pub async fn run(self: Arc<Self>, listener: TcpListener, limiter: Arc<ConnLimiter>) {
         loop {
             let (socket, peer, local) = accept(&listener, "RTSP").await;
-            tokio::spawn(
-                self.clone()
-                    .connection(socket, peer, local, auth::Protocol::Rtsp),
-            );
+            let permit = match limiter.try_acquire(peer.ip()) {
+                Ok(p) => p,
+                Err(refused) => {
+                    limits::refuse(socket, refused.rtsp_answer());
+                    continue;
+                }
+            };
+            let server = self.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                server
+                    .connection(socket, peer, local, auth::Protocol::Rtsp)
+                    .await
+            });
         }
     }
 
     /// Accepts RTSPS connections for ever: each does its TLS handshake
     /// (within [`TLS_HANDSHAKE_TIMEOUT`]; a failed one just closes), then
     /// is served like a plain one, with RTP interleaved inside TLS only.
-    pub async fn run_tls(self: Arc<Self>, listener: TcpListener, tls: tokio_rustls::TlsAcceptor) {
+    /// One over `limiter`'s caps is closed at once: an answer would need a
+    /// TLS handshake, the CPU a flood must not get.
+    pub async fn run_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: tokio_rustls::TlsAcceptor,
+        limiter: Arc<ConnLimiter>,
+    ) {
         loop {
             let (socket, peer, local) = accept(&listener, "RTSPS").await;
+            let Ok(permit) = limiter.try_acquire(peer.ip()) else {
+                limits::refuse(socket, b"");
+                continue;
+            };
             let (server, tls) = (self.clone(), tls.clone());
             tokio::spawn(async move {
+                let _permit = permit;
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(socket)).await {
                     Ok(Ok(stream)) => {
                         server

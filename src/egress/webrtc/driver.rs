@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::bus::{Frame, Item, MediaKind, SessionHandle as Registration, Stream, Track};
 use crate::egress::gso::gso_run;
+use crate::limits::{ConnLimiter, ConnPermit};
 
 use super::demux::{is_stun, rfc4571_frame, Demux, Rfc4571Decoder, Transport};
 use super::reorder::{ReorderDetector, B_FRAMES_WARNING};
@@ -79,8 +80,8 @@ const BATCH: usize = 16;
 const RECV_BUF: usize = 64 * 1024;
 /// Packets queued for one ICE-TCP viewer before its packets are dropped.
 const TCP_QUEUE: usize = 512;
-/// ICE-TCP connections at once; more are refused.
-const MAX_TCP_CONNECTIONS: usize = 1024;
+/// Pause after a failed ICE-TCP accept (e.g. out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// An ICE-TCP connection must send its first bytes within this.
 const TCP_FIRST_PACKET: Duration = Duration::from_secs(10);
 /// An ICE-TCP connection silent this long is closed (consent checks come
@@ -134,6 +135,10 @@ pub(super) struct Driver {
     /// Bound address; its IP is unspecified when listening on all interfaces.
     udp_local: SocketAddr,
     tcp: Option<TcpListener>,
+    /// ICE-TCP connections at once (`max_connections`); more are closed.
+    tcp_limiter: Arc<ConnLimiter>,
+    /// After a failed accept, no accept until then.
+    tcp_paused_until: Option<tokio::time::Instant>,
     commands: mpsc::UnboundedReceiver<Command>,
     tcp_tx: mpsc::Sender<TcpEvent>,
     tcp_rx: mpsc::Receiver<TcpEvent>,
@@ -153,6 +158,7 @@ impl Driver {
     pub(super) fn new(
         udp: UdpSocket,
         tcp: Option<TcpListener>,
+        tcp_limiter: Arc<ConnLimiter>,
         commands: mpsc::UnboundedReceiver<Command>,
         shared: Arc<Shared>,
     ) -> std::io::Result<Driver> {
@@ -168,6 +174,8 @@ impl Driver {
             udp_state,
             udp_local,
             tcp,
+            tcp_limiter,
+            tcp_paused_until: None,
             commands,
             tcp_tx,
             tcp_rx,
@@ -211,7 +219,12 @@ impl Driver {
                 Some((id, item)) = self.frames.next(), if !self.frames.is_empty() => {
                     self.on_frame(id, item);
                 }
-                accepted = accept(&self.tcp), if self.tcp.is_some() => self.on_accept(accepted),
+                accepted = accept(&self.tcp), if self.tcp.is_some() && self.tcp_paused_until.is_none() => {
+                    self.on_accept(accepted)
+                }
+                _ = pause_end(self.tcp_paused_until), if self.tcp_paused_until.is_some() => {
+                    self.tcp_paused_until = None;
+                }
                 _ = sleep, if next_timer.is_some() => self.on_timers(),
             }
         }
@@ -603,13 +616,18 @@ impl Driver {
         let (stream, remote) = match accepted {
             Ok(a) => a,
             Err(e) => {
+                // EMFILE and friends: pause accepting instead of spinning
+                // (this task also carries every viewer's media).
                 tracing::debug!("ICE-TCP accept: {e}");
+                self.tcp_paused_until = Some(tokio::time::Instant::now() + ACCEPT_BACKOFF);
                 return;
             }
         };
-        if self.tcp_conns.len() >= MAX_TCP_CONNECTIONS {
+        // Over the cap: closed unread (ICE-TCP has no way to say why).
+        let Ok(permit) = self.tcp_limiter.try_acquire(remote.ip()) else {
+            crate::limits::refuse(stream, b"");
             return;
-        }
+        };
         let Ok(local) = stream.local_addr() else {
             return;
         };
@@ -622,6 +640,7 @@ impl Driver {
             local,
             self.tcp_tx.clone(),
             rx,
+            permit,
         ));
     }
 
@@ -645,6 +664,12 @@ impl Driver {
     }
 }
 
+async fn pause_end(until: Option<tokio::time::Instant>) {
+    if let Some(t) = until {
+        tokio::time::sleep_until(t).await;
+    }
+}
+
 async fn accept(l: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
     match l {
         Some(l) => l.accept().await,
@@ -661,6 +686,7 @@ async fn tcp_connection(
     local: SocketAddr,
     events: mpsc::Sender<TcpEvent>,
     mut outgoing: mpsc::Receiver<Vec<u8>>,
+    _permit: ConnPermit,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let reader_events = events.clone();

@@ -38,7 +38,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::bus::{NewSession, Protocol, Sessions, Stream, StreamState, Track};
-use crate::config::{IceServer, WebRtcSettings};
+use crate::config::{IceServer, WebRtcSettings, DEFAULT_MAX_CONNECTIONS};
+use crate::limits::{ConnLimiter, Listener};
 
 use driver::{Command, Driver};
 pub use session::{format_id, parse_id, SessionId, WhepResource};
@@ -226,6 +227,18 @@ impl WebRtcEngine {
         settings: WebRtcSettings,
         registry: Arc<Sessions>,
     ) -> Result<Arc<Self>, BindError> {
+        let ice_tcp = ConnLimiter::new(Listener::IceTcp, DEFAULT_MAX_CONNECTIONS, 0);
+        Self::start_with_cap(listen, settings, registry, ice_tcp).await
+    }
+
+    /// [`WebRtcEngine::start`] with ICE-TCP connections capped by `ice_tcp`
+    /// (one over the cap is closed at once).
+    pub async fn start_with_cap(
+        listen: IpAddr,
+        settings: WebRtcSettings,
+        registry: Arc<Sessions>,
+        ice_tcp: Arc<ConnLimiter>,
+    ) -> Result<Arc<Self>, BindError> {
         let (udp, tcp) = bind(listen, settings.port).await?;
         let local = udp.local_addr().map_err(|source| BindError {
             what: "WebRTC UDP port",
@@ -239,11 +252,12 @@ impl WebRtcEngine {
             drops: AtomicU64::new(0),
         });
         let tcp_enabled = tcp.is_some();
-        let driver = Driver::new(udp, tcp, rx, shared.clone()).map_err(|source| BindError {
-            what: "WebRTC UDP port",
-            addr: local,
-            source,
-        })?;
+        let driver =
+            Driver::new(udp, tcp, ice_tcp, rx, shared.clone()).map_err(|source| BindError {
+                what: "WebRTC UDP port",
+                addr: local,
+                source,
+            })?;
         let task = tokio::spawn(driver.run());
         let dtls_cert = str0m::crypto::from_feature_flags()
             .dtls_provider
