@@ -966,6 +966,48 @@ mod tests {
         assert_eq!(r.status, StatusCode::OK);
     }
 
+    /// Client-chosen numbers at the ends of u64 (and past it) are answered
+    /// at once, 400 for directives and 404 for file names, never wrapped
+    /// into a wait or a panic (issue: `_HLS_part=u64::MAX` overflowed
+    /// `part + 1`).
+    #[tokio::test]
+    async fn extreme_numbers_are_answered_not_wrapped() {
+        let mut s = Setup::live();
+        s.start(38);
+        let text = s.get("/cam/stream.m3u8").await.text().to_owned();
+        let (msn, _) = preload_hint(&text);
+        let max = u64::MAX;
+        for (uri, want) in [
+            (format!("/cam/stream.m3u8?_HLS_msn={max}"), 400),
+            (
+                format!("/cam/stream.m3u8?_HLS_msn={max}&_HLS_part={max}"),
+                400,
+            ),
+            (
+                format!("/cam/stream.m3u8?_HLS_msn={msn}&_HLS_part={max}"),
+                400,
+            ),
+            (
+                format!("/cam/stream.m3u8?_HLS_msn={}&_HLS_part={max}", msn + 1),
+                400,
+            ),
+            (
+                "/cam/stream.m3u8?_HLS_msn=18446744073709551616".to_owned(),
+                400,
+            ),
+            (format!("/cam/part-{msn}-{max}.mp4"), 404),
+            (format!("/cam/part-{max}-{max}.mp4"), 404),
+            (format!("/cam/seg-{max}.mp4"), 404),
+            (format!("/cam/init-{max}.mp4"), 404),
+            ("/cam/seg-18446744073709551616.mp4".to_owned(), 404),
+        ] {
+            let r = tokio::time::timeout(std::time::Duration::from_secs(1), s.get(&uri))
+                .await
+                .unwrap_or_else(|_| panic!("{uri}: not answered within 1 s"));
+            assert_eq!(r.status.as_u16(), want, "{uri}: {}", r.text());
+        }
+    }
+
     #[tokio::test]
     async fn blocking_reload_returns_when_the_part_is_produced() {
         let mut s = Setup::live();

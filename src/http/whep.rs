@@ -3,10 +3,12 @@
 //! | method | path | |
 //! |---|---|---|
 //! | `POST` | `/<path>/whep` | `application/sdp` offer → `201 Created`, answer, `Location`, `ETag`, `Link` |
-//! | `PATCH` | `/<path>/whep/<id>` | `application/trickle-ice-sdpfrag` → `204` |
+//! | `PATCH` | `/<path>/whep/<id>` | `application/trickle-ice-sdpfrag` → `204` (`422` past [`MAX_TRICKLE_CANDIDATES`](crate::egress::webrtc::MAX_TRICKLE_CANDIDATES)) |
 //! | `DELETE` | `/<path>/whep/<id>` | ends the session → `200` |
 //! | `OPTIONS` | both | CORS preflight, `Accept-Post: application/sdp` |
 //! | `GET` | `/api/v1/webrtc/sessions` | the WebRTC sessions of the registry, flat (JSON); routed by `api::routes` |
+//!
+//! Bodies larger than [`MAX_SDP_LEN`] get `413` unread.
 //!
 //! Session resources follow WHIP's rules (RFC 9725 §4.2–§4.3). Every WHEP
 //! response allows any origin (a player page may live elsewhere) and
@@ -19,7 +21,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -33,6 +35,7 @@ use crate::auth::Protocol as AuthProtocol;
 use crate::bus::sessions::WebRtcDetail;
 use crate::bus::{Detail, Protocol};
 use crate::config::IceServer;
+use crate::egress::webrtc::offer::MAX_SDP_LEN;
 use crate::egress::webrtc::{format_id, parse_id, WebRtcEngine, WhepError};
 
 const SDP: &str = "application/sdp";
@@ -50,6 +53,9 @@ pub fn routes() -> Router<AppState> {
                 .options(preflight_resource),
         )
         .route_layer(auth::require(Need::Read(AuthProtocol::Webrtc)))
+        // An offer or fragment beyond what the SDP parser takes is refused
+        // (413) before it is buffered, not after 2 MB (axum's default).
+        .layer(DefaultBodyLimit::max(MAX_SDP_LEN))
         // Outside the auth layer, so a cross-origin player can read a 401.
         .layer(axum::middleware::map_response(cors))
 }

@@ -152,6 +152,33 @@ pub(super) struct Driver {
     out: Vec<Transmit>,
     /// A run of one session's equal-sized datagrams, for one GSO send.
     gso_buf: Vec<u8>,
+    /// Sessions removed since the allocator was last asked to give free
+    /// memory back ([`release_free_memory`]).
+    removed_since_trim: usize,
+    /// A trim is scheduled and has not run yet.
+    trim_pending: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Sessions removed before free memory is given back to the OS: a burst of
+/// unconnected WHEP sessions (a flood, a video wall reloading) frees
+/// megabytes that glibc would otherwise keep in its arenas.
+const TRIM_AFTER_REMOVALS: usize = 32;
+/// How long after the first of those removals the trim runs, so one trim
+/// covers a burst of removals.
+const TRIM_DELAY: Duration = Duration::from_secs(3);
+
+/// Gives the allocator's free memory back to the OS. glibc keeps freed
+/// memory of its arenas (one per thread that allocated, below the top of
+/// each heap) for reuse; 300 WHEP sessions that never connected left ~9 MB
+/// of RSS this way after they were all dropped (measured: `malloc_trim(0)`
+/// on the gateway took it from 31 to 22 MB). Other allocators return
+/// memory on their own; this is then a no-op.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own heaps, under their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 impl Driver {
@@ -188,6 +215,8 @@ impl Driver {
             shared,
             out: Vec::new(),
             gso_buf: Vec::new(),
+            removed_since_trim: 0,
+            trim_pending: Arc::default(),
         })
     }
 
@@ -610,6 +639,26 @@ impl Driver {
             }
         }
         tracing::info!(path = %path, session = %format_id(id), "WebRTC viewer gone: {reason}");
+        self.removed_since_trim += 1;
+        self.maybe_trim();
+    }
+
+    /// Schedules [`release_free_memory`] once [`TRIM_AFTER_REMOVALS`]
+    /// sessions are gone, [`TRIM_DELAY`] later, off the socket task.
+    fn maybe_trim(&mut self) {
+        use std::sync::atomic::Ordering;
+        if self.removed_since_trim < TRIM_AFTER_REMOVALS
+            || self.trim_pending.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        self.removed_since_trim = 0;
+        let pending = self.trim_pending.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(TRIM_DELAY).await;
+            let _ = tokio::task::spawn_blocking(release_free_memory).await;
+            pending.store(false, Ordering::Release);
+        });
     }
 
     fn on_accept(&mut self, accepted: std::io::Result<(TcpStream, SocketAddr)>) {

@@ -56,7 +56,8 @@ pub enum WhepError {
     /// 412: `If-Match` names another ICE session.
     #[error("{0}")]
     PreconditionFailed(String),
-    /// 422: nothing in the offer can be sent, or an unsupported ICE restart.
+    /// 422: nothing in the offer can be sent, an unsupported ICE restart, or
+    /// more trickled candidates than [`MAX_TRICKLE_CANDIDATES`].
     #[error("{0}")]
     Unprocessable(String),
     /// 503: the stream is not live, the WebRTC engine stopped, or
@@ -68,6 +69,16 @@ pub enum WhepError {
     #[error("{0}")]
     TooManyRequests(String, u64),
 }
+
+/// Trickled ICE candidates (`a=candidate` lines of WHEP PATCHes, RFC 8840)
+/// accepted per session, all PATCHes together; a PATCH that would go beyond
+/// gets 422 and changes nothing. A browser gathers a handful (host, mDNS,
+/// server-reflexive and relay, per interface and address family: a
+/// dual-stack laptop on Wi-Fi and VPN with TURN over UDP and TCP sends ~20);
+/// without a cap every candidate grows the session's ICE agent (each one is
+/// paired and compared with every pair before it) for as long as the
+/// session lives.
+pub const MAX_TRICKLE_CANDIDATES: usize = 64;
 
 /// A negotiated session, for the `201 Created` response.
 #[derive(Debug)]
@@ -526,6 +537,23 @@ impl WebRtcEngine {
                     )))
                 }
             }
+        }
+        // Counted once the whole fragment is valid, so a rejected PATCH
+        // costs the session nothing.
+        let n = frag.candidates.len();
+        if handle
+            .trickled
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |had| {
+                had.checked_add(n).filter(|&t| t <= MAX_TRICKLE_CANDIDATES)
+            })
+            .is_err()
+        {
+            return Err(WhepError::Unprocessable(format!(
+                "too many ICE candidates: this PATCH has {n}, and a session takes at most \
+                 {MAX_TRICKLE_CANDIDATES} trickled candidates in all ({} so far); \
+                 the session goes on with those it has",
+                handle.trickled.load(Ordering::Relaxed)
+            )));
         }
         if !candidates.is_empty() {
             self.commands

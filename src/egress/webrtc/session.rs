@@ -8,6 +8,7 @@
 //! single-mutation invariant requires (str0m crate docs, "Run loop").
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -117,6 +118,9 @@ pub struct WhepResource {
     /// ICE restart.
     pub remote_ufrag: Option<String>,
     pub stats: Mutex<WebRtcDetail>,
+    /// `a=candidate` lines taken from WHEP PATCHes so far, at most
+    /// [`super::MAX_TRICKLE_CANDIDATES`].
+    pub trickled: AtomicUsize,
 }
 
 impl WhepResource {
@@ -351,6 +355,7 @@ impl Session {
             path: p.path.clone(),
             ice_ufrag: ufrag.clone(),
             remote_ufrag: p.summary.ice_ufrag.clone(),
+            trickled: AtomicUsize::new(0),
             stats: Mutex::new(WebRtcDetail {
                 state: "connecting",
                 video_codec: name(&video, &p.plan.video),

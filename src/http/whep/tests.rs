@@ -727,3 +727,76 @@ async fn the_session_knows_its_user() {
     let users: Vec<_> = f.sessions.list().into_iter().map(|s| s.user).collect();
     assert_eq!(users, [Some("viewer".to_owned())]);
 }
+
+/// A trickle fragment with `n` UDP host candidates on ports from `first`.
+fn candidates_frag(first: u16, n: u16) -> String {
+    let mut s = String::from("a=ice-ufrag:Qx7w\r\na=ice-pwd:4ZcT7PjNzCqO9fSsBoP0QfJk\r\n");
+    for i in 0..n {
+        let port = first + i;
+        s.push_str(&format!(
+            "a=candidate:{port} 1 udp 2122260223 192.0.2.7 {port} typ host\r\n"
+        ));
+    }
+    s
+}
+
+/// Trickled candidates are capped per session, all PATCHes together: the
+/// PATCH that would pass the cap gets 422 in plain words and costs nothing,
+/// the session stays, and PATCHes within the cap still go through.
+#[tokio::test]
+async fn trickled_candidates_are_capped_per_session() {
+    use crate::egress::webrtc::MAX_TRICKLE_CANDIDATES;
+    let f = fixture().await;
+    let (loc, _) = create(&f).await;
+    let patch = |body: String| {
+        Request::patch(loc.as_str())
+            .header("content-type", "application/trickle-ice-sdpfrag")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let cap = u16::try_from(MAX_TRICKLE_CANDIDATES).unwrap();
+    let (r, body) = send(&f.app, patch(candidates_frag(40000, cap - 4))).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{body}");
+    let (r, body) = send(&f.app, patch(candidates_frag(41000, 5))).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body.contains(&format!(
+            "at most {MAX_TRICKLE_CANDIDATES} trickled candidates"
+        )),
+        "{body}"
+    );
+    assert_eq!(f.webrtc_sessions(), 1, "the session stays");
+    // The refused PATCH took nothing: exactly the cap still fits.
+    let (r, body) = send(&f.app, patch(candidates_frag(42000, 4))).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{body}");
+    let (r, _) = send(&f.app, patch(candidates_frag(43000, 1))).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // A fragment without candidates (end of candidates) is still fine.
+    let (r, body) = send(&f.app, patch("a=end-of-candidates\r\n".to_owned())).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(f.webrtc_sessions(), 1);
+}
+
+/// WHEP bodies beyond the SDP size cap are refused with 413 before they
+/// are read whole.
+#[tokio::test]
+async fn oversized_whep_bodies_get_413() {
+    use crate::egress::webrtc::offer::MAX_SDP_LEN;
+    let f = fixture().await;
+    let (loc, _) = create(&f).await;
+    let big = format!("{OFFER}a=x:{}\r\n", "y".repeat(MAX_SDP_LEN));
+    let (r, _) = send(&f.app, post("/cam/whep", "application/sdp", &big)).await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let big = candidates_frag(40000, 2000);
+    assert!(big.len() > MAX_SDP_LEN);
+    let (r, _) = send(
+        &f.app,
+        Request::patch(loc.as_str())
+            .header("content-type", "application/trickle-ice-sdpfrag")
+            .body(Body::from(big))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(f.webrtc_sessions(), 1);
+}
