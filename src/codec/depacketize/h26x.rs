@@ -318,7 +318,7 @@ impl H26x {
     /// B and C (H.264 types 3, 4) have no slice header and count as first.
     fn is_first_slice(&self, nal: &[u8]) -> bool {
         match self.syntax {
-            Syntax::H264 if matches!(h264_nal_type(nal[0]), 1 | 2 | 5) => {
+            Syntax::H264 if matches!(nal.first().map(|&b| h264_nal_type(b)), Some(1 | 2 | 5)) => {
                 nal.get(1).is_some_and(|b| b & 0x80 != 0)
             }
             Syntax::H264 => true,
