@@ -32,6 +32,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("config_file", config_file),
     ("auth_header", auth_header),
     ("publisher", publisher),
+    ("depacketizer", depacketizer),
 ];
 
 /// H.264 + AAC tracks of the test clip, made once.
@@ -330,6 +331,63 @@ pub fn publisher(data: &[u8]) {
         };
         let _ = p.handle(input, now + Duration::from_millis(i as u64 * 10));
     }
+}
+
+/// RTP packets of one track into our depacketizer. The first byte picks
+/// the format (H.264, H.265, AAC, Opus, PCMU, JPEG); then records of a
+/// 16-bit payload length, a flags byte (bit 0 marker, bit 1 next timestamp
+/// (+3000), bit 2 skip a sequence number, bits 4..8 the `loss` count) and
+/// the payload.
+pub fn depacketizer(data: &[u8]) {
+    use crate::codec::{Depacketizer, RtpFormat, RtpPacket};
+    let Some((&choice, mut rest)) = data.split_first() else {
+        return;
+    };
+    let formats: [(&str, u32, &str); 6] = [
+        ("H264", 90_000, "packetization-mode=1"),
+        ("H265", 90_000, ""),
+        (
+            "MPEG4-GENERIC",
+            48_000,
+            "mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3",
+        ),
+        ("OPUS", 48_000, ""),
+        ("PCMU", 8_000, ""),
+        ("JPEG", 90_000, ""),
+    ];
+    let (name, clock_rate, fmtp) = formats[usize::from(choice) % formats.len()];
+    let Ok(mut d) = Depacketizer::new(&RtpFormat {
+        encoding_name: name,
+        clock_rate,
+        channels: Some(u16::from(choice >> 7) + 1),
+        fmtp: Some(fmtp),
+    }) else {
+        return;
+    };
+    let (mut seq, mut ts) = (0xfff0u16, 0xffff_f000u32);
+    while let Some((hdr, tail)) = rest.split_first_chunk::<3>() {
+        let len = usize::from(u16::from_be_bytes([hdr[0], hdr[1]]));
+        let flags = hdr[2];
+        let (payload, tail) = tail.split_at(len.min(tail.len()));
+        rest = tail;
+        if flags & 2 != 0 {
+            ts = ts.wrapping_add(3000);
+        }
+        if flags & 4 != 0 {
+            seq = seq.wrapping_add(1);
+        }
+        d.push(RtpPacket {
+            sequence_number: seq,
+            timestamp: ts,
+            marker: flags & 1 != 0,
+            payload,
+            loss: u16::from(flags >> 4),
+        });
+        seq = seq.wrapping_add(1);
+        while d.pull().is_some() {}
+    }
+    d.flush();
+    while d.pull().is_some() {}
 }
 
 #[cfg(test)]

@@ -12,8 +12,12 @@
 //! - [`Payloader`] turns one track's frames into RTP packets: H.264 (RFC
 //!   6184), H.265 (RFC 7798), AAC (RFC 3640), G.711 (RFC 3551) and Opus
 //!   (RFC 7587).
+//! - [`Depacketizer`] the reverse: one track's RTP packets to access units,
+//!   the same formats and JPEG (RFC 2435); loss drops an access unit with a
+//!   [`DropReason`], never the session.
 
 mod aac;
+mod depacketize;
 mod g711;
 mod h264;
 mod h265;
@@ -28,6 +32,10 @@ mod track;
 pub(crate) mod tests;
 
 pub use aac::{AacConfig, AAC_MAX_AU_SIZE};
+pub use depacketize::{
+    AccessUnit, Depacketizer, DropReason, Output, ParamSets, RtpFormat, RtpPacket, Unsupported,
+    MAX_ACCESS_UNIT_SIZE,
+};
 pub use h264::{
     h264_has_b_slice, h264_is_idr, h264_nal_type, H264Sps, H264_NAL_AUD, H264_NAL_IDR,
     H264_NAL_PPS, H264_NAL_SLICE, H264_NAL_SPS,
