@@ -84,17 +84,6 @@ fn start(cam: &Camera, config: &str) -> Gateway {
     gw
 }
 
-fn rtsp_sessions(gw: &Gateway) -> Vec<serde_json::Value> {
-    gw.http_get("/api/v1/sessions")
-        .ok()
-        .and_then(|r| r.json().ok())
-        .and_then(|v| v["sessions"].as_array().cloned())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|s| s["protocol"] == "rtsp")
-        .collect()
-}
-
 /// A connection the flood holds open, polled without blocking.
 struct Held {
     stream: TcpStream,
@@ -270,7 +259,7 @@ fn stalled_readers_are_dropped_by_write_timeout_and_kicked_at_once() {
     let deadline = Instant::now() + Duration::from_secs(40);
     while gone.len() < 2 && Instant::now() < deadline {
         let now = Instant::now();
-        let list = rtsp_sessions(&gw);
+        let list = gw.sessions("rtsp");
         for id in [&timed_out_id, &kicked_id] {
             if gone.contains_key(id) {
                 continue;

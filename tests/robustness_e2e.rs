@@ -166,18 +166,6 @@ fn basic_auth_camera() {
     }
 }
 
-/// `/api/v1/sessions` entries of `protocol` (`rtsp`, `webrtc`, `hls`).
-fn sessions(gw: &Gateway, protocol: &str) -> Vec<serde_json::Value> {
-    gw.http_get("/api/v1/sessions")
-        .ok()
-        .and_then(|r| r.json().ok())
-        .and_then(|v| v["sessions"].as_array().cloned())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|s| s["protocol"] == protocol)
-        .collect()
-}
-
 /// The camera restarts on the same port with H.265 instead of H.264. An
 /// RTSP reader described for H.264 is ended (connection closed, no packet
 /// of the new codec); a new DESCRIBE gets H.265, which decodes. A WebRTC
@@ -210,13 +198,13 @@ fn camera_back_with_other_codecs() {
         whep::play(http, "cam", &opts)
     });
     let connected = poll_until(Duration::from_secs(5), Duration::from_millis(100), || {
-        let s = sessions(&gw, "webrtc");
+        let s = gw.sessions("webrtc");
         (s.len() == 1 && s[0]["detail"]["state"] == "connected").then_some(s)
     });
     let Some(connected) = connected else {
         gw.fail(&format!(
             "no connected WebRTC session: {:?}",
-            sessions(&gw, "webrtc")
+            gw.sessions("webrtc")
         ));
     };
     assert_eq!(
@@ -267,12 +255,12 @@ fn camera_back_with_other_codecs() {
 
     // The WebRTC session: gone from the API, with the reason in the log.
     let gone = poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
-        sessions(&gw, "webrtc").is_empty().then_some(())
+        gw.sessions("webrtc").is_empty().then_some(())
     });
     if gone.is_none() {
         gw.fail(&format!(
             "the H.264 WebRTC session outlived the codec change: {:?}",
-            sessions(&gw, "webrtc")
+            gw.sessions("webrtc")
         ));
     }
     assert!(

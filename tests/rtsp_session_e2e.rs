@@ -133,17 +133,6 @@ fn sender_reports_count_and_align_audio_and_video() {
     );
 }
 
-fn rtsp_sessions(gw: &Gateway) -> Vec<serde_json::Value> {
-    gw.http_get("/api/v1/sessions")
-        .ok()
-        .and_then(|r| r.json().ok())
-        .and_then(|v| v["sessions"].as_array().cloned())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|s| s["protocol"] == "rtsp")
-        .collect()
-}
-
 /// With a 2 s session timeout: a UDP reader that sends only RTCP receiver
 /// reports (no RTSP request after PLAY) keeps its session for 8 s, listed
 /// in /api/v1/sessions and getting packets; once it goes silent (reports
@@ -172,7 +161,7 @@ fn udp_reader_kept_alive_by_rtcp_alone_and_timed_out_when_silent() {
     let start = Instant::now();
     let task = rt.spawn(reader.record(start + Duration::from_secs(16), ctl.clone(), false));
     std::thread::sleep(Duration::from_secs(8));
-    let listed = rtsp_sessions(&gw);
+    let listed = gw.sessions("rtsp");
     if listed.len() != 1 || listed[0]["detail"]["transport"] != "udp" {
         gw.fail(&format!(
             "after 8 s on receiver reports alone (timeout 2 s), want the UDP session listed: {listed:?}"
@@ -187,12 +176,12 @@ fn udp_reader_kept_alive_by_rtcp_alone_and_timed_out_when_silent() {
     let gone = poll_until(
         Duration::from_millis(3500),
         Duration::from_millis(100),
-        || rtsp_sessions(&gw).is_empty().then(Instant::now),
+        || gw.sessions("rtsp").is_empty().then(Instant::now),
     );
     let Some(gone) = gone else {
         gw.fail(&format!(
             "a silent UDP reader still listed 3.5 s later: {:?}",
-            rtsp_sessions(&gw)
+            gw.sessions("rtsp")
         ));
     };
     let rec = rt.block_on(task).expect("reader task");
@@ -250,7 +239,7 @@ fn udp_reader_kept_alive_by_rtcp_alone_and_timed_out_when_silent() {
         .spawn()
         .expect("run ffmpeg");
     let seen = poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
-        (rtsp_sessions(&gw).len() == 1).then_some(())
+        (gw.sessions("rtsp").len() == 1).then_some(())
     });
     let _ = child.kill();
     let _ = child.wait();
@@ -259,7 +248,7 @@ fn udp_reader_kept_alive_by_rtcp_alone_and_timed_out_when_silent() {
         gw.fail("ffmpeg's UDP session never showed in /api/v1/sessions");
     }
     let gone = poll_until(Duration::from_secs(5), Duration::from_millis(50), || {
-        rtsp_sessions(&gw).is_empty().then(Instant::now)
+        gw.sessions("rtsp").is_empty().then(Instant::now)
     });
     match gone {
         Some(t) => assert!(

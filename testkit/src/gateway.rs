@@ -274,6 +274,19 @@ impl Gateway {
         r.json()
     }
 
+    /// The `/api/v1/sessions` entries of `protocol` (`rtsp`, `webrtc`,
+    /// `hls`); empty when the API does not answer.
+    pub fn sessions(&self, protocol: &str) -> Vec<serde_json::Value> {
+        self.http_get("/api/v1/sessions")
+            .ok()
+            .and_then(|r| r.json().ok())
+            .and_then(|v| v["sessions"].as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s["protocol"] == protocol)
+            .collect()
+    }
+
     /// The entry named `name` in `streams`, if any.
     pub fn stream(&self, name: &str) -> Option<serde_json::Value> {
         let v = self.streams().ok()?;
