@@ -946,6 +946,12 @@ impl<K: std::future::Future<Output = ()>> WriteGuard<K> {
         self,
         write: impl std::future::Future<Output = std::io::Result<()>>,
     ) -> Result<(), String> {
+        // Most writes complete at once (the socket has room): no timer or
+        // kick is armed for them, as this runs per batch per reader.
+        let mut write = std::pin::pin!(write);
+        if let std::task::Poll::Ready(r) = futures::poll!(write.as_mut()) {
+            return r.map_err(|e| format!("write error: {e}"));
+        }
         tokio::select! {
             r = write => r.map_err(|e| format!("write error: {e}")),
             _ = tokio::time::sleep_until(self.deadline.into()) => Err(match self.cause {
