@@ -303,11 +303,9 @@ const HLS_SECONDS: u64 = 8;
 /// 20 ms Opus frames.
 const OPUS_FPS: f64 = 50.0;
 
-/// An H.264 + Opus camera: the Opus track (read by the gateway in a second
-/// RTSP session, src/ingest/opus_side.rs) reaches RTSP readers and HLS
-/// readers, and decodes, at 50 frames a second. (The camera gives each RTSP
-/// session its own pipeline: with one shared pipeline GStreamer answers 503
-/// to that second session, issue 12.)
+/// An H.264 + Opus camera: the Opus track (read in the gateway's one RTSP
+/// session with the camera, by our RFC 7587 depacketizer) reaches RTSP
+/// readers and HLS readers, and decodes, at 50 frames a second.
 #[test]
 fn opus_camera_through_rtsp_and_hls() {
     let _g = serial();

@@ -355,7 +355,7 @@ fn udp_blocked_by_alg_falls_back_to_tcp() {
     assert_eq!(s["transport"], "tcp", "{s}");
     let notice = s["notice"].as_str().unwrap_or("");
     assert!(
-        notice.contains("no video for 3 s over UDP") && notice.contains("switched to TCP"),
+        notice.contains("no media for 3 s over UDP") && notice.contains("switched to TCP"),
         "the fallback must be explained in plain words: {s}"
     );
     assert!(gw.log().contains("switched to TCP"));

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 /// Track descriptions live in the pure codec layer; the bus carries them.
-pub use crate::codec::{Codec, MediaKind, Track};
+pub use crate::codec::{Codec, DropReason, MediaKind, Track};
 pub use fanout::{ByteLen, Fanout, GopLimits, RecvError, Subscriber};
 pub use publish::{Publication, PublishError, PublishSink, SourceFrame, SourceTrack};
 pub use sessions::{
@@ -109,11 +109,31 @@ pub struct StreamStats {
     pub reconnects: AtomicU64,
     /// RTP packets the source lost (sequence gaps seen by the depacketizer).
     pub packets_lost: AtomicU64,
+    /// Access units the source's depacketizers could not hand out, by
+    /// [`DropReason::index`]: each is a picture or audio frame missing on
+    /// the bus (video resumes at the next random access point).
+    frames_dropped: [AtomicU64; DropReason::ALL.len()],
     /// Interarrival jitter per track in seconds (RFC 3550 §6.4.1).
     jitter: Mutex<Vec<f64>>,
 }
 
 impl StreamStats {
+    /// Counts one access unit dropped for `reason`.
+    pub fn frame_dropped(&self, reason: DropReason) {
+        if let Some(c) = self.frames_dropped.get(reason.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Access units dropped so far, per reason (every reason, zeros too).
+    pub fn frames_dropped(&self) -> Vec<(DropReason, u64)> {
+        DropReason::ALL
+            .iter()
+            .zip(&self.frames_dropped)
+            .map(|(&r, c)| (r, c.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     /// Jitter per track in seconds.
     pub fn jitter(&self) -> Vec<f64> {
         self.jitter

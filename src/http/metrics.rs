@@ -85,6 +85,22 @@ pub fn render(app: &AppState, limiters: Option<&Limiters>) -> String {
     }
     family(
         &mut out,
+        "rtspgate_frames_dropped_total",
+        "counter",
+        "Access units from the source that could not be rebuilt or decoded and were dropped, by reason (loss, mid_fragment, truncated, corrupt, too_large, unsupported, no_reference).",
+    );
+    for s in &streams {
+        for (reason, n) in s.stats.frames_dropped() {
+            let _ = writeln!(
+                out,
+                "rtspgate_frames_dropped_total{{path=\"{}\",reason=\"{}\"}} {n}",
+                label(s.name()),
+                reason.as_str()
+            );
+        }
+    }
+    family(
+        &mut out,
         "rtspgate_stream_live",
         "gauge",
         "1 while the path's source is live, else 0.",

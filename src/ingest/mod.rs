@@ -6,7 +6,6 @@
 
 pub mod backoff;
 pub mod demo;
-mod opus_side;
 pub mod publisher;
 pub mod push;
 pub mod rtsp_pull;

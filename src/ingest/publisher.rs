@@ -65,9 +65,10 @@ pub enum ClockJump {
 /// How a source that bends the specs is treated: one named value per
 /// camera quirk. The defaults suit the cameras met so far.
 ///
-/// Broken RTP fragmentation (an H.264 FU-A without start, RFC 6184 §5.8)
-/// is refused by retina's depacketizer, which ends the session; the source
-/// then reconnects with backoff. No policy here can change that.
+/// Broken RTP fragmentation (an H.264 FU-A without start, RFC 6184 §5.8),
+/// loss and corrupt packets are not quirks: the depacketizers
+/// ([`crate::codec::Depacketizer`]) drop the access units they spoil and
+/// the session goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quirks {
     pub missing_parameter_sets: MissingParameterSets,

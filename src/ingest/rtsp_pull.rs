@@ -1,4 +1,13 @@
-//! Pulls a camera's RTSP stream with retina and publishes it on the bus.
+//! Pulls a camera's RTSP stream and publishes it on the bus.
+//!
+//! One RTSP session per camera, every track in it: retina does RTSP (auth,
+//! SETUP/PLAY, keepalives, TCP interleaved or UDP sockets, RTP header
+//! checks, timestamp extension) and hands over raw RTP packets; our
+//! [`Depacketizer`]s rebuild access units per track. A lost, truncated or
+//! corrupt packet drops the access units it spoils (counted by reason in
+//! the stream's stats), never the session: video resumes at the next
+//! random access point. The session ends only when the camera stops
+//! sending or closes.
 //!
 //! One task per path. `auto` transport tries UDP first and falls back to TCP
 //! interleaved when no media arrives within 3 s or the camera refuses UDP
@@ -14,17 +23,17 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use retina::client::{
-    Credentials, InitialTimestampPolicy, PlayOptions, SessionGroup, SessionOptions, SetupOptions,
-    TcpTransportOptions, Transport, UdpTransportOptions,
+    Credentials, InitialTimestampPolicy, PacketItem, PlayOptions, SessionGroup, SessionOptions,
+    SetupOptions, TcpTransportOptions, Transport, UdpTransportOptions,
 };
-use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoParametersCodec};
+use retina::codec::{ParametersRef, VideoParametersCodec};
 
-use super::opus_side::{self, AbortOnDrop, OpusSide};
 use super::publisher::{BusPublisher, Input, Quirks};
 use super::{Backoff, Source};
 use crate::bus::{
     Codec, IngestInfo, MediaKind, SourceFrame, SourceTrack, Stream, StreamState, Track,
 };
+use crate::codec::{Depacketizer, Output, ParamSets, RtpFormat, RtpPacket};
 use crate::config::{redact, SourceConfig, TransportPref};
 
 /// How long an RTSP request to the camera may take before we give up.
@@ -196,25 +205,38 @@ impl Pull {
         };
 
         // Pick the streams we can carry; the rest are skipped with a note.
-        let mut picked = Vec::new(); // (retina stream index, kind)
+        let formats = sdp_formats(session.sdp(), session.streams());
+        let mut picked: Vec<Picked> = Vec::new();
         let mut skipped = Vec::new();
-        // Opus: read by a second session (see `opus_side`); (index, channels).
-        let mut opus = None;
         for (i, s) in session.streams().iter().enumerate() {
-            let enc = s.encoding_name();
-            if (s.media(), enc) == ("audio", "opus") && opus.is_none() {
-                opus = Some((i, s.channels().map_or(2, NonZeroU16::get)));
-                continue;
-            }
-            let ok = matches!((s.media(), enc), ("video", "h264") | ("video", "h265"))
-                || matches!(
-                    (s.media(), enc),
-                    ("audio", "mpeg4-generic") | ("audio", "pcma") | ("audio", "pcmu")
-                );
-            if ok {
-                picked.push(i);
-            } else {
-                skipped.push(format!("{}/{}", s.media(), enc));
+            let carried = matches!(
+                (s.media(), s.encoding_name()),
+                ("video", "h264" | "h265") | ("audio", "mpeg4-generic" | "pcma" | "pcmu" | "opus")
+            );
+            let fmtp = formats.get(i).and_then(Option::as_deref);
+            let depacketizer = carried
+                .then(|| {
+                    Depacketizer::new(&RtpFormat {
+                        encoding_name: s.encoding_name(),
+                        clock_rate: s.clock_rate_hz(),
+                        channels: s.channels().map(NonZeroU16::get),
+                        fmtp,
+                    })
+                })
+                .transpose();
+            match depacketizer {
+                Ok(Some(depacketizer)) => picked.push(Picked {
+                    stream_id: i,
+                    depacketizer,
+                    clock_rate: s.clock_rate_hz(),
+                    h265: s.encoding_name() == "h265",
+                    framerate: s.framerate().map(f64::from),
+                    codec: None,
+                    loss: 0,
+                    last_packet: None,
+                }),
+                Ok(None) => skipped.push(format!("{}/{}", s.media(), s.encoding_name())),
+                Err(e) => skipped.push(format!("{}/{} ({e})", s.media(), s.encoding_name())),
             }
         }
         if !skipped.is_empty() {
@@ -222,11 +244,6 @@ impl Pull {
                 path = self.stream().name(),
                 "skipping unsupported tracks: {}",
                 skipped.join(", ")
-            );
-        }
-        if picked.is_empty() && opus.is_some() {
-            return SessionEnd::Failed(
-                "the camera offers only Opus audio; rtspgate reads Opus only beside a video or other audio track".into(),
             );
         }
         if picked.is_empty() {
@@ -240,14 +257,12 @@ impl Pull {
         } else {
             Transport::Udp(UdpTransportOptions::default())
         };
-        for &i in &picked {
+        for p in &picked {
             let setup = tokio::time::timeout(
                 REQUEST_TIMEOUT,
                 session.setup(
-                    i,
-                    SetupOptions::default()
-                        .transport(transport.clone())
-                        .frame_format(FrameFormat::MP4),
+                    p.stream_id,
+                    SetupOptions::default().transport(transport.clone()),
                 ),
             )
             .await;
@@ -264,6 +279,21 @@ impl Pull {
                 Ok(Ok(())) => {}
             }
         }
+        // Tracks and what we know of their codec parameters, from the SDP
+        // (retina parsed it); in-band parameter sets update them later.
+        let tracks: Vec<SourceTrack> = picked
+            .iter()
+            .filter_map(|p| session.streams().get(p.stream_id))
+            .map(|s| SourceTrack {
+                kind: if s.media() == "video" {
+                    MediaKind::Video
+                } else {
+                    MediaKind::Audio
+                },
+                clock_rate: s.clock_rate_hz(),
+                track: track_from_stream(s),
+            })
+            .collect();
         let playing = tokio::time::timeout(
             REQUEST_TIMEOUT,
             session.play(PlayOptions::default().initial_timestamp(INITIAL_RTP_TIMESTAMP)),
@@ -274,61 +304,27 @@ impl Pull {
             Ok(Err(e)) => return SessionEnd::Failed(plain_error("PLAY", &e)),
             Ok(Ok(p)) => p,
         };
+        let mut playing = Box::pin(playing);
         let play_at = Instant::now();
-        let mut demuxed = match playing.demuxed() {
-            Ok(d) => d,
-            Err(e) => return SessionEnd::Failed(plain_error("PLAY", &e)),
-        };
         self.stream().set_ingest_info(IngestInfo {
             transport: Some(if use_tcp { "tcp" } else { "udp" }.to_owned()),
             notice: self.notice.clone(),
         });
 
-        // retina stream index -> bus track index
-        let mut index_of = vec![None; demuxed.streams().len()];
-        for (bus_i, &i) in picked.iter().enumerate() {
-            index_of[i] = Some(bus_i);
+        // retina stream index -> position in `picked` (= bus track index)
+        let mut index_of = vec![None; playing.streams().len()];
+        for (bus_i, p) in picked.iter().enumerate() {
+            if let Some(slot) = index_of.get_mut(p.stream_id) {
+                *slot = Some(bus_i);
+            }
         }
-        let mut tracks: Vec<SourceTrack> = picked
-            .iter()
-            .map(|&i| {
-                let s = &demuxed.streams()[i];
-                SourceTrack {
-                    kind: if s.media() == "video" {
-                        MediaKind::Video
-                    } else {
-                        MediaKind::Audio
-                    },
-                    clock_rate: s.clock_rate_hz(),
-                    track: track_from_stream(s),
-                }
-            })
-            .collect();
-        // Per bus track: codec parameters known (else retina may learn them in band).
-        let mut known: Vec<bool> = tracks.iter().map(|t| t.track.is_some()).collect();
-        // The Opus track comes last on the bus; a second session feeds it.
-        if let Some((_, channels)) = opus {
-            tracks.push(SourceTrack::known(Track::new(
-                Codec::Opus { channels },
-                48000,
-            )));
+        for (p, t) in picked.iter_mut().zip(&tracks) {
+            p.codec = t.track.as_ref().map(|t| t.codec.clone());
         }
         let applied = self.publisher.handle(Input::Start(tracks), play_at);
         if let Some(why) = applied.failed {
             return SessionEnd::Failed(why);
         }
-        let _opus_side = opus.map(|(retina_index, _)| {
-            AbortOnDrop(tokio::spawn(opus_side::run(
-                OpusSide {
-                    url: self.config.url.clone(),
-                    options: self.session_options(),
-                    transport: transport.clone(),
-                    retina_index,
-                    bus_track: picked.len(),
-                },
-                self.publisher.clone(),
-            )))
-        });
         let mut got_media = false;
 
         loop {
@@ -337,10 +333,10 @@ impl Pull {
             } else {
                 UDP_SILENCE
             };
-            let item = match tokio::time::timeout(wait, demuxed.next()).await {
+            let item = match tokio::time::timeout(wait, playing.next()).await {
                 Err(_) if !got_media && !use_tcp => {
                     return SessionEnd::UdpFailed(format!(
-                        "camera connected but no video for {} s over UDP",
+                        "camera connected but no media for {} s over UDP",
                         UDP_SILENCE.as_secs()
                     ))
                 }
@@ -354,74 +350,167 @@ impl Pull {
                 Ok(Some(Err(e))) => return SessionEnd::Failed(plain_error("streaming", &e)),
                 Ok(Some(Ok(item))) => item,
             };
-            let now = Instant::now();
-            let (stream_id, frame, new_params) = match item {
-                CodecItem::VideoFrame(f) => {
-                    let new_params = f.has_new_parameters();
-                    let stream_id = f.stream_id();
-                    let frame = SourceFrame {
-                        track: 0,
-                        pts: f.timestamp().elapsed(),
-                        dts: None,
-                        source_keyframe: f.is_random_access_point(),
-                        loss: u32::from(f.loss()),
-                        data: Bytes::from(f.into_data()),
-                    };
-                    (stream_id, frame, new_params)
-                }
-                CodecItem::AudioFrame(f) => (
-                    f.stream_id(),
-                    SourceFrame {
-                        track: 0,
-                        pts: f.timestamp().elapsed(),
-                        dts: None,
-                        source_keyframe: true,
-                        loss: u32::from(f.loss()),
-                        data: Bytes::copy_from_slice(f.data()),
-                    },
-                    false,
-                ),
-                _ => continue,
-            };
-            got_media = true;
-            let Some(bus_i) = index_of.get(stream_id).copied().flatten() else {
+            let PacketItem::Rtp(pkt) = item else {
                 continue;
             };
-            if new_params || !known[bus_i] {
-                if let Some(t) = track_from_stream(&demuxed.streams()[stream_id]) {
-                    known[bus_i] = true;
-                    self.publisher.handle(
-                        Input::Parameters {
-                            track: bus_i,
-                            params: t,
-                        },
-                        now,
-                    );
+            let Some(bus_i) = index_of.get(pkt.stream_id()).copied().flatten() else {
+                continue;
+            };
+            let Some(p) = picked.get_mut(bus_i) else {
+                continue;
+            };
+            got_media = true;
+            let raw_timestamp = pkt.header().timestamp();
+            p.loss = p.loss.saturating_add(u32::from(pkt.loss()));
+            p.last_packet = Some((raw_timestamp, pkt.timestamp().elapsed()));
+            p.depacketizer.push(RtpPacket {
+                sequence_number: pkt.sequence_number(),
+                timestamp: raw_timestamp,
+                marker: pkt.mark(),
+                payload: pkt.payload(),
+                loss: pkt.loss(),
+            });
+            let now = Instant::now();
+            while let Some(out) = p.depacketizer.pull() {
+                let au = match out {
+                    Output::Frame(au) => au,
+                    Output::Dropped { reason, .. } => {
+                        self.stream().stats.frame_dropped(reason);
+                        continue;
+                    }
+                };
+                if let Some(sets) = &au.new_param_sets {
+                    if let Some(codec) = with_param_sets(p.h265, p.codec.as_ref(), sets) {
+                        let mut track = Track::new(codec.clone(), p.clock_rate);
+                        if track.frame_rate.is_none() {
+                            track.frame_rate = p.framerate;
+                        }
+                        p.codec = Some(codec);
+                        self.publisher.handle(
+                            Input::Parameters {
+                                track: bus_i,
+                                params: track,
+                            },
+                            now,
+                        );
+                    }
                 }
-            }
-            let applied = self.publisher.handle(
-                Input::Frame(SourceFrame {
+                let frame = SourceFrame {
                     track: bus_i,
-                    ..frame
-                }),
-                now,
-            );
-            if applied.live {
-                live.get_or_insert_with(Instant::now);
-                if let Some(set) = self.stream().tracks() {
-                    tracing::info!(
-                        path = self.stream().name(),
-                        generation = set.generation,
-                        tracks = %set.tracks.iter().map(|t| t.codec.name()).collect::<Vec<_>>().join("+"),
-                        transport = if use_tcp { "tcp" } else { "udp" },
-                        "source live"
-                    );
+                    pts: p.pts_of(au.timestamp),
+                    dts: None,
+                    source_keyframe: au.keyframe,
+                    loss: std::mem::take(&mut p.loss),
+                    data: au.data,
+                };
+                let applied = self.publisher.handle(Input::Frame(frame), now);
+                if applied.live {
+                    live.get_or_insert_with(Instant::now);
+                    if let Some(set) = self.stream().tracks() {
+                        tracing::info!(
+                            path = self.stream().name(),
+                            generation = set.generation,
+                            tracks = %set.tracks.iter().map(|t| t.codec.name()).collect::<Vec<_>>().join("+"),
+                            transport = if use_tcp { "tcp" } else { "udp" },
+                            "source live"
+                        );
+                    }
                 }
-            }
-            if let Some(why) = applied.failed {
-                return SessionEnd::Failed(why);
+                if let Some(why) = applied.failed {
+                    return SessionEnd::Failed(why);
+                }
             }
         }
+    }
+}
+
+/// One track of the session being read: its depacketizer and where its
+/// timestamps stand.
+struct Picked {
+    /// retina's stream index.
+    stream_id: usize,
+    depacketizer: Depacketizer,
+    clock_rate: u32,
+    /// H.265 (else H.264 where parameter sets arrive in band).
+    h265: bool,
+    /// The SDP's `a=framerate`, for an SPS without timing information.
+    framerate: Option<f64>,
+    /// The codec with the parameter sets in force, once known.
+    codec: Option<Codec>,
+    /// RTP packets lost since the last frame handed to the publisher.
+    loss: u32,
+    /// The last packet's RTP timestamp as sent, and as retina placed it on
+    /// the session's timeline (clock units since the start, extended).
+    last_packet: Option<(u32, i64)>,
+}
+
+impl Picked {
+    /// An access unit's presentation time on the session's timeline, in
+    /// clock units: retina extends the packets' 32-bit RTP timestamps
+    /// (RTP-Info aware); an access unit's own timestamp is within a few
+    /// frames of the last packet's (AAC: one packet's AUs; B-frames: the
+    /// reorder depth), so the signed 32-bit difference places it.
+    fn pts_of(&self, timestamp: u32) -> i64 {
+        match self.last_packet {
+            Some((raw, elapsed)) => {
+                elapsed.saturating_add(i64::from(timestamp.wrapping_sub(raw) as i32))
+            }
+            None => 0,
+        }
+    }
+}
+
+/// The `a=fmtp` parameters (after the payload type) of each retina stream,
+/// by retina's stream index. retina leaves out media sections it cannot
+/// parse, so each stream is matched to the next SDP media section of the
+/// same media type and first payload type, in order.
+fn sdp_formats(sdp: &[u8], streams: &[retina::client::Stream]) -> Vec<Option<String>> {
+    let Ok(parsed) = sdp_types::Session::parse(sdp) else {
+        return vec![None; streams.len()];
+    };
+    let mut medias = parsed.medias.iter();
+    streams
+        .iter()
+        .map(|s| {
+            let pt = s.rtp_payload_type().to_string();
+            let media = medias.by_ref().find(|m| {
+                m.media == s.media() && m.fmt.split_whitespace().next() == Some(pt.as_str())
+            })?;
+            media.attributes.iter().find_map(|a| {
+                let v = a.value.as_deref()?;
+                let (fmt, params) = v.split_once(' ')?;
+                (a.attribute == "fmtp" && fmt == pt).then(|| params.trim().to_owned())
+            })
+        })
+        .collect()
+}
+
+/// `codec` with the in-band parameter sets `sets` in place of its own
+/// (those `sets` lacks are kept); `None` for a codec without parameter
+/// sets or while one the codec needs is still unknown.
+fn with_param_sets(h265: bool, codec: Option<&Codec>, sets: &ParamSets) -> Option<Codec> {
+    let pick = |new: &Option<Bytes>, old: Option<&Bytes>| new.clone().or_else(|| old.cloned());
+    match codec {
+        Some(Codec::H265 { vps, sps, pps }) => Some(Codec::H265 {
+            vps: pick(&sets.vps, Some(vps))?,
+            sps: pick(&sets.sps, Some(sps))?,
+            pps: pick(&sets.pps, Some(pps))?,
+        }),
+        Some(Codec::H264 { sps, pps }) => Some(Codec::H264 {
+            sps: pick(&sets.sps, Some(sps))?,
+            pps: pick(&sets.pps, Some(pps))?,
+        }),
+        Some(_) => None,
+        // Parameters not in the SDP: the kind follows from which sets came.
+        None if h265 => Some(Codec::H265 {
+            vps: sets.vps.clone()?,
+            sps: sets.sps.clone()?,
+            pps: sets.pps.clone()?,
+        }),
+        None => Some(Codec::H264 {
+            sps: sets.sps.clone()?,
+            pps: sets.pps.clone()?,
+        }),
     }
 }
 
@@ -433,6 +522,9 @@ fn track_from_stream(s: &retina::client::Stream) -> Option<Track> {
     match (s.media(), s.encoding_name()) {
         ("audio", "pcma") => return Some(Track::new(Codec::Pcma { channels }, clock_rate)),
         ("audio", "pcmu") => return Some(Track::new(Codec::Pcmu { channels }, clock_rate)),
+        // RFC 7587 §7: always `opus/48000/2` in the SDP, whatever the
+        // stream's channel count; the decoder finds it in each packet.
+        ("audio", "opus") => return Some(Track::new(Codec::Opus { channels }, 48000)),
         _ => {}
     }
     match s.parameters()? {

@@ -143,6 +143,22 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Every reason, in the order of [`Self::index`].
+    pub const ALL: [DropReason; 7] = [
+        DropReason::Loss,
+        DropReason::MidFragment,
+        DropReason::Truncated,
+        DropReason::Corrupt,
+        DropReason::TooLarge,
+        DropReason::Unsupported,
+        DropReason::NoReference,
+    ];
+
+    /// Position in [`Self::ALL`], for per-reason counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Lowercase label for metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {
