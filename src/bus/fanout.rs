@@ -15,6 +15,13 @@
 //! first, and one that lagged past a header change gets the header in force
 //! at the GOP start it resumes at, just before it. Headers are never skipped
 //! while resyncing.
+//!
+//! Leading items: an item published with [`Fanout::publish_leading`] (an
+//! H.265 RASL picture after a CRA) belongs to the GOP before it as much as
+//! to its own, so a subscriber that *starts* at that GOP's start (from the
+//! cache, or resyncing) skips it: its decoder has nothing to decode it
+//! from. A subscriber that was already reading when the GOP started gets
+//! it like any other item.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -28,6 +35,8 @@ struct Entry<T> {
     /// The item starts a GOP (a video keyframe, or any frame of an
     /// audio-only stream).
     gop_start: bool,
+    /// Skipped by subscribers that started at this GOP's start.
+    leading: bool,
     /// `Some(n)`: the item is header number `n`.
     header: Option<u64>,
     /// On GOP starts only: the header in force, for a subscriber that
@@ -41,6 +50,8 @@ struct Inner<T> {
     /// Items since the last GOP start, headers published since then
     /// included in their place; `valid` is false when the cache was
     /// overrun (GOP longer than the limits) or no GOP start was seen yet.
+    /// Leading items are not cached: every subscriber of the cache starts
+    /// at its GOP start.
     gop: Vec<T>,
     gop_bytes: usize,
     valid: bool,
@@ -98,6 +109,16 @@ impl<T: Clone + ByteLen> Fanout<T> {
 
     /// Sends `item` to every subscriber; never waits for any of them.
     pub fn publish(&self, item: T, gop_start: bool) {
+        self.send(item, gop_start, false);
+    }
+
+    /// Sends a leading item (see the module docs): one that subscribers
+    /// starting at the current GOP start skip. Never waits.
+    pub fn publish_leading(&self, item: T) {
+        self.send(item, false, true);
+    }
+
+    fn send(&self, item: T, gop_start: bool, leading: bool) {
         let mut inner = self.lock();
         if gop_start {
             inner.gop.clear();
@@ -105,7 +126,7 @@ impl<T: Clone + ByteLen> Fanout<T> {
             inner.valid = true;
             inner.gop_header = inner.header.as_ref().map(|(_, h)| h.clone());
         }
-        if inner.valid {
+        if inner.valid && !leading {
             let len = item.byte_len();
             if inner.gop.len() >= self.limits.max_items
                 || inner.gop_bytes + len > self.limits.max_bytes
@@ -129,6 +150,7 @@ impl<T: Clone + ByteLen> Fanout<T> {
             let _ = tx.send(Entry {
                 item,
                 gop_start,
+                leading,
                 header: None,
                 in_force,
             });
@@ -162,6 +184,7 @@ impl<T: Clone + ByteLen> Fanout<T> {
             let _ = tx.send(Entry {
                 item: header,
                 gop_start: false,
+                leading: false,
                 header: Some(number),
                 in_force: None,
             });
@@ -212,6 +235,8 @@ impl<T: Clone + ByteLen> Fanout<T> {
             rx,
             backlog,
             resync,
+            // From the cache: it starts at the cached GOP's start.
+            skip_leading: !resync,
             lagged: 0,
             header: inner.header.as_ref().map(|(n, _)| *n),
         }
@@ -251,6 +276,9 @@ pub struct Subscriber<T> {
     rx: broadcast::Receiver<Entry<T>>,
     backlog: VecDeque<T>,
     resync: bool,
+    /// It started at the current GOP's start: leading items are skipped
+    /// until the next GOP start.
+    skip_leading: bool,
     lagged: u64,
     /// Number of the last header this subscriber was given.
     header: Option<u64>,
@@ -315,6 +343,12 @@ impl<T: Clone> Subscriber<T> {
                 return None;
             }
             self.resync = false;
+            self.skip_leading = true;
+        } else if entry.gop_start {
+            self.skip_leading = false;
+        }
+        if entry.leading && self.skip_leading {
+            return None;
         }
         match entry.in_force {
             // A header this subscriber missed (lost in a lag): it first.
@@ -528,6 +562,38 @@ mod tests {
             .collect();
         assert_eq!(got, [100, 0, 11]);
         assert_eq!(s.try_recv(), Ok(None));
+    }
+
+    #[tokio::test]
+    async fn leading_items_are_skipped_only_by_subscribers_that_start_at_their_gop() {
+        let f = Fanout::new(16, GopLimits::default());
+        publish(&f, 0, true); // IDR
+        let mut early = f.subscribe();
+        publish(&f, 1, false);
+        publish(&f, 2, true); // CRA
+        f.publish_leading(Item(3, false)); // RASL of the CRA
+        publish(&f, 4, false);
+        let mut cached = f.subscribe(); // from the cached GOP: 2, 4
+                                        // As after a lag: waiting for the next GOP start.
+        let mut resyncing = f.subscribe();
+        resyncing.backlog.clear();
+        resyncing.resync = true;
+        resyncing.skip_leading = false;
+        f.publish_leading(Item(5, false)); // another RASL of the CRA
+        publish(&f, 6, true); // next CRA
+        f.publish_leading(Item(7, false)); // its RASL
+        let all = |s: &mut Subscriber<Item>| {
+            std::iter::from_fn(|| s.try_recv().ok().flatten())
+                .map(|i| i.0)
+                .collect::<Vec<_>>()
+        };
+        // Decoding since the IDR: every picture decodes.
+        assert_eq!(all(&mut early), [0, 1, 2, 3, 4, 5, 6, 7]);
+        // Started at the CRA: its RASL pictures are skipped, the next
+        // CRA's are not (the decoder has the pictures they refer to).
+        assert_eq!(all(&mut cached), [2, 4, 6, 7]);
+        // Resynced at the second CRA: its RASL picture is skipped.
+        assert_eq!(all(&mut resyncing), [6]);
     }
 
     #[tokio::test]

@@ -284,11 +284,23 @@ impl Stream {
 
     /// Publishes one frame to every reader. Never waits.
     pub fn publish(&self, frame: Frame, gop_start: bool) {
+        self.count_in(&frame);
+        self.items.publish(Item::Frame(Arc::new(frame)), gop_start);
+    }
+
+    /// Publishes a leading picture (an H.265 RASL picture after a CRA):
+    /// readers that start at that CRA skip it, since their decoder lacks
+    /// the pictures it refers to ([`Fanout::publish_leading`]). Never waits.
+    pub fn publish_leading(&self, frame: Frame) {
+        self.count_in(&frame);
+        self.items.publish_leading(Item::Frame(Arc::new(frame)));
+    }
+
+    fn count_in(&self, frame: &Frame) {
         self.stats
             .bytes_in
             .fetch_add(frame.data.len() as u64, Ordering::Relaxed);
         self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-        self.items.publish(Item::Frame(Arc::new(frame)), gop_start);
     }
 
     /// Ends the stream for every reader (the path was removed).

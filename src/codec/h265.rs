@@ -48,6 +48,22 @@ pub fn h265_is_irap(nal_type: u8) -> bool {
     (16..=23).contains(&nal_type)
 }
 
+/// Whether an H.265 `nal_unit_type` is a VCL NAL unit (a slice segment of
+/// a picture): types 0..=31 (H.265 §7.4.2.2 Table 7-1).
+#[inline]
+pub fn h265_is_vcl(nal_type: u8) -> bool {
+    nal_type < 32
+}
+
+/// Whether an H.265 `nal_unit_type` is a RASL picture's VCL NAL unit
+/// (RASL_N 8, RASL_R 9): a leading picture that references pictures before
+/// its associated IRAP in decoding order, undecodable when decoding starts
+/// at that IRAP (H.265 §7.4.2.2 Table 7-1, §8.1.3).
+#[inline]
+pub fn h265_is_rasl(nal_type: u8) -> bool {
+    matches!(nal_type, 8 | 9)
+}
+
 /// What an H.265 SPS says, read once when a track is made (H.265
 /// §7.3.2.2.1 with `profile_tier_level()` §7.3.3 and VUI §E.2.1). The
 /// general profile fields are the ones `hvcC` records (ISO/IEC 14496-15

@@ -26,6 +26,22 @@ pub fn is_random_access(codec: &Codec, access_unit: &[u8]) -> bool {
         .any(|nal| syntax.is_random_access(syntax.nal_type(nal)))
 }
 
+/// Whether a video access unit (as for [`is_random_access`]) is an H.265
+/// RASL picture (its first VCL NAL unit is type 8 or 9): skippable, and
+/// to be skipped, by a reader whose decoding starts at the CRA before it
+/// (H.265 §8.1.3). Always false for H.264 (no such pictures: an IDR starts
+/// a closed GOP) and for audio.
+pub fn is_leading_skippable(codec: &Codec, access_unit: &[u8]) -> bool {
+    if !matches!(codec, Codec::H265 { .. }) {
+        return false;
+    }
+    avcc_nal_units(access_unit)
+        .map_while(Result::ok)
+        .map(|nal| Syntax::H265.nal_type(nal))
+        .find(|&t| h265::h265_is_vcl(t))
+        .is_some_and(h265::h265_is_rasl)
+}
+
 /// Why a video access unit was refused by [`sanitize_access_unit`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessUnitError {

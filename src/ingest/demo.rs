@@ -356,7 +356,10 @@ mod tests {
             let at = t0 + Duration::from_secs_f64(due);
             let (track, pts, dts, key) = (f.track, f.pts, f.dts, f.source_keyframe);
             for a in p.handle(Input::Frame(f), at) {
-                if let Action::Publish { frame, gop_start } = a {
+                if let Action::Publish {
+                    frame, gop_start, ..
+                } = a
+                {
                     published += 1;
                     // One session from 0: the timeline is the identity.
                     assert_eq!((frame.pts, Some(frame.dts)), (pts, dts));

@@ -114,8 +114,13 @@ pub enum Action {
     SetTracks(Vec<Arc<Track>>),
     /// The session's first frame follows: the stream is live.
     Live,
-    /// Publish a frame ([`Stream::publish`]).
-    Publish { frame: Frame, gop_start: bool },
+    /// Publish a frame ([`Stream::publish`]); a `leading` one (an H.265
+    /// RASL picture, never a GOP start) with [`Stream::publish_leading`].
+    Publish {
+        frame: Frame,
+        gop_start: bool,
+        leading: bool,
+    },
     /// RTP packets the source lost.
     Lost(u64),
     /// Interarrival jitter of a track, in seconds.
@@ -295,6 +300,13 @@ impl Publisher {
             }
             *last = Some(transit);
         }
+        // A RASL picture after a CRA: skipped by readers that start there.
+        let leading = video
+            && !gop_start
+            && s.tracks
+                .get(f.track)
+                .and_then(Option::as_ref)
+                .is_some_and(|t| crate::codec::is_leading_skippable(&t.codec, &f.data));
         // The timeline keeps decode order monotonic; the composition
         // offset (B-frames) rides on top of it.
         let (pts, dts) = match f.dts {
@@ -317,6 +329,7 @@ impl Publisher {
                 data: f.data,
             },
             gop_start,
+            leading,
         });
     }
 }
@@ -343,7 +356,14 @@ pub fn apply(stream: &Stream, actions: Vec<Action>) -> Applied {
                 stream.set_state(StreamState::Live);
                 applied.live = true;
             }
-            Action::Publish { frame, gop_start } => stream.publish(frame, gop_start),
+            Action::Publish {
+                frame,
+                leading: true,
+                ..
+            } => stream.publish_leading(frame),
+            Action::Publish {
+                frame, gop_start, ..
+            } => stream.publish(frame, gop_start),
             Action::Lost(n) => {
                 stream
                     .stats
@@ -448,7 +468,8 @@ mod tests {
         frame(1, pts, Bytes::from_static(&[0x21, 0x10]))
     }
 
-    /// Actions in words: `T<n tracks>`, `L` (live), `P<track>:<pts>[k][g]`,
+    /// Actions in words: `T<n tracks>`, `L` (live), `P<track>:<pts>[k][g][r]`
+    /// (keyframe, GOP start, leading),
     /// `X` (lost), `J` (jitter), `F` (fail).
     fn words(actions: &[Action]) -> Vec<String> {
         actions
@@ -457,12 +478,17 @@ mod tests {
             .map(|a| match a {
                 Action::SetTracks(t) => format!("T{}", t.len()),
                 Action::Live => "L".into(),
-                Action::Publish { frame, gop_start } => format!(
-                    "P{}:{}{}{}",
+                Action::Publish {
+                    frame,
+                    gop_start,
+                    leading,
+                } => format!(
+                    "P{}:{}{}{}{}",
                     frame.track,
                     frame.pts,
                     if frame.keyframe { "k" } else { "" },
-                    if *gop_start { "g" } else { "" }
+                    if *gop_start { "g" } else { "" },
+                    if *leading { "r" } else { "" }
                 ),
                 Action::Lost(n) => format!("X{n}"),
                 Action::Jitter { .. } => "J".into(),
@@ -476,6 +502,42 @@ mod tests {
             .into_iter()
             .flat_map(|i| words(&p.handle(i, at)))
             .collect()
+    }
+
+    /// H.265 open GOP: a CRA is a GOP start, the RASL pictures after it
+    /// are published as leading (readers starting at the CRA skip them),
+    /// trailing pictures as usual.
+    #[test]
+    fn h265_cra_starts_a_gop_and_its_rasl_pictures_are_leading() {
+        let t0 = Instant::now();
+        let mut p = Publisher::new(Quirks::default());
+        p.handle(Input::Start(vec![SourceTrack::known(h265())]), t0);
+        const CRA: &[u8] = &[21 << 1, 1];
+        const RASL_N: &[u8] = &[8 << 1, 1];
+        const TRAIL_R: &[u8] = &[1 << 1, 1];
+        let got = run(
+            &mut p,
+            vec![
+                frame(0, 0, au(CRA)),
+                frame(0, 3600, au(RASL_N)),
+                frame(0, 7200, au(TRAIL_R)),
+                frame(0, 10800, au(CRA)),
+                frame(0, 14400, au(RASL_N)),
+            ],
+            t0,
+        );
+        assert_eq!(
+            got,
+            [
+                "T1",
+                "L",
+                "P0:0kg",
+                "P0:3600r",
+                "P0:7200",
+                "P0:10800kg",
+                "P0:14400r"
+            ]
+        );
     }
 
     #[test]

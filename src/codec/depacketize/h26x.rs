@@ -14,7 +14,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::{AccessUnit, DropReason, Fmtp, Output, ParamSets, RtpPacket, Unsupported};
 use crate::codec::h264::{h264_is_idr, h264_nal_type, H264_NAL_PPS, H264_NAL_SPS};
 use crate::codec::h265::{
-    h265_is_irap, h265_nal_type, H265_NAL_CRA, H265_NAL_PPS, H265_NAL_SPS, H265_NAL_VPS,
+    h265_is_irap, h265_is_rasl, h265_is_vcl, h265_nal_type, H265_NAL_CRA, H265_NAL_PPS,
+    H265_NAL_SPS, H265_NAL_VPS,
 };
 use crate::codec::nal::avcc_nal_units;
 
@@ -308,7 +309,7 @@ impl H26x {
     fn is_vcl(&self, t: u8) -> bool {
         match self.syntax {
             Syntax::H264 => (1..=5).contains(&t),
-            Syntax::H265 => t < 32,
+            Syntax::H265 => h265_is_vcl(t),
         }
     }
 
@@ -374,7 +375,7 @@ impl H26x {
             return drop(self, DropReason::Loss);
         }
         let first_type = self.nal_type(first_vcl);
-        let rasl = self.syntax == Syntax::H265 && matches!(first_type, 8 | 9);
+        let rasl = self.syntax == Syntax::H265 && h265_is_rasl(first_type);
         if keyframe {
             if self.syntax == Syntax::H265 {
                 // RASL pictures after a CRA are decodable only if decoding

@@ -254,6 +254,10 @@ impl RtpMedia {
                             last_rtp_timestamp: ts,
                         };
                     }
+                    // H.265 RASL pictures after a CRA go to every reader,
+                    // even one that starts at that CRA: skipping them would
+                    // leave a sequence number gap that the reader counts as
+                    // loss, and its decoder drops them itself (H.265 §8.1.3).
                     let gop_start = frame.keyframe && (video[i] || !has_video);
                     let channel = u8::try_from(2 * i).unwrap_or(u8::MAX);
                     fanout.publish(
