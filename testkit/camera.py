@@ -16,6 +16,13 @@ Two modes:
     100 mounts cost 100 payloaders, not 100 encoders. READY then prints
     ``<path>`` without a number (append the mount number).
 
+Quirks of real cameras, on request: ``--max-sessions 1`` answers 503 to a
+second client's DESCRIBE while one is connected (cameras that allow one RTSP
+session); ``--video h265 --open-gop`` sends CRA keyframes (NAL type 21) with
+VPS/SPS/PPS in band after a first IDR; ``--video mjpeg`` is an RFC 2435
+camera. Lossy UDP, a first packet in the middle of an FU-A and RTP
+timestamps that jump back are made on the path by testkit/src/udp_relay.rs.
+
 Must run under Debian's /usr/bin/python3 (python3-gi, gir1.2-gst-rtsp-server-1.0).
 
 Notes learned the hard way:
@@ -62,7 +69,14 @@ def parse_args(argv):
                    help="videotestsrc pattern: ball (compresses to ~100 kbit/s) or snow "
                         "(noise: fills the target bitrate like a real camera)")
     p.add_argument("--path", default="/test", help="mount path (default /test)")
-    p.add_argument("--video", choices=["h264", "h265", "none"], default="h264")
+    p.add_argument("--video", choices=["h264", "h265", "mjpeg", "none"], default="h264",
+                   help="mjpeg: RFC 2435 JPEG/90000 (static payload type 26), every frame a JPEG")
+    p.add_argument("--open-gop", action="store_true",
+                   help="H.265 only: x265 open GOP with repeat-headers: an IDR first, then "
+                        "CRA keyframes (NAL type 21) with VPS/SPS/PPS in band")
+    p.add_argument("--max-sessions", type=int, default=0,
+                   help="answer 503 to DESCRIBE while this many clients are connected "
+                        "(0: no limit), like cameras that allow one RTSP session")
     p.add_argument("--audio", choices=["aac", "pcma", "pcmu", "opus", "none"], default="none")
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--size", type=parse_size, default=(640, 360), help="WxH, e.g. 640x360")
@@ -87,6 +101,8 @@ def parse_args(argv):
         p.error("need at least one of --video / --audio")
     if a.fps <= 0 or a.gop <= 0 or a.bitrate <= 0:
         p.error("--fps, --gop and --bitrate must be positive")
+    if a.open_gop and a.video != "h265":
+        p.error("--open-gop is only supported with --video h265")
     if a.bframes and a.video != "h264":
         p.error("--bframes is only supported with --video h264")
     if a.mounts < 0:
@@ -127,11 +143,17 @@ def video_branch(a, pay):
             + "! h264parse config-interval=-1 "
             + f"! rtph264pay pt=96 name=pay{pay}"
         )
+    if a.video == "mjpeg":
+        return src + f"! jpegenc quality=75 ! rtpjpegpay pt=26 name=pay{pay}"
     # h265
+    # open-gop: keyframes after the first IDR are CRA pictures, and
+    # repeat-headers puts VPS/SPS/PPS in front of each (what the x265
+    # cameras of issue 12 send).
+    opts = ' option-string="open-gop=1:repeat-headers=1" ' if a.open_gop else " "
     return (
         src
         + f"! x265enc tune=zerolatency speed-preset=ultrafast bitrate={a.bitrate} "
-        + f"key-int-max={a.gop} "
+        + f"key-int-max={a.gop}{opts}"
         + "! h265parse config-interval=-1 "
         + f"! rtph265pay pt=96 name=pay{pay}"
     )
@@ -276,10 +298,23 @@ def main(argv):
         # single thread, 100 cameras connecting at once would queue for minutes.
         server.get_thread_pool().set_max_threads(max(16, a.mounts + 8))
 
+    connected = set()
+
     def on_client(_server, client):
         conn = client.get_connection()
         ip = conn.get_ip() if conn is not None else "?"
         print(f"CLIENT {ip}", flush=True)
+        connected.add(client)
+        client.connect("closed", lambda c: connected.discard(c))
+        if a.max_sessions > 0:
+            def pre_describe(c, _ctx):
+                # This client plus those before it that are still connected.
+                if len(connected) > a.max_sessions:
+                    print("REFUSED 503", flush=True)
+                    return GstRtsp.RTSPStatusCode.SERVICE_UNAVAILABLE
+                return GstRtsp.RTSPStatusCode.OK
+
+            client.connect("pre-describe-request", pre_describe)
 
     server.connect("client-connected", on_client)
 
@@ -287,13 +322,7 @@ def main(argv):
         f = GstRtspServer.RTSPMediaFactory()
         f.set_launch(launch)
         # One pipeline for every session, as a camera with one encoder has.
-        # Except with Opus: rtspgate reads an Opus track in a second RTSP
-        # session (retina has no Opus depacketizer; one-session Opus is
-        # issue 12), and GStreamer's server answers 503 to a second session
-        # that races the first one's PLAY on a shared media, then keeps
-        # answering 503. Cameras that give each session its own stream
-        # exist too; that is the kind this one plays with Opus.
-        f.set_shared(a.audio != "opus")
+        f.set_shared(True)
         f.connect("media-configure", on_media_configure)
         if fanout:
             f.connect("media-configure", fanout.on_configure)

@@ -26,6 +26,8 @@ pub fn camera_script() -> PathBuf {
 pub enum VideoCodec {
     H264,
     H265,
+    /// RFC 2435 JPEG/90000 (static payload type 26).
+    Mjpeg,
     None,
 }
 
@@ -34,6 +36,7 @@ impl VideoCodec {
         match self {
             VideoCodec::H264 => "h264",
             VideoCodec::H265 => "h265",
+            VideoCodec::Mjpeg => "mjpeg",
             VideoCodec::None => "none",
         }
     }
@@ -42,6 +45,7 @@ impl VideoCodec {
         match self {
             VideoCodec::H264 => Some("h264"),
             VideoCodec::H265 => Some("hevc"),
+            VideoCodec::Mjpeg => Some("mjpeg"),
             VideoCodec::None => None,
         }
     }
@@ -132,7 +136,9 @@ pub struct CameraOpts {
     /// 0: one mount at `path`. M > 0: one H.264 encoder feeding M mounts
     /// `<path>0 .. <path>M-1` (the benchmark fan-out).
     pub mounts: u32,
-    /// Passed verbatim to camera.py after everything else.
+    /// Passed verbatim to camera.py after everything else, e.g. the quirks
+    /// `--max-sessions 1` (503 to a second client's DESCRIBE) and
+    /// `--open-gop` (H.265 CRA keyframes with in-band parameter sets).
     pub extra_args: Vec<String>,
 }
 

@@ -30,6 +30,7 @@ pub mod procstat;
 pub mod rtsp_raw;
 pub mod rtsp_reader;
 pub mod udp_relay;
+pub mod vlc;
 pub mod whep;
 
 pub use browser::{browser_dir, require_browser, run_browser_script, BrowserRun, WindowRule};

@@ -7,8 +7,13 @@
 //! connects its sockets to the server ports, so packets must come from
 //! them). Each pair forwards camera → client and client → camera by source
 //! address. Video packets (payload type 96, the test camera's) can be
-//! dropped every Nth while [`Relay::drop_every`] says so. Blocking threads;
-//! they end when the relay is dropped.
+//! dropped every Nth while [`Relay::drop_every`] says so. Two more quirks of
+//! real UDP paths and cameras: [`Relay::start_mid_fragment`] makes the
+//! first video packet the client gets the rest of an H.264 FU-A (what a
+//! client that joins a running UDP stream, or loses its first packets,
+//! sees), and [`Relay::jump_timestamps_back`] steps every later RTP
+//! timestamp back (a camera whose clock is reset). Blocking threads; they
+//! end when the relay is dropped.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -28,6 +33,12 @@ struct Shared {
     video_seen: AtomicU64,
     dropped: AtomicU64,
     forwarded: AtomicU64,
+    /// Video packets are dropped until an FU-A continuation fragment.
+    mid_fragment: AtomicBool,
+    /// Video packets dropped before that continuation fragment.
+    skipped_to_mid_fragment: AtomicU64,
+    /// Seconds subtracted from every RTP timestamp from now on.
+    back_secs: AtomicU32,
     stop: AtomicBool,
     /// Relay pairs waiting for the camera's SETUP answer, with the client's
     /// ports: (rtp socket, rtcp socket, client rtp, client rtcp).
@@ -41,6 +52,29 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// Like [`Relay::start`], but the first video packet forwarded (over
+    /// UDP) is an H.264 FU-A fragment without the start bit, the middle or
+    /// end of its NAL unit (RFC 6184 §5.8): the packets before it are
+    /// dropped.
+    pub fn start_mid_fragment(camera_port: u16) -> Relay {
+        let relay = Relay::start(camera_port);
+        relay.shared.mid_fragment.store(true, Ordering::Relaxed);
+        relay
+    }
+
+    /// Video packets dropped to make the first one a continuation fragment (see
+    /// [`Relay::start_mid_fragment`]); 0 while none was forwarded yet.
+    pub fn skipped_to_mid_fragment(&self) -> u64 {
+        self.shared.skipped_to_mid_fragment.load(Ordering::Relaxed)
+    }
+
+    /// From now on, every RTP timestamp forwarded is `secs` seconds earlier
+    /// (video at 90 kHz, the test camera's audio at 48 kHz or 8 kHz for
+    /// G.711): a camera clock that jumps back. RTCP passes unchanged.
+    pub fn jump_timestamps_back(&self, secs: u32) {
+        self.shared.back_secs.store(secs, Ordering::Relaxed);
+    }
+
     /// Listens on 127.0.0.1 and proxies every connection to the camera at
     /// `127.0.0.1:camera_port`.
     pub fn start(camera_port: u16) -> Relay {
@@ -196,6 +230,29 @@ fn forward(sock: UdpSocket, client: SocketAddr, camera: SocketAddr, rtp: bool, s
             continue;
         };
         if from == camera {
+            if rtp
+                && n >= 12
+                && buf[1] & 0x7f == VIDEO_PT
+                && sh.mid_fragment.load(Ordering::Relaxed)
+            {
+                if is_fu_a_continuation(&buf[..n]) {
+                    sh.mid_fragment.store(false, Ordering::Relaxed);
+                } else {
+                    sh.skipped_to_mid_fragment.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
+            let back = sh.back_secs.load(Ordering::Relaxed);
+            if rtp && n >= 12 && back > 0 {
+                let clock: u32 = match buf[1] & 0x7f {
+                    VIDEO_PT => 90_000,
+                    0 | 8 => 8_000,
+                    _ => 48_000,
+                };
+                let ts = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]])
+                    .wrapping_sub(back.wrapping_mul(clock));
+                buf[4..8].copy_from_slice(&ts.to_be_bytes());
+            }
             if rtp && n >= 12 && buf[1] & 0x7f == VIDEO_PT {
                 let k = sh.video_seen.fetch_add(1, Ordering::Relaxed) + 1;
                 let every = u64::from(sh.every.load(Ordering::Relaxed));
@@ -209,6 +266,26 @@ fn forward(sock: UdpSocket, client: SocketAddr, camera: SocketAddr, rtp: bool, s
         } else {
             let _ = sock.send_to(&buf[..n], camera);
         }
+    }
+}
+
+/// Whether an RTP packet carries an H.264 FU-A (type 28) without the start
+/// bit: a middle or end fragment (RFC 6184 §5.8).
+fn is_fu_a_continuation(pkt: &[u8]) -> bool {
+    let Some(&first) = pkt.first() else {
+        return false;
+    };
+    let mut at = 12 + 4 * usize::from(first & 0x0f);
+    if first & 0x10 != 0 {
+        // Header extension: 4 bytes, then its length in 32-bit words.
+        let Some(words) = pkt.get(at + 2..at + 4) else {
+            return false;
+        };
+        at += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
+    }
+    match pkt.get(at..at + 2) {
+        Some(&[indicator, header]) => indicator & 0x1f == 28 && header & 0x80 == 0,
+        _ => false,
     }
 }
 
