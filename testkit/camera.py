@@ -74,6 +74,11 @@ def parse_args(argv):
     p.add_argument("--open-gop", action="store_true",
                    help="H.265 only: x265 open GOP with repeat-headers: an IDR first, then "
                         "CRA keyframes (NAL type 21) with VPS/SPS/PPS in band")
+    p.add_argument("--resize-after", type=float, default=0,
+                   help="H.264: after this many seconds of the stream, switch to --resize-to "
+                        "(the encoder restarts with a new SPS in band, like a camera whose "
+                        "resolution is changed while it streams)")
+    p.add_argument("--resize-to", type=parse_size, default=(320, 180), help="WxH after --resize-after")
     p.add_argument("--max-sessions", type=int, default=0,
                    help="answer 503 to DESCRIBE while this many clients are connected "
                         "(0: no limit), like cameras that allow one RTSP session")
@@ -101,6 +106,8 @@ def parse_args(argv):
         p.error("need at least one of --video / --audio")
     if a.fps <= 0 or a.gop <= 0 or a.bitrate <= 0:
         p.error("--fps, --gop and --bitrate must be positive")
+    if a.resize_after and (a.video != "h264" or a.mounts):
+        p.error("--resize-after is only supported with --video h264 on one mount")
     if a.open_gop and a.video != "h265":
         p.error("--open-gop is only supported with --video h265")
     if a.bframes and a.video != "h264":
@@ -123,6 +130,10 @@ def video_branch(a, pay):
         f"! video/x-raw,format=I420,width={w},height={h},framerate={a.fps}/1 "
         f"! queue max-size-buffers=5 "
     )
+    if a.resize_after:
+        # The size the encoder gets is this capsfilter's; changing its caps
+        # renegotiates videoscale and restarts x264enc with a new SPS.
+        src += f"! videoscale ! capsfilter name=size caps=video/x-raw,width={w},height={h} "
     if a.video == "h264":
         if a.bframes:
             # tune=zerolatency forces bframes=0, so spell out low-latency
@@ -200,6 +211,20 @@ def not_seekable(_pad, info):
         # unchanged is enough (and the query is not writable from Python).
         return Gst.PadProbeReturn.HANDLED
     return Gst.PadProbeReturn.OK
+
+
+def resize_later(a, media):
+    size = media.get_element().get_by_name("size")
+    if size is None:
+        return
+
+    def resize():
+        w, h = a.resize_to
+        size.set_property("caps", Gst.Caps.from_string(f"video/x-raw,width={w},height={h}"))
+        print(f"RESIZED {w}x{h}", flush=True)
+        return GLib.SOURCE_REMOVE
+
+    GLib.timeout_add(int(a.resize_after * 1000), resize)
 
 
 def on_media_configure(_factory, media):
@@ -324,6 +349,8 @@ def main(argv):
         # One pipeline for every session, as a camera with one encoder has.
         f.set_shared(True)
         f.connect("media-configure", on_media_configure)
+        if a.resize_after:
+            f.connect("media-configure", lambda _f, m: resize_later(a, m))
         if fanout:
             f.connect("media-configure", fanout.on_configure)
         return f

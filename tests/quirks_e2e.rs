@@ -225,3 +225,43 @@ fn vlc_udp_only_source_is_live_within_5_s() {
     assert_eq!(s["transport"], "udp", "{s}");
     read.assert_clean((2.5 * FPS * 0.9) as u64, 0);
 }
+
+/// A camera whose resolution is changed while it streams (640x360, then
+/// 320x180 after 3 s: a new SPS in band at an IDR): the path stays live
+/// without a reconnect, the API reports the new size, an RTSP reader that
+/// reads across the change decodes every frame cleanly, and LL-HLS plays
+/// the new size.
+#[test]
+fn camera_that_changes_resolution_mid_stream() {
+    let _g = serial();
+    require_tools();
+    let cam = Camera::start(CameraOpts {
+        extra_args: vec!["--resize-after".into(), "3".into()],
+        ..CameraOpts::new(VideoCodec::H264, AudioCodec::None)
+    });
+    let mut gw = Gateway::start([format!("cam={}", cam.url())]);
+    let live = gw.wait_live("cam", LIVE);
+    let width = |s: &serde_json::Value| s["tracks"][0]["width"].as_u64();
+    assert_eq!(width(&live), Some(640), "{live}");
+    let across = ffmpeg_read(&gw.rtsp_url("cam"), Transport::Tcp, 5.0);
+    let s = gw.stream("cam").expect("stream");
+    let hls = ffmpeg_read_hls(&gw.http_url("/cam/index.m3u8"), 3);
+    println!(
+        "quirk: resolution change 640x360 -> 320x180: width now {:?}, reconnects {}; \
+         ffmpeg RTSP across it {} frames, {} errors; ffmpeg LL-HLS after {} frames, {} errors",
+        width(&s),
+        u(&s, "reconnects"),
+        across.video_frames(),
+        across.errors.len(),
+        hls.video().len(),
+        hls.errors.len()
+    );
+    assert_eq!(
+        width(&s),
+        Some(320),
+        "the API must report the new size: {s}"
+    );
+    assert_eq!(u(&s, "reconnects"), 0, "{s}");
+    across.assert_clean((4.5 * FPS * 0.95) as u64, 0);
+    hls.assert_clean((2.5 * FPS * 0.95) as usize, 0);
+}
