@@ -392,7 +392,8 @@ impl H265Poc {
         };
         // RADL (6, 7), RASL (8, 9) and sub-layer non-reference pictures
         // (even types up to 14) do not anchor the next derivation.
-        let anchors = !matches!(s.nal_type, 6..=9) && !(s.nal_type <= 14 && s.nal_type % 2 == 0);
+        let sub_layer_non_ref = s.nal_type <= 14 && s.nal_type.is_multiple_of(2);
+        let anchors = !(matches!(s.nal_type, 6..=9) || sub_layer_non_ref);
         if s.temporal_id == 0 && anchors {
             self.prev_tid0 = Some((msb, lsb));
         }
