@@ -41,7 +41,11 @@ const MAX_REORDER: u32 = 16;
 /// - a track without reordering (reorder depth 0: H.264 `pic_order_cnt_type`
 ///   2, Baseline, `max_num_reorder_frames` 0; H.265
 ///   `sps_max_num_reorder_pics` 0; audio; parameters that do not parse)
-///   gets `dts == pts` exactly;
+///   gets `dts == pts` exactly. So does an H.264 track whose SPS does not
+///   declare `max_num_reorder_frames` (many cameras' Main/High streams
+///   without B-frames), until a picture comes out of order: from there on
+///   the level's bound (`MaxDpbFrames`) is the depth, and that one
+///   picture's `dts` steps back (a one-time re-base of the timeline);
 /// - otherwise `dts <= pts`, and `dts` strictly increases from one access
 ///   unit to the next, unless a `pts` falls to or below the previous `dts`
 ///   (a clock that jumps back, not reordering): then the extractor starts
@@ -74,6 +78,12 @@ pub struct DtsExtractor {
     period: u64,
     /// The POC is unknown until the next IDR/IRAP: order by pts.
     pts_order: bool,
+    /// An H.264 SPS without `max_num_reorder_frames` (only the level's
+    /// bound, `MaxDpbFrames`): `dts = pts` (`reorder` 0) until a picture
+    /// comes out of order, then this depth.
+    undeclared: Option<usize>,
+    /// While `undeclared`: the largest order key so far.
+    max_key: Option<(u64, i64)>,
 }
 
 /// The codec-specific part: how a picture's order count is found.
@@ -158,9 +168,15 @@ impl DtsExtractor {
             _ => (Order::None, 0),
         };
         let reorder = reorder.min(MAX_REORDER) as usize;
+        let undeclared = match &track.summary {
+            Some(ParamSummary::H264(s)) if s.max_reorder_inferred => Some(reorder),
+            _ => None,
+        };
         DtsExtractor {
             order: if reorder == 0 { Order::None } else { order },
-            reorder,
+            reorder: if undeclared.is_some() { 0 } else { reorder },
+            undeclared: undeclared.filter(|&r| r > 0),
+            max_key: None,
             frame_duration,
             pending: Vec::with_capacity(reorder + 1),
             since_start: 0,
@@ -171,7 +187,7 @@ impl DtsExtractor {
         }
     }
 
-    /// The reorder depth in pictures; 0 means `dts == pts`.
+    /// The reorder depth in pictures in use; 0 means `dts == pts`.
     pub fn reorder_depth(&self) -> usize {
         self.reorder
     }
@@ -181,10 +197,30 @@ impl DtsExtractor {
     /// presented at `pts`; both in the track's clock units (90 kHz for
     /// video).
     pub fn extract(&mut self, access_unit: &[u8], pts: i64) -> i64 {
-        if self.reorder == 0 {
+        if self.reorder == 0 && self.undeclared.is_none() {
             return pts;
         }
         let (period, key) = self.order_key(access_unit, pts);
+        if let Some(depth) = self.undeclared {
+            // (Keys compare only while they are order counts.)
+            let out_of_order = self.max_key.is_some_and(|m| (period, key) < m);
+            if out_of_order && !self.pts_order {
+                // The first picture output before an earlier-decoded one:
+                // the stream reorders after all. Start over here (the
+                // timeline re-bases this one step back).
+                tracing::debug!(depth, "pictures reorder; deriving DTS");
+                self.undeclared = None;
+                self.reorder = depth;
+                self.pending.clear();
+                self.since_start = 0;
+                self.prev_dts = None;
+            } else {
+                if !self.pts_order {
+                    self.max_key = self.max_key.max(Some((period, key)));
+                }
+                return pts;
+            }
+        }
         if self.since_start == 0 {
             self.anchor = pts;
         }

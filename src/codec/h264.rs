@@ -74,6 +74,9 @@ pub struct H264Sps {
     /// the SPS implies (see [`max_reorder`]); `None` only when the SPS does
     /// not parse past its first 3 bytes.
     pub max_reorder: Option<u32>,
+    /// `max_reorder` is the level's bound, not a value the VUI declares:
+    /// the stream may or may not reorder.
+    pub max_reorder_inferred: bool,
 }
 
 impl H264Sps {
@@ -102,6 +105,7 @@ impl H264Sps {
             dimensions: None,
             frame_rate: None,
             max_reorder: None,
+            max_reorder_inferred: false,
         };
         let Ok(full) = SeqParameterSet::from_bits(rbsp_reader(sps, NonZeroUsize::MIN)) else {
             return Ok(out);
@@ -122,6 +126,12 @@ impl H264Sps {
         out.dimensions = full.pixel_dimensions().ok();
         out.frame_rate = full.fps().filter(|f| f.is_finite() && *f > 0.0);
         out.max_reorder = max_reorder(&full);
+        out.max_reorder_inferred = full
+            .vui_parameters
+            .as_ref()
+            .and_then(|v| v.bitstream_restrictions.as_ref())
+            .is_none()
+            && out.max_reorder.is_some_and(|r| r > 0);
         Ok(out)
     }
 

@@ -249,3 +249,44 @@ fn garbage_never_panics_and_keeps_the_guarantees() {
         }
     }
 }
+
+/// The track with its H.264 SPS summary saying the reorder depth is only
+/// the level's bound (no `max_num_reorder_frames` in the VUI).
+fn undeclared(mut track: Track, bound: u32) -> Track {
+    if let Some(ParamSummary::H264(s)) = &mut track.summary {
+        s.max_reorder = Some(bound);
+        s.max_reorder_inferred = true;
+    }
+    track
+}
+
+#[test]
+fn an_undeclared_depth_keeps_dts_pts_until_pictures_reorder() {
+    // No B-frames: dts == pts throughout.
+    let (track, aus) = access_units(H264_NO_B, false);
+    let mut x = DtsExtractor::new(&undeclared(track, 4));
+    for (i, au) in aus.iter().enumerate() {
+        let pts = i as i64 * 3600;
+        assert_eq!(x.extract(au, pts), pts, "#{i}");
+    }
+    assert_eq!(x.reorder_depth(), 0);
+
+    // B-frames: dts == pts for I0 and P3, then B1 shows the reordering;
+    // from there on dts <= pts and increasing.
+    let (track, aus) = access_units(H264_BF2, false);
+    let want = probe(H264_BF2_PKTS);
+    let mut x = DtsExtractor::new(&undeclared(track, 4));
+    let got: Vec<i64> = aus
+        .iter()
+        .zip(&want)
+        .map(|(au, &(pts, _))| x.extract(au, pts))
+        .collect();
+    assert_eq!(x.reorder_depth(), 4);
+    assert_eq!(got[..2], [want[0].0, want[1].0]);
+    for i in 2..got.len() {
+        assert!(got[i] <= want[i].0, "#{i}: {got:?}");
+        if i > 2 {
+            assert!(got[i] > got[i - 1], "#{i}: {got:?}");
+        }
+    }
+}
