@@ -103,3 +103,34 @@ fn b_frames_reach_ll_hls_in_decoding_order_and_decode_everywhere() {
         r.errors.len()
     );
 }
+
+#[test]
+fn hls_js_plays_the_b_frame_stream_in_chromium() {
+    let _guard = serial();
+    require_browser();
+    let (_cam, gw) = bframe_camera_and_gateway();
+    let url = gw.http_url("/cam/index.m3u8");
+    let timeout = 47;
+    let run = run_browser_script(
+        "hls_play.mjs",
+        &[
+            url.clone(),
+            "--frames".into(),
+            "100".into(),
+            "--seconds".into(),
+            "2".into(),
+            "--timeout".into(),
+            timeout.to_string(),
+        ],
+        Duration::from_secs(timeout + 30),
+    );
+    assert_eq!(run.code, Some(0), "{}\n{}", run.json, run.stderr);
+    let v = run.json;
+    let frames = v["frames"].as_u64().unwrap_or(0);
+    assert!(frames >= 100, "decoded {frames} frames: {v}");
+    assert!(v["fatal"].is_null(), "{v}");
+    // The 4 s after the first frame play in real time, without stalls.
+    let problems = WindowRule::video_25fps(false).problems(&v);
+    assert!(problems.is_empty(), "{problems:?}\n{v}");
+    eprintln!("hls.js in Chromium, B-frame camera: {v}");
+}
