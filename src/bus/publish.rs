@@ -47,7 +47,8 @@ pub struct SourceFrame {
     /// extended); may be negative.
     pub pts: i64,
     /// Decoding timestamp, same units; `None` when the source does not
-    /// signal one (RTP): then equal to `pts`.
+    /// signal one (RTP): the publisher then derives it for H.264/H.265
+    /// (`codec::DtsExtractor`) and takes `pts` for other codecs.
     pub dts: Option<i64>,
     /// Video: NAL units each with a 4-byte big-endian length prefix
     /// (ISO/IEC 14496-15). Audio: one raw frame (AAC access unit without

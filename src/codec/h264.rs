@@ -5,7 +5,13 @@
 
 use std::num::NonZeroUsize;
 
-use h264_reader::nal::sps::{ChromaFormat, SeqParameterSet};
+use h264_reader::nal::pps::PicParameterSet;
+use h264_reader::nal::slice::{
+    DecRefPicMarking, Field, FieldPic, MemoryManagementControlOperation, PicOrderCountLsb,
+    SliceHeader,
+};
+use h264_reader::nal::sps::{ChromaFormat, FrameMbsFlags, PicOrderCntType, SeqParameterSet};
+use h264_reader::nal::NalHeader;
 use h264_reader::rbsp::BitRead;
 
 use super::nal::{avcc_nal_units, rbsp_reader, ParamError};
@@ -62,10 +68,15 @@ pub struct H264Sps {
     /// Frames per second from the VUI timing info: `time_scale / (2 *
     /// num_units_in_tick)` (§E.2.1 with `field_seq`-free frame timing).
     pub frame_rate: Option<f64>,
-    /// `max_num_reorder_frames` (§E.2.1): how many pictures may precede
+    /// `max_num_reorder_frames` (§E.2.1): how many frames may precede
     /// one in decoding order and follow it in output order; above 0 means
-    /// B-frames (or other reordering). `None` when the SPS does not say.
+    /// B-frames (or other reordering). When the VUI does not say, what
+    /// the SPS implies (see [`max_reorder`]); `None` only when the SPS does
+    /// not parse past its first 3 bytes.
     pub max_reorder: Option<u32>,
+    /// `max_reorder` is the level's bound, not a value the VUI declares:
+    /// the stream may or may not reorder.
+    pub max_reorder_inferred: bool,
 }
 
 impl H264Sps {
@@ -94,6 +105,7 @@ impl H264Sps {
             dimensions: None,
             frame_rate: None,
             max_reorder: None,
+            max_reorder_inferred: false,
         };
         let Ok(full) = SeqParameterSet::from_bits(rbsp_reader(sps, NonZeroUsize::MIN)) else {
             return Ok(out);
@@ -114,6 +126,12 @@ impl H264Sps {
         out.dimensions = full.pixel_dimensions().ok();
         out.frame_rate = full.fps().filter(|f| f.is_finite() && *f > 0.0);
         out.max_reorder = max_reorder(&full);
+        out.max_reorder_inferred = full
+            .vui_parameters
+            .as_ref()
+            .and_then(|v| v.bitstream_restrictions.as_ref())
+            .is_none()
+            && out.max_reorder.is_some_and(|r| r > 0);
         Ok(out)
     }
 
@@ -140,11 +158,15 @@ impl H264Sps {
     }
 }
 
-/// `max_num_reorder_frames` from the VUI's bitstream restriction; without
-/// one, 0 for streams that cannot have B slices (Baseline, or
-/// `constraint_set0_flag`: Baseline-conformant, H.264 §A.2.1; or the intra
-/// profiles, `constraint_set3_flag` with the High family, §A.2.8-11),
-/// otherwise unknown.
+/// `max_num_reorder_frames` from the VUI's bitstream restriction
+/// (§E.2.1). Without one: 0 when output order is decoding order
+/// (`pic_order_cnt_type` 2, §8.2.1.3), for streams that cannot have B
+/// slices (Baseline, or `constraint_set0_flag`: Baseline-conformant,
+/// §A.2.1) and for the intra profiles (`constraint_set3_flag` with the
+/// High family, §A.2.8-11); otherwise the inferred value, `MaxDpbFrames`
+/// of the level (§E.2.1: `max_num_reorder_frames` absent is inferred as
+/// `max_dec_frame_buffering`, itself `MaxDpbFrames`, §A.3.1 item h,
+/// Table A-1).
 fn max_reorder(sps: &SeqParameterSet) -> Option<u32> {
     if let Some(b) = sps
         .vui_parameters
@@ -157,7 +179,177 @@ fn max_reorder(sps: &SeqParameterSet) -> Option<u32> {
     let flags = u8::from(sps.constraint_flags);
     let baseline = profile_idc == 66 || flags & 0x80 != 0;
     let intra = matches!(profile_idc, 44 | 100 | 110 | 122 | 244) && flags & 0x10 != 0;
-    (baseline || intra).then_some(0)
+    let poc_type_2 = matches!(sps.pic_order_cnt, PicOrderCntType::TypeTwo);
+    if baseline || intra || poc_type_2 {
+        return Some(0);
+    }
+    max_dpb_frames(sps)
+}
+
+/// `MaxDpbFrames = Min(MaxDpbMbs / (PicWidthInMbs * FrameHeightInMbs),
+/// 16)` (H.264 §A.3.1 item h, `MaxDpbMbs` from Table A-1); `None` for an
+/// unknown level or an empty picture.
+fn max_dpb_frames(sps: &SeqParameterSet) -> Option<u32> {
+    let flags = u8::from(sps.constraint_flags);
+    let max_dpb_mbs: u32 = match (sps.level_idc, flags & 0x10 != 0) {
+        // Level 1b: level_idc 11 with constraint_set3_flag, or 9.
+        (9, _) | (10, _) | (11, true) => 396,
+        (11, false) => 900,
+        (12 | 13 | 20, _) => 2_376,
+        (21, _) => 4_752,
+        (22 | 30, _) => 8_100,
+        (31, _) => 18_000,
+        (32, _) => 20_480,
+        (40 | 41, _) => 32_768,
+        (42, _) => 34_816,
+        (50, _) => 110_400,
+        (51 | 52, _) => 184_320,
+        (60..=62, _) => 696_320,
+        _ => return None,
+    };
+    let field_factor = match sps.frame_mbs_flags {
+        FrameMbsFlags::Frames => 1,
+        FrameMbsFlags::Fields { .. } => 2,
+    };
+    let mbs = sps
+        .pic_width_in_mbs_minus1
+        .checked_add(1)?
+        .checked_mul(sps.pic_height_in_map_units_minus1.checked_add(1)?)?
+        .checked_mul(field_factor)?;
+    max_dpb_mbs.checked_div(mbs).map(|f| f.min(16))
+}
+
+/// How a picture's order count is coded (H.264 §7.4.2.1.1
+/// `pic_order_cnt_type`, with the SPS fields each type uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum H264PocType {
+    /// Type 0: `pic_order_cnt_lsb` in every slice header, in
+    /// `log2_max_lsb` bits (§8.2.1.1).
+    Lsb { log2_max_lsb: u32 },
+    /// Type 1: expected from `frame_num` and the SPS cycle of offsets,
+    /// corrected by `delta_pic_order_cnt` (§8.2.1.2).
+    FrameNum {
+        offset_for_non_ref_pic: i32,
+        offset_for_top_to_bottom_field: i32,
+        offsets_for_ref_frame: Vec<i32>,
+    },
+    /// Type 2: output order is decoding order (§8.2.1.3).
+    DecodeOrder,
+}
+
+/// What the decoding order derivation needs from the first slice header of
+/// an H.264 picture (§7.3.3, §7.4.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct H264SliceOrder {
+    /// `nal_ref_idc` of the slice's NAL unit: 0 means a non-reference
+    /// picture.
+    pub nal_ref_idc: u8,
+    /// An IDR picture (NAL unit type 5).
+    pub idr: bool,
+    /// `frame_num`, `log2_max_frame_num` bits.
+    pub frame_num: u32,
+    /// `Some(bottom)` for a field picture (`field_pic_flag`), `None` for a
+    /// frame.
+    pub field: Option<bool>,
+    /// Type 0: `pic_order_cnt_lsb`.
+    pub poc_lsb: u32,
+    /// Type 0: `delta_pic_order_cnt_bottom`; type 1: `delta_pic_order_cnt[0..2]`.
+    pub delta: [i32; 2],
+    /// The picture carries `memory_management_control_operation` 5, which
+    /// restarts the order count after it (§8.2.1).
+    pub mmco5: bool,
+}
+
+/// Reads H.264 slice headers up to the fields that order pictures, with
+/// the parameter sets of one track (h264-reader's slice header parser).
+pub(crate) struct H264SliceReader {
+    ctx: h264_reader::Context,
+    poc_type: H264PocType,
+    log2_max_frame_num: u32,
+}
+
+impl H264SliceReader {
+    /// From the track's SPS and PPS NAL units (header byte included).
+    /// `None` when either does not parse.
+    pub fn new(sps: &[u8], pps: &[u8]) -> Option<Self> {
+        let sps = SeqParameterSet::from_bits(rbsp_reader(sps, NonZeroUsize::MIN)).ok()?;
+        let poc_type = match &sps.pic_order_cnt {
+            PicOrderCntType::TypeZero {
+                log2_max_pic_order_cnt_lsb_minus4,
+            } => H264PocType::Lsb {
+                log2_max_lsb: u32::from(*log2_max_pic_order_cnt_lsb_minus4) + 4,
+            },
+            PicOrderCntType::TypeOne {
+                offset_for_non_ref_pic,
+                offset_for_top_to_bottom_field,
+                offsets_for_ref_frame,
+                ..
+            } => H264PocType::FrameNum {
+                offset_for_non_ref_pic: *offset_for_non_ref_pic,
+                offset_for_top_to_bottom_field: *offset_for_top_to_bottom_field,
+                offsets_for_ref_frame: offsets_for_ref_frame.clone(),
+            },
+            PicOrderCntType::TypeTwo => H264PocType::DecodeOrder,
+        };
+        let log2_max_frame_num = u32::from(sps.log2_max_frame_num());
+        let mut ctx = h264_reader::Context::new();
+        ctx.put_seq_param_set(sps);
+        let pps = PicParameterSet::from_bits(&ctx, rbsp_reader(pps, NonZeroUsize::MIN)).ok()?;
+        ctx.put_pic_param_set(pps);
+        Some(H264SliceReader {
+            ctx,
+            poc_type,
+            log2_max_frame_num,
+        })
+    }
+
+    pub fn poc_type(&self) -> &H264PocType {
+        &self.poc_type
+    }
+
+    /// `log2_max_frame_num_minus4 + 4` (§7.4.2.1.1).
+    pub fn log2_max_frame_num(&self) -> u32 {
+        self.log2_max_frame_num
+    }
+
+    /// The order fields of the first coded slice (NAL unit type 1 or 5) of
+    /// an access unit (AVCC framing); `None` when there is none or its
+    /// header does not parse (e.g. it names another parameter set).
+    pub fn first_slice(&self, access_unit: &[u8]) -> Option<H264SliceOrder> {
+        let (nal, hdr) = avcc_nal_units(access_unit)
+            .map_while(Result::ok)
+            .filter_map(|n| Some((n, *n.first()?)))
+            .find(|(_, hdr)| matches!(h264_nal_type(*hdr), H264_NAL_SLICE | H264_NAL_IDR))?;
+        let header = NalHeader::new(hdr).ok()?;
+        let mut r = rbsp_reader(nal, NonZeroUsize::MIN);
+        let (h, _, _) = SliceHeader::from_bits(&self.ctx, &mut r, header).ok()?;
+        let (poc_lsb, delta) = match h.pic_order_cnt_lsb {
+            Some(PicOrderCountLsb::Frame(lsb)) => (lsb, [0, 0]),
+            Some(PicOrderCountLsb::FieldsAbsolute {
+                pic_order_cnt_lsb,
+                delta_pic_order_cnt_bottom,
+            }) => (pic_order_cnt_lsb, [delta_pic_order_cnt_bottom, 0]),
+            Some(PicOrderCountLsb::FieldsDelta(d)) => (0, d),
+            None => (0, [0, 0]),
+        };
+        let mmco5 = matches!(
+            &h.dec_ref_pic_marking,
+            Some(DecRefPicMarking::Adaptive(ops))
+                if ops.iter().any(|o| matches!(o, MemoryManagementControlOperation::AllRefPicturesUnused))
+        );
+        Some(H264SliceOrder {
+            nal_ref_idc: header.nal_ref_idc(),
+            idr: h264_is_idr(h264_nal_type(hdr)),
+            frame_num: u32::from(h.frame_num),
+            field: match h.field_pic {
+                FieldPic::Frame => None,
+                FieldPic::Field(f) => Some(f == Field::Bottom),
+            },
+            poc_lsb,
+            delta,
+            mmco5,
+        })
+    }
 }
 
 /// Whether an H.264 access unit (AVCC framing) contains a B slice:

@@ -93,6 +93,11 @@ pub struct H265Sps {
     /// pictures are output in another order than decoded (B-frames that
     /// reorder; low-delay B does not).
     pub max_reorder: u32,
+    /// `log2_max_pic_order_cnt_lsb_minus4 + 4` (4..=16): the width of
+    /// `slice_pic_order_cnt_lsb`.
+    pub log2_max_poc_lsb: u32,
+    /// `separate_colour_plane_flag`: slice headers carry `colour_plane_id`.
+    pub separate_colour_planes: bool,
 }
 
 impl H265Sps {
@@ -223,6 +228,8 @@ impl H265Sps {
             dimensions,
             frame_rate,
             max_reorder,
+            log2_max_poc_lsb,
+            separate_colour_planes,
         })
     }
 
@@ -255,6 +262,98 @@ impl H265Sps {
         }
         s
     }
+}
+
+/// The fields of an H.265 PPS that shape the slice segment header before
+/// `slice_pic_order_cnt_lsb` (§7.3.2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct H265Pps {
+    pub output_flag_present: bool,
+    /// `num_extra_slice_header_bits` (0..=7).
+    pub num_extra_slice_header_bits: u32,
+}
+
+impl H265Pps {
+    /// Parses a PPS NAL unit (2-byte header included). `None` when it is
+    /// not a PPS or is truncated.
+    pub fn parse(pps: &[u8]) -> Option<H265Pps> {
+        if h265_nal_type(*pps.first()?) != H265_NAL_PPS || pps.len() < 2 {
+            return None;
+        }
+        let mut r = rbsp_reader(pps, HEADER_LEN);
+        r.read_ue("pps_pic_parameter_set_id").ok()?;
+        r.read_ue("pps_seq_parameter_set_id").ok()?;
+        r.skip(1, "dependent_slice_segments_enabled_flag").ok()?;
+        let output_flag_present = r.read_bool("output_flag_present_flag").ok()?;
+        let num_extra_slice_header_bits = r.read(3, "num_extra_slice_header_bits").ok()?;
+        Some(H265Pps {
+            output_flag_present,
+            num_extra_slice_header_bits,
+        })
+    }
+}
+
+/// What orders an H.265 picture, from the first slice segment header of
+/// its access unit (§7.3.6.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct H265SliceOrder {
+    /// `nal_unit_type` of the slice segment (0..=31).
+    pub nal_type: u8,
+    /// `TemporalId` (`nuh_temporal_id_plus1 - 1`).
+    pub temporal_id: u8,
+    /// `slice_pic_order_cnt_lsb`; 0 for IDR pictures, which have none.
+    pub poc_lsb: u32,
+}
+
+/// Reads the first slice segment header of an access unit (AVCC framing)
+/// up to `slice_pic_order_cnt_lsb` (H.265 §7.3.6.1). `None` when there is
+/// no VCL NAL unit (types 0..=31), its header does not parse, or it is not
+/// the first slice segment of its picture.
+pub(crate) fn h265_first_slice(
+    access_unit: &[u8],
+    sps: &H265Sps,
+    pps: &H265Pps,
+) -> Option<H265SliceOrder> {
+    let (nal, h0, h1) = super::nal::avcc_nal_units(access_unit)
+        .map_while(Result::ok)
+        .filter_map(|n| match *n {
+            [h0, h1, ..] => Some((n, h0, h1)),
+            _ => None,
+        })
+        .find(|(_, h0, _)| h265_nal_type(*h0) < 32)?;
+    let nal_type = h265_nal_type(h0);
+    let temporal_id = (h1 & 0x07).checked_sub(1)?;
+    let mut r = rbsp_reader(nal, HEADER_LEN);
+    if !r.read_bool("first_slice_segment_in_pic_flag").ok()? {
+        return None;
+    }
+    if h265_is_irap(nal_type) {
+        r.skip(1, "no_output_of_prior_pics_flag").ok()?;
+    }
+    r.read_ue("slice_pic_parameter_set_id").ok()?;
+    if pps.num_extra_slice_header_bits > 0 {
+        r.skip(pps.num_extra_slice_header_bits, "slice_reserved_flag")
+            .ok()?;
+    }
+    r.read_ue("slice_type").ok()?;
+    if pps.output_flag_present {
+        r.skip(1, "pic_output_flag").ok()?;
+    }
+    if sps.separate_colour_planes {
+        r.skip(2, "colour_plane_id").ok()?;
+    }
+    // IDR_W_RADL (19) and IDR_N_LP (20) carry no order count: it is 0.
+    let poc_lsb = if matches!(nal_type, 19 | 20) {
+        0
+    } else {
+        r.read(sps.log2_max_poc_lsb, "slice_pic_order_cnt_lsb")
+            .ok()?
+    };
+    Some(H265SliceOrder {
+        nal_type,
+        temporal_id,
+        poc_lsb,
+    })
 }
 
 /// `DeltaPocS0` and `DeltaPocS1` of one `st_ref_pic_set` (§7.4.8), which

@@ -12,12 +12,16 @@
 //! - [`Payloader`] turns one track's frames into RTP packets: H.264 (RFC
 //!   6184), H.265 (RFC 7798), AAC (RFC 3640), G.711 (RFC 3551) and Opus
 //!   (RFC 7587).
+//! - [`DtsExtractor`]: decoding timestamps of H.264/H.265 pictures from
+//!   their order counts and the reorder depth, for sources that carry
+//!   presentation timestamps only (RTP).
 //! - [`Depacketizer`] the reverse: one track's RTP packets to access units,
 //!   the same formats and JPEG (RFC 2435); loss drops an access unit with a
 //!   [`DropReason`], never the session.
 
 mod aac;
 mod depacketize;
+mod dts;
 mod g711;
 mod h264;
 mod h265;
@@ -30,12 +34,17 @@ mod track;
 
 #[cfg(test)]
 pub(crate) mod tests;
+/// Real B-frame access units and ffprobe's timestamps, for tests of the
+/// layers above.
+#[cfg(test)]
+pub(crate) use dts::tests as dts_fixtures;
 
 pub use aac::{AacConfig, AAC_MAX_AU_SIZE};
 pub use depacketize::{
     AccessUnit, Depacketizer, DropReason, Output, ParamSets, RtpFormat, RtpPacket, Unsupported,
     MAX_ACCESS_UNIT_SIZE,
 };
+pub use dts::DtsExtractor;
 pub use h264::{
     h264_has_b_slice, h264_is_idr, h264_nal_type, H264Sps, H264_NAL_AUD, H264_NAL_IDR,
     H264_NAL_PPS, H264_NAL_SLICE, H264_NAL_SPS,

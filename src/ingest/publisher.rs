@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use super::Timeline;
 use crate::bus::{Frame, MediaKind, SourceFrame, SourceTrack, Stream, StreamState, Track};
+use crate::codec::DtsExtractor;
 
 /// What to do when a track's codec parameters are not in the session
 /// description (an H.264/H.265 SDP without `sprop-parameter-sets` /
@@ -142,6 +143,9 @@ struct Session {
     failed: bool,
     /// Per track: last transit time and jitter estimate, in seconds.
     jitter: Vec<(Option<f64>, f64)>,
+    /// Per track: the decoding timestamp extractor of its current
+    /// parameters, made at its first published frame.
+    dts: Vec<Option<DtsExtractor>>,
 }
 
 /// The publisher of one path. See the module docs.
@@ -199,6 +203,7 @@ impl Publisher {
             kinds: tracks.iter().map(|t| t.kind).collect(),
             has_video: tracks.iter().any(|t| t.kind == MediaKind::Video),
             jitter: vec![(None, 0.0); tracks.len()],
+            dts: tracks.iter().map(|_| None).collect(),
             tracks: tracks.into_iter().map(|t| t.track.map(Arc::new)).collect(),
             announced: false,
             failed: false,
@@ -231,6 +236,9 @@ impl Publisher {
             return;
         }
         *slot = Some(Arc::new(params));
+        if let Some(x) = s.dts.get_mut(track) {
+            *x = None;
+        }
         if s.announced {
             out.push(Action::SetTracks(
                 s.tracks.iter().flatten().cloned().collect(),
@@ -307,9 +315,18 @@ impl Publisher {
                 .get(f.track)
                 .and_then(Option::as_ref)
                 .is_some_and(|t| crate::codec::is_leading_skippable(&t.codec, &f.data));
+        // RTP gives presentation times only: decoding times of a video
+        // track come from its pictures' order (B-frames).
+        let source_dts = match (f.dts, s.tracks.get(f.track)) {
+            (None, Some(Some(track))) if video => s.dts.get_mut(f.track).map(|x| {
+                x.get_or_insert_with(|| DtsExtractor::new(track))
+                    .extract(&f.data, f.pts)
+            }),
+            (dts, _) => dts,
+        };
         // The timeline keeps decode order monotonic; the composition
         // offset (B-frames) rides on top of it.
-        let (pts, dts) = match f.dts {
+        let (pts, dts) = match source_dts {
             Some(dts) => {
                 let mapped = timeline.map(dts, now);
                 (mapped.saturating_add(f.pts.saturating_sub(dts)), mapped)
@@ -718,6 +735,64 @@ mod tests {
         match p.handle(b, t1).as_slice() {
             [Action::Lost(2), Action::Jitter { .. }, Action::Publish { frame, .. }] => {
                 assert_eq!((frame.dts, frame.pts), (97_200, 104_400));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn b_frames_get_decoding_timestamps_on_the_bus() {
+        use crate::codec::dts_fixtures::{access_units, probe, H264_BF2, H264_BF2_PKTS};
+        let (track, aus) = access_units(H264_BF2, false);
+        let want = probe(H264_BF2_PKTS);
+        let t0 = Instant::now();
+        let mut p = Publisher::new(Quirks::default());
+        p.handle(Input::Start(vec![SourceTrack::known(track.clone())]), t0);
+        let base = 1_000_000;
+        let mut published = Vec::new();
+        for (i, (au, &(pts, _))) in aus.iter().zip(&want).enumerate() {
+            // The camera's parameters again, unchanged, halfway: no reset.
+            if i == 25 {
+                p.handle(
+                    Input::Parameters {
+                        track: 0,
+                        params: track.clone(),
+                    },
+                    t0,
+                );
+            }
+            let input = frame(0, base + pts, Bytes::from(au.clone()));
+            for a in p.handle(input, t0) {
+                if let Action::Publish { frame, .. } = a {
+                    published.push((frame.pts, frame.dts));
+                }
+            }
+        }
+        assert_eq!(published.len(), want.len());
+        let (pts0, _) = published[0];
+        for (i, (&(pts, dts), &(want_pts, want_dts))) in published.iter().zip(&want).enumerate() {
+            // The timeline maps both with one offset: the source's pts and
+            // ffmpeg's composition offsets.
+            assert_eq!(pts - pts0, want_pts, "#{i}");
+            assert_eq!(pts - dts, want_pts - want_dts, "#{i}");
+            assert!(i == 0 || dts > published[i - 1].1, "#{i}");
+        }
+        assert!(published.iter().any(|(p, d)| p != d));
+
+        // New parameters start a new extractor: a track whose SPS does not
+        // reorder passes pts through.
+        p.handle(
+            Input::Parameters {
+                track: 0,
+                params: h264(),
+            },
+            t0,
+        );
+        let last = published.last().map_or(0, |&(p, _)| p);
+        match p.handle(frame(0, base + 50 * 3600, au(IDR)), t0).as_slice() {
+            [Action::Jitter { .. }, Action::Publish { frame, .. }] => {
+                assert_eq!(frame.pts, frame.dts);
+                assert!(frame.pts > last);
             }
             other => panic!("{other:?}"),
         }

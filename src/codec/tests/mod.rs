@@ -2,7 +2,7 @@
 //! checks of the RTP packets themselves; [`params`]: the parameter-set
 //! summaries, random access detection and access unit sanitising.
 
-mod params;
+pub(crate) mod params;
 
 use std::num::{NonZeroU16, NonZeroU32};
 
@@ -58,7 +58,7 @@ fn nal(header: &[u8], len: usize, seed: u32) -> Vec<u8> {
 }
 
 /// AVCC framing: each NAL unit with a 4-byte big-endian length.
-fn avcc(nals: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn avcc(nals: &[&[u8]]) -> Vec<u8> {
     let mut v = Vec::new();
     for n in nals {
         v.extend_from_slice(&(n.len() as u32).to_be_bytes());

@@ -15,7 +15,7 @@ use crate::codec::*;
 
 /// Splits an Annex B byte stream into NAL units (start codes and trailing
 /// zero bytes removed).
-fn annex_b(data: &[u8]) -> Vec<&[u8]> {
+pub(crate) fn annex_b(data: &[u8]) -> Vec<&[u8]> {
     let mut starts = Vec::new();
     let mut i = 0;
     while i + 3 <= data.len() {
@@ -205,6 +205,8 @@ fn hvc1_string_follows_annex_e() {
         dimensions: None,
         frame_rate: None,
         max_reorder: 0,
+        log2_max_poc_lsb: 8,
+        separate_colour_planes: false,
     };
     assert_eq!(s.rfc6381(), "hvc1.A2.4.H153.B0");
     let plain = H265Sps {
