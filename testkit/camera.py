@@ -23,7 +23,10 @@ Quirks (what real cameras do that GStreamer's test server does not):
     and N=1 this is the Opus camera that refuses a second session.
   * ``--video h265 --open-gop``: x265 with ``open-gop=1:repeat-headers=1``:
     the stream starts with an IDR, later keyframes are CRA (NAL type 21)
-    each preceded in band by VPS/SPS/PPS.
+    each preceded in band by VPS/SPS/PPS. x265 emits RASL pictures (NAL
+    types 8/9) after a CRA only with --bframes and when the frames between
+    keyframes are not whole B..BP groups, e.g. --bframes 2 --gop 12 (not
+    --gop 25 or 10).
   * ``--bframes [N]``: B-frames (H.264 Main profile; H.265 too), so packet
     PTS != DTS.
   * ``--video mjpeg``: ``jpegenc ! rtpjpegpay`` (RFC 2435, ``JPEG/90000``,
@@ -174,6 +177,10 @@ def video_branch(a, pay):
                 f"bframes={a.bframes}", "b-adapt=0", f"rc-lookahead={max(a.bframes, 1) + 1}",
                 "repeat-headers=1", "frame-threads=1"]
         opts.append("open-gop=1" if a.open_gop else "open-gop=0")
+        if a.bframes:
+            # Flat B-frames: each B-B-P group references only its ends, as
+            # a simple camera's encoder does.
+            opts.append("b-pyramid=0")
         enc = (
             f"x265enc speed-preset=ultrafast bitrate={a.bitrate} "
             f"option-string={':'.join(opts)} "

@@ -127,7 +127,9 @@ pub struct CameraOpts {
     pub bframes: bool,
     /// H.265 only: open GOP (x265 `open-gop=1:repeat-headers=1`). The
     /// stream starts with an IDR; every later keyframe is a CRA (NAL unit
-    /// type 21) preceded in band by VPS/SPS/PPS.
+    /// type 21) preceded in band by VPS/SPS/PPS. With `bframes` and a `gop`
+    /// whose frames between keyframes are not whole B-B-P groups (e.g. 12;
+    /// not 10 or 25) two RASL pictures (type 8) follow each CRA.
     pub open_gop: bool,
     /// 0: no limit. N > 0: while N RTSP connections are open, the DESCRIBE
     /// of another one is answered `503 Service Unavailable` (a camera that

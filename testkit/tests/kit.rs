@@ -454,14 +454,16 @@ fn copy_video(url: &str, format: &str, seconds: f64) -> Vec<u8> {
 }
 
 /// `--open-gop`: an IDR first, then CRA keyframes each preceded in band by
-/// VPS, SPS, PPS.
+/// VPS, SPS, PPS; with B-frames and a GOP of 12 (11 frames after a
+/// keyframe are not whole B-B-P groups) RASL pictures follow each CRA.
 #[test]
 fn open_gop_h265_has_cra_keyframes_with_in_band_parameter_sets() {
     let _guard = serial();
     require_tools();
     let cam = Camera::start(CameraOpts {
         open_gop: true,
-        gop: 10,
+        bframes: true,
+        gop: 12,
         ..CameraOpts::new(VideoCodec::H265, AudioCodec::None)
     });
     let types = hevc_nal_types(&copy_video(&cam.url(), "hevc", 2.0));
@@ -491,6 +493,13 @@ fn open_gop_h265_has_cra_keyframes_with_in_band_parameter_sets() {
         }
     }
     let rasl = types.iter().filter(|t| matches!(t, 8 | 9)).count();
+    for i in &cras {
+        let next = types[i + 1..].iter().find(|t| **t < 32);
+        assert!(
+            matches!(next, Some(8 | 9) | None),
+            "no RASL after the CRA at {i}: {types:?}"
+        );
+    }
     eprintln!(
         "{} CRA, {rasl} RASL NAL units: {:?}",
         cras.len(),
