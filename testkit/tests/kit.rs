@@ -262,7 +262,6 @@ use std::time::Instant;
 use testkit::process::run_bounded;
 use testkit::rtsp_raw::RawRtsp;
 use testkit::rtsp_reader::{self, Via};
-use testkit::udp_relay::Relay;
 
 fn describe(port: u16, path: &str) -> Option<testkit::rtsp_raw::RawResponse> {
     let mut c = RawRtsp::connect(port).ok()?;
@@ -621,4 +620,54 @@ fn camera_changes_resolution_mid_stream() {
         .collect();
     sizes.dedup();
     assert_eq!(sizes, ["640,360", "320,180"], "{}", f.stderr);
+}
+
+/// VLC's RTSP server: DESCRIBE 200 with H.264 video; it serves RTP over
+/// UDP and answers a SETUP for TCP interleaved with 461.
+#[test]
+fn vlc_is_a_udp_only_h264_source() {
+    let _guard = serial();
+    require_tools();
+    let vlc = Vlc::start();
+    let d = vlc.describe().expect("DESCRIBE answered");
+    let sdp = d.body_text();
+    assert_eq!(d.status, 200, "{sdp}");
+    assert!(sdp.contains("m=video"), "{sdp}");
+    assert!(sdp.contains("H264/90000"), "{sdp}");
+    let control = sdp
+        .lines()
+        .skip_while(|l| !l.starts_with("m=video"))
+        .find_map(|l| l.trim().strip_prefix("a=control:"))
+        .expect("video control")
+        .to_owned();
+
+    let mut tcp = RawRtsp::connect(vlc.port()).unwrap();
+    let refused = tcp.exchange(&format!(
+        "SETUP {control} RTSP/1.0\r\nCSeq: 2\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"
+    ));
+    // 461 Unsupported Transport (VLC 3.0).
+    assert_eq!(refused.as_ref().map(|r| r.status), Some(461), "{refused:?}");
+
+    let (rtp, rtcp) = free_udp_port_pair();
+    let mut udp = RawRtsp::connect(vlc.port()).unwrap();
+    let ok = udp
+        .exchange(&format!(
+            "SETUP {control} RTSP/1.0\r\nCSeq: 2\r\nTransport: RTP/AVP;unicast;client_port={rtp}-{rtcp}\r\n\r\n"
+        ))
+        .expect("UDP SETUP answered");
+    assert_eq!(ok.status, 200, "{ok:?}");
+
+    let rt = rtsp_reader::runtime();
+    let rec = rt
+        .block_on(rtsp_reader::read(
+            &vlc.url(),
+            Via::Udp,
+            Instant::now() + Duration::from_secs(2),
+        ))
+        .unwrap();
+    assert!(
+        rec.video().is_some_and(|v| v.frames() > 30),
+        "{}",
+        rec.summary()
+    );
 }
