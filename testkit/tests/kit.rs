@@ -311,51 +311,59 @@ fn one_session_camera_refuses_a_second_describe() {
 fn relay_starts_udp_video_mid_fu_a() {
     let _guard = serial();
     require_tools();
-    let cam = Camera::start(CameraOpts {
-        pattern: "snow".into(),
-        bitrate_kbps: 2000,
-        ..CameraOpts::new(VideoCodec::H264, AudioCodec::None)
-    });
-    let relay = Relay::start(cam.port());
-    relay.start_mid_fragment();
-    relay.drop_every(50);
-    let url = format!("rtsp://127.0.0.1:{}/test", relay.port());
-    let rt = rtsp_reader::runtime();
-    let rec = rt
-        .block_on(rtsp_reader::read(
-            &url,
-            Via::Udp,
-            Instant::now() + Duration::from_secs(2),
-        ))
-        .unwrap();
-    let first = relay.first_video_packet().expect("no video forwarded");
-    let payload = &first[12..];
-    assert_eq!(
-        payload[0] & 0x1f,
-        28,
-        "first packet is not FU-A: {:02x?}",
-        &payload[..2]
-    );
-    assert_eq!(payload[1] & 0x80, 0, "first FU-A has the start bit");
-    let v = rec.video().unwrap();
-    assert_eq!(
-        v.packets.first().map(|p| p.seq),
-        Some(u16::from_be_bytes([first[2], first[3]]))
-    );
-    assert!(relay.dropped() > 0, "drop_every dropped nothing");
-    let (lost, _) = v.lost();
-    assert!(
-        lost >= relay.dropped().saturating_sub(1),
-        "lost {lost} dropped {}",
-        relay.dropped()
-    );
-    eprintln!(
-        "skipped {} to start mid-fragment, dropped {} of {} video packets; {}",
-        relay.skipped_to_fragment(),
-        relay.dropped(),
-        relay.video_seen(),
-        rec.summary()
-    );
+    for video in [VideoCodec::H264, VideoCodec::H265] {
+        let cam = Camera::start(CameraOpts {
+            pattern: "snow".into(),
+            bitrate_kbps: 2000,
+            ..CameraOpts::new(video, AudioCodec::None)
+        });
+        let relay = Relay::start(cam.port());
+        relay.start_mid_fragment();
+        relay.drop_every(50);
+        let url = format!("rtsp://127.0.0.1:{}/test", relay.port());
+        let rt = rtsp_reader::runtime();
+        let rec = rt
+            .block_on(rtsp_reader::read(
+                &url,
+                Via::Udp,
+                Instant::now() + Duration::from_secs(2),
+            ))
+            .unwrap();
+        let first = relay.first_video_packet().expect("no video forwarded");
+        let payload = &first[12..];
+        // (NAL unit type, FU header) of the first packet.
+        let (nal_type, fu_header) = match video {
+            VideoCodec::H264 => (payload[0] & 0x1f, payload[1]),
+            _ => ((payload[0] >> 1) & 0x3f, payload[2]),
+        };
+        let fu = if video == VideoCodec::H264 { 28 } else { 49 };
+        assert_eq!(
+            nal_type,
+            fu,
+            "{video:?}: first packet {:02x?}",
+            &payload[..3]
+        );
+        assert_eq!(fu_header & 0x80, 0, "{video:?}: first FU has the start bit");
+        let v = rec.video().unwrap();
+        assert_eq!(
+            v.packets.first().map(|p| p.seq),
+            Some(u16::from_be_bytes([first[2], first[3]]))
+        );
+        assert!(relay.dropped() > 0, "drop_every dropped nothing");
+        let (lost, _) = v.lost();
+        assert!(
+            lost >= relay.dropped().saturating_sub(1),
+            "lost {lost} dropped {}",
+            relay.dropped()
+        );
+        eprintln!(
+            "{video:?}: skipped {} to start mid-fragment, dropped {} of {} video packets; {}",
+            relay.skipped_to_fragment(),
+            relay.dropped(),
+            relay.video_seen(),
+            rec.summary()
+        );
+    }
 }
 
 /// The relay's `jump_timestamps_back`: after the jump, video timestamps go
