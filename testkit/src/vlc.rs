@@ -1,9 +1,10 @@
 //! VLC's RTSP server as a camera: `cvlc` serving a looped H.264 clip with
 //! `--sout '#rtp{sdp=rtsp://…}'`. Its RTSP server offers RTP over UDP only
 //! (a SETUP asking for `RTP/AVP/TCP` interleaved is answered `461
-//! Unsupported Transport`, VLC 3.0.24), and a UDP
-//! client's first video packet may be the middle of an FU-A (VLC sends
-//! whether anyone reads or not): the "UDP-only camera" of issue 12.
+//! Unsupported Transport`, VLC 3.0.24): the "UDP-only camera" of issue 12.
+//! VLC sends whether anyone reads or not, so a client may start mid-FU-A;
+//! the kit does not rely on that (this clip's keyframes are small), use
+//! [`crate::udp_relay::Relay::start_mid_fragment`] for a sure one.
 //!
 //! VLC refuses to run as root, so under euid 0 it runs as `nobody` via
 //! `runuser`; the clip lives in a world-readable temp dir. The whole process

@@ -457,7 +457,9 @@ fn copy_video(url: &str, format: &str, seconds: f64) -> Vec<u8> {
         Duration::from_secs_f64(seconds + 15.0),
     );
     assert!(f.success(), "ffmpeg copy failed: {}", f.stderr);
-    std::fs::read(&out).unwrap()
+    let data = std::fs::read(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    data
 }
 
 /// `--open-gop`: an IDR first, then CRA keyframes each preceded in band by
