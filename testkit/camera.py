@@ -16,12 +16,25 @@ Two modes:
     100 mounts cost 100 payloaders, not 100 encoders. READY then prints
     ``<path>`` without a number (append the mount number).
 
-Quirks of real cameras, on request: ``--max-sessions 1`` answers 503 to a
-second client's DESCRIBE while one is connected (cameras that allow one RTSP
-session); ``--video h265 --open-gop`` sends CRA keyframes (NAL type 21) with
-VPS/SPS/PPS in band after a first IDR; ``--video mjpeg`` is an RFC 2435
-camera. Lossy UDP, a first packet in the middle of an FU-A and RTP
-timestamps that jump back are made on the path by testkit/src/udp_relay.rs.
+Quirks (what real cameras do that GStreamer's test server does not):
+  * ``--max-sessions N``: at most N RTSP connections at once; the DESCRIBE
+    of one more is answered ``503 Service Unavailable`` (the connection
+    itself is accepted and counted by ``CLIENT``). With ``--audio opus``
+    and N=1 this is the Opus camera that refuses a second session.
+  * ``--video h265 --open-gop``: x265 with ``open-gop=1:repeat-headers=1``:
+    the stream starts with an IDR, later keyframes are CRA (NAL type 21)
+    each preceded in band by VPS/SPS/PPS. x265 emits RASL pictures (NAL
+    types 8/9) after a CRA only with --bframes and when the frames between
+    keyframes are not whole B..BP groups, e.g. --bframes 2 --gop 12 (not
+    --gop 25 or 10).
+  * ``--bframes [N]``: B-frames (H.264 Main profile; H.265 too), so packet
+    PTS != DTS.
+  * ``--video mjpeg``: ``jpegenc ! rtpjpegpay`` (RFC 2435, ``JPEG/90000``,
+    static payload type 26).
+  * ``--resize-after SECONDS --resize-to WxH``: the video changes resolution
+    while the session goes on (new SPS in band at the next keyframe).
+  Loss, a first packet in the middle of a fragmented NAL unit and RTP
+  timestamps jumping back are made by testkit/src/udp_relay.rs.
 
 Must run under Debian's /usr/bin/python3 (python3-gi, gir1.2-gst-rtsp-server-1.0).
 
@@ -69,26 +82,24 @@ def parse_args(argv):
                    help="videotestsrc pattern: ball (compresses to ~100 kbit/s) or snow "
                         "(noise: fills the target bitrate like a real camera)")
     p.add_argument("--path", default="/test", help="mount path (default /test)")
-    p.add_argument("--video", choices=["h264", "h265", "mjpeg", "none"], default="h264",
-                   help="mjpeg: RFC 2435 JPEG/90000 (static payload type 26), every frame a JPEG")
-    p.add_argument("--open-gop", action="store_true",
-                   help="H.265 only: x265 open GOP with repeat-headers: an IDR first, then "
-                        "CRA keyframes (NAL type 21) with VPS/SPS/PPS in band")
-    p.add_argument("--resize-after", type=float, default=0,
-                   help="H.264: after this many seconds of the stream, switch to --resize-to "
-                        "(the encoder restarts with a new SPS in band, like a camera whose "
-                        "resolution is changed while it streams)")
-    p.add_argument("--resize-to", type=parse_size, default=(320, 180), help="WxH after --resize-after")
-    p.add_argument("--max-sessions", type=int, default=0,
-                   help="answer 503 to DESCRIBE while this many clients are connected "
-                        "(0: no limit), like cameras that allow one RTSP session")
+    p.add_argument("--video", choices=["h264", "h265", "mjpeg", "none"], default="h264")
     p.add_argument("--audio", choices=["aac", "pcma", "pcmu", "opus", "none"], default="none")
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--size", type=parse_size, default=(640, 360), help="WxH, e.g. 640x360")
     p.add_argument("--bitrate", type=int, default=1000, help="video bitrate in kbit/s")
     p.add_argument("--gop", type=int, default=25, help="keyframe interval in frames")
     p.add_argument("--bframes", type=int, nargs="?", const=2, default=0,
-                   help="use B-frames (H.264 only; default 2 when given without value)")
+                   help="use B-frames (H.264/H.265; default 2 when given without value)")
+    p.add_argument("--open-gop", action="store_true",
+                   help="H.265: IDR first, then CRA keyframes (open GOP) with VPS/SPS/PPS in band")
+    p.add_argument("--max-sessions", type=int, default=0,
+                   help="answer DESCRIBE with 503 while this many RTSP connections are open "
+                        "(0: no limit)")
+    p.add_argument("--resize-after", type=float, default=0.0,
+                   help="seconds after the media starts playing when the video switches to "
+                        "--resize-to (0: never)")
+    p.add_argument("--resize-to", type=parse_size, default=(320, 180),
+                   help="WxH after --resize-after (default 320x180)")
     p.add_argument("--user", help="require RTSP auth (see --auth) with this user")
     p.add_argument("--pass", dest="password", help="password for --user")
     p.add_argument("--auth", choices=["digest", "basic"], default="digest",
@@ -106,12 +117,12 @@ def parse_args(argv):
         p.error("need at least one of --video / --audio")
     if a.fps <= 0 or a.gop <= 0 or a.bitrate <= 0:
         p.error("--fps, --gop and --bitrate must be positive")
-    if a.resize_after and (a.video != "h264" or a.mounts):
-        p.error("--resize-after is only supported with --video h264 on one mount")
+    if a.bframes and a.video not in ("h264", "h265"):
+        p.error("--bframes is only supported with --video h264/h265")
     if a.open_gop and a.video != "h265":
         p.error("--open-gop is only supported with --video h265")
-    if a.bframes and a.video != "h264":
-        p.error("--bframes is only supported with --video h264")
+    if a.max_sessions < 0 or a.resize_after < 0:
+        p.error("--max-sessions and --resize-after must not be negative")
     if a.mounts < 0:
         p.error("--mounts must not be negative")
     if a.mounts and (a.video != "h264" or a.audio != "none" or a.bframes):
@@ -127,13 +138,16 @@ def video_branch(a, pay):
     w, h = a.size
     src = (
         f"videotestsrc is-live=true pattern={a.pattern} motion=wavy animation-mode=running-time "
+        f"! video/x-raw,format=I420,framerate={a.fps}/1 "
+        f"! videoscale ! capsfilter name=size caps=video/x-raw,width={w},height={h} "
+        f"! queue max-size-buffers=5 "
+    ) if a.resize_after else (
+        f"videotestsrc is-live=true pattern={a.pattern} motion=wavy animation-mode=running-time "
         f"! video/x-raw,format=I420,width={w},height={h},framerate={a.fps}/1 "
         f"! queue max-size-buffers=5 "
     )
-    if a.resize_after:
-        # The size the encoder gets is this capsfilter's; changing its caps
-        # renegotiates videoscale and restarts x264enc with a new SPS.
-        src += f"! videoscale ! capsfilter name=size caps=video/x-raw,width={w},height={h} "
+    if a.video == "mjpeg":
+        return src + f"! jpegenc quality=80 ! rtpjpegpay pt=26 name=pay{pay}"
     if a.video == "h264":
         if a.bframes:
             # tune=zerolatency forces bframes=0, so spell out low-latency
@@ -154,17 +168,28 @@ def video_branch(a, pay):
             + "! h264parse config-interval=-1 "
             + f"! rtph264pay pt=96 name=pay{pay}"
         )
-    if a.video == "mjpeg":
-        return src + f"! jpegenc quality=75 ! rtpjpegpay pt=26 name=pay{pay}"
     # h265
-    # open-gop: keyframes after the first IDR are CRA pictures, and
-    # repeat-headers puts VPS/SPS/PPS in front of each (what the x265
-    # cameras of issue 12 send).
-    opts = ' option-string="open-gop=1:repeat-headers=1" ' if a.open_gop else " "
+    if a.open_gop or a.bframes:
+        # tune=zerolatency forces bframes=0 and closed GOPs; x265's own
+        # repeat-headers puts VPS/SPS/PPS before every keyframe (CRA ones
+        # too), which h265parse config-interval=-1 would do only for IDR.
+        opts = [f"keyint={a.gop}", f"min-keyint={a.gop}", "scenecut=0",
+                f"bframes={a.bframes}", "b-adapt=0", f"rc-lookahead={max(a.bframes, 1) + 1}",
+                "repeat-headers=1", "frame-threads=1"]
+        opts.append("open-gop=1" if a.open_gop else "open-gop=0")
+        if a.bframes:
+            # Flat B-frames: each B-B-P group references only its ends, as
+            # a simple camera's encoder does.
+            opts.append("b-pyramid=0")
+        enc = (
+            f"x265enc speed-preset=ultrafast bitrate={a.bitrate} "
+            f"option-string={':'.join(opts)} "
+        )
+        return src + "! " + enc + "! h265parse " + f"! rtph265pay pt=96 name=pay{pay}"
     return (
         src
         + f"! x265enc tune=zerolatency speed-preset=ultrafast bitrate={a.bitrate} "
-        + f"key-int-max={a.gop}{opts}"
+        + f"key-int-max={a.gop} "
         + "! h265parse config-interval=-1 "
         + f"! rtph265pay pt=96 name=pay{pay}"
     )
@@ -213,13 +238,16 @@ def not_seekable(_pad, info):
     return Gst.PadProbeReturn.OK
 
 
-def resize_later(a, media):
+def schedule_resize(a, media):
+    """--resize-after: change the size capsfilter's caps once, that many
+    seconds after this media was configured (the encoder renegotiates and
+    starts a keyframe with a new SPS)."""
     size = media.get_element().get_by_name("size")
     if size is None:
         return
+    w, h = a.resize_to
 
     def resize():
-        w, h = a.resize_to
         size.set_property("caps", Gst.Caps.from_string(f"video/x-raw,width={w},height={h}"))
         print(f"RESIZED {w}x{h}", flush=True)
         return GLib.SOURCE_REMOVE
@@ -323,23 +351,24 @@ def main(argv):
         # single thread, 100 cameras connecting at once would queue for minutes.
         server.get_thread_pool().set_max_threads(max(16, a.mounts + 8))
 
-    connected = set()
+    active = set()
+
+    def on_pre_describe(client, _ctx):
+        # A camera with room for N sessions: the (N+1)th is refused before
+        # any media is built, as cameras with one encoder channel do.
+        if a.max_sessions and len(active - {client}) >= a.max_sessions:
+            print("REFUSED 503", flush=True)
+            return GstRtsp.RTSPStatusCode.SERVICE_UNAVAILABLE
+        return GstRtsp.RTSPStatusCode.OK
 
     def on_client(_server, client):
         conn = client.get_connection()
         ip = conn.get_ip() if conn is not None else "?"
         print(f"CLIENT {ip}", flush=True)
-        connected.add(client)
-        client.connect("closed", lambda c: connected.discard(c))
-        if a.max_sessions > 0:
-            def pre_describe(c, _ctx):
-                # This client plus those before it that are still connected.
-                if len(connected) > a.max_sessions:
-                    print("REFUSED 503", flush=True)
-                    return GstRtsp.RTSPStatusCode.SERVICE_UNAVAILABLE
-                return GstRtsp.RTSPStatusCode.OK
-
-            client.connect("pre-describe-request", pre_describe)
+        if a.max_sessions:
+            active.add(client)
+            client.connect("closed", lambda c: active.discard(c))
+            client.connect("pre-describe-request", on_pre_describe)
 
     server.connect("client-connected", on_client)
 
@@ -347,10 +376,16 @@ def main(argv):
         f = GstRtspServer.RTSPMediaFactory()
         f.set_launch(launch)
         # One pipeline for every session, as a camera with one encoder has.
-        f.set_shared(True)
+        # Except with Opus: rtspgate reads an Opus track in a second RTSP
+        # session (retina has no Opus depacketizer; one-session Opus is
+        # issue 12), and GStreamer's server answers 503 to a second session
+        # that races the first one's PLAY on a shared media, then keeps
+        # answering 503. Cameras that give each session its own stream
+        # exist too; that is the kind this one plays with Opus.
+        f.set_shared(a.audio != "opus")
         f.connect("media-configure", on_media_configure)
         if a.resize_after:
-            f.connect("media-configure", lambda _f, m: resize_later(a, m))
+            f.connect("media-configure", lambda _f, m: schedule_resize(a, m))
         if fanout:
             f.connect("media-configure", fanout.on_configure)
         return f

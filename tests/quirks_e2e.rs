@@ -10,8 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use testkit::rtsp_reader::{self, Via};
-use testkit::udp_relay::Relay;
-use testkit::vlc::{self, Vlc};
+use testkit::vlc::Vlc;
 use testkit::*;
 
 const LIVE: Duration = Duration::from_secs(20);
@@ -49,7 +48,7 @@ fn opus_camera_that_allows_one_session() {
     let _g = serial();
     require_tools();
     let cam = Camera::start(CameraOpts {
-        extra_args: vec!["--max-sessions".into(), "1".into()],
+        max_sessions: 1,
         ..CameraOpts::new(VideoCodec::H264, AudioCodec::Opus)
     });
     let t0 = Instant::now();
@@ -87,7 +86,8 @@ fn udp_camera_whose_first_packet_is_mid_fu_a() {
     let _g = serial();
     require_tools();
     let cam = Camera::shared(CameraOpts::new(VideoCodec::H264, AudioCodec::None));
-    let relay = Relay::start_mid_fragment(cam.port());
+    let relay = Relay::start(cam.port());
+    relay.start_mid_fragment();
     let t0 = Instant::now();
     let mut gw = Gateway::start([format!("cam=rtsp://127.0.0.1:{}/test", relay.port())]);
     let live_after = time_to_live(&mut gw, t0);
@@ -97,14 +97,14 @@ fn udp_camera_whose_first_packet_is_mid_fu_a() {
     println!(
         "quirk: first packet mid-FU-A over UDP: {} packets skipped to it; live after {live_after:.2} s, \
          reconnects {}; dropped mid_fragment {mid}, no_reference {}; ffmpeg RTSP {} frames, {} errors",
-        relay.skipped_to_mid_fragment(),
+        relay.skipped_to_fragment(),
         u(&s, "reconnects"),
         frames_dropped(&gw, "no_reference"),
         read.video_frames(),
         read.errors.len()
     );
     assert!(
-        relay.skipped_to_mid_fragment() > 0,
+        relay.skipped_to_fragment() > 0,
         "the relay never forwarded an FU-A continuation first"
     );
     assert_eq!(s["transport"], "udp", "{s}");
@@ -124,7 +124,7 @@ fn h265_camera_with_cra_keyframes() {
     let _g = serial();
     require_tools();
     let cam = Camera::start(CameraOpts {
-        extra_args: vec!["--open-gop".into()],
+        open_gop: true,
         ..CameraOpts::new(VideoCodec::H265, AudioCodec::None)
     });
     let t0 = Instant::now();
@@ -167,8 +167,7 @@ fn camera_whose_rtp_timestamps_jump_back() {
             async move { rtsp_reader::read(&url, Via::Tcp, start + Duration::from_secs(6)).await },
         );
     let ffmpeg = FfmpegReader::start(&gw.rtsp_url("cam"), Transport::Tcp, 5.0);
-    thread::sleep(Duration::from_secs(2));
-    relay.jump_timestamps_back(10);
+    relay.jump_timestamps_back(Duration::from_secs(2), Duration::from_secs(10));
     let rec = rt
         .block_on(reader)
         .expect("reader task")
@@ -177,12 +176,18 @@ fn camera_whose_rtp_timestamps_jump_back() {
     let s = gw.stream("cam").expect("stream");
     let v = rec.video().expect("video");
     println!(
-        "quirk: RTP timestamps 10 s back: reconnects {}; reader {}; ffmpeg RTSP {} video / {} audio frames, {} errors",
+        "quirk: RTP timestamps 10 s back ({} packets moved): reconnects {}; reader {}; ffmpeg RTSP {} video / {} audio frames, {} errors",
+        relay.jumped_packets(),
         u(&s, "reconnects"),
         rec.summary(),
         read.video_frames(),
         read.audio_frames(),
         read.errors.len()
+    );
+    assert!(
+        relay.jumped_packets() > 100,
+        "the relay moved only {} timestamps back",
+        relay.jumped_packets()
     );
     assert_eq!(u(&s, "reconnects"), 0, "{s}");
     assert_eq!(v.lost(), (0, 0), "{}", rec.summary());
@@ -205,7 +210,6 @@ fn camera_whose_rtp_timestamps_jump_back() {
 fn vlc_udp_only_source_is_live_within_5_s() {
     let _g = serial();
     require_tools();
-    assert!(vlc::have_vlc(), "cvlc is not installed (see .ci/run)");
     let vlc = Vlc::start();
     let t0 = Instant::now();
     let mut gw = Gateway::start([format!("cam={}", vlc.url())]);
@@ -236,7 +240,7 @@ fn camera_that_changes_resolution_mid_stream() {
     let _g = serial();
     require_tools();
     let cam = Camera::start(CameraOpts {
-        extra_args: vec!["--resize-after".into(), "3".into()],
+        resize: Some((3.0, 320, 180)),
         ..CameraOpts::new(VideoCodec::H264, AudioCodec::None)
     });
     let mut gw = Gateway::start([format!("cam={}", cam.url())]);

@@ -1,5 +1,7 @@
-//! The test camera: `testkit/camera.py` on GstRtspServer (H.264/H.265 video,
-//! AAC/PCMA/PCMU/Opus audio, Digest or Basic auth, one or many mounts).
+//! The test camera: `testkit/camera.py` on GstRtspServer (H.264/H.265/MJPEG
+//! video, AAC/PCMA/PCMU/Opus audio, Digest or Basic auth, one or many
+//! mounts) and its quirks: one session only, open-GOP CRA keyframes,
+//! B-frames, a resolution change mid-stream.
 
 use std::fmt;
 use std::fs::File;
@@ -26,7 +28,7 @@ pub fn camera_script() -> PathBuf {
 pub enum VideoCodec {
     H264,
     H265,
-    /// RFC 2435 JPEG/90000 (static payload type 26).
+    /// Motion JPEG (RFC 2435, `JPEG/90000`, static payload type 26).
     Mjpeg,
     None,
 }
@@ -120,7 +122,23 @@ pub struct CameraOpts {
     pub bitrate_kbps: u32,
     /// Keyframe interval in frames.
     pub gop: u32,
+    /// B-frames (H.264 Main profile or H.265, 2 consecutive): packets carry
+    /// PTS != DTS, decode order differs from presentation order.
     pub bframes: bool,
+    /// H.265 only: open GOP (x265 `open-gop=1:repeat-headers=1`). The
+    /// stream starts with an IDR; every later keyframe is a CRA (NAL unit
+    /// type 21) preceded in band by VPS/SPS/PPS. With `bframes` and a `gop`
+    /// whose frames between keyframes are not whole B-B-P groups (e.g. 12;
+    /// not 10 or 25) two RASL pictures (type 8) follow each CRA.
+    pub open_gop: bool,
+    /// 0: no limit. N > 0: while N RTSP connections are open, the DESCRIBE
+    /// of another one is answered `503 Service Unavailable` (a camera that
+    /// allows one session: `max_sessions: 1`).
+    pub max_sessions: u32,
+    /// `Some((seconds, width, height))`: that many seconds after the media
+    /// is built (its first DESCRIBE), the video switches to `width`x`height`
+    /// in the same session (new SPS in band at a keyframe).
+    pub resize: Option<(f64, u32, u32)>,
     /// Require RTSP auth (in `auth`) with these credentials.
     pub user: Option<String>,
     pub pass: Option<String>,
@@ -136,9 +154,7 @@ pub struct CameraOpts {
     /// 0: one mount at `path`. M > 0: one H.264 encoder feeding M mounts
     /// `<path>0 .. <path>M-1` (the benchmark fan-out).
     pub mounts: u32,
-    /// Passed verbatim to camera.py after everything else, e.g. the quirks
-    /// `--max-sessions 1` (503 to a second client's DESCRIBE) and
-    /// `--open-gop` (H.265 CRA keyframes with in-band parameter sets).
+    /// Passed verbatim to camera.py after everything else.
     pub extra_args: Vec<String>,
 }
 
@@ -153,6 +169,9 @@ impl Default for CameraOpts {
             bitrate_kbps: 1000,
             gop: 25,
             bframes: false,
+            open_gop: false,
+            max_sessions: 0,
+            resize: None,
             user: None,
             pass: None,
             auth: AuthScheme::Digest,
@@ -224,6 +243,20 @@ impl CameraOpts {
         ];
         if self.bframes {
             a.push("--bframes".into());
+        }
+        if self.open_gop {
+            a.push("--open-gop".into());
+        }
+        if self.max_sessions > 0 {
+            a.extend(["--max-sessions".into(), self.max_sessions.to_string()]);
+        }
+        if let Some((after, w, h)) = self.resize {
+            a.extend([
+                "--resize-after".into(),
+                after.to_string(),
+                "--resize-to".into(),
+                format!("{w}x{h}"),
+            ]);
         }
         if let (Some(u), Some(p)) = (&self.user, &self.pass) {
             a.extend(["--user".into(), u.clone(), "--pass".into(), p.clone()]);

@@ -12,7 +12,9 @@
 //! - [`rtsp_reader`]: a raw RTSP reader recording RTP headers and sender
 //!   reports (dozens at once);
 //! - [`udp_relay`]: an RTSP proxy that moves UDP RTP through its own sockets
-//!   and drops chosen packets (a lossy link);
+//!   and drops chosen packets (a lossy link), starts video mid-FU-A, moves
+//!   RTP timestamps back;
+//! - [`vlc`]: VLC's UDP-only RTSP server serving a looped H.264 clip;
 //! - [`ports`], [`process`]: free ports, bounded child processes, polling.
 //!
 //! Every wait has a deadline and every child process is killed on `Drop`.
@@ -44,3 +46,5 @@ pub use hls::{ffmpeg_read_hls, HlsRead};
 pub use http::{http_get, http_request, HttpResponse};
 pub use ports::{free_port, free_port_on, free_udp_port_pair, free_udp_tcp_port};
 pub use process::{poll_until, repo_root, scratch_path, serial, tail};
+pub use udp_relay::Relay;
+pub use vlc::Vlc;

@@ -1,85 +1,106 @@
-//! VLC's RTSP server as a camera: `cvlc` streaming a looped H.264 clip with
-//! `--sout '#rtp{sdp=rtsp://…}'`. It sends RTP over UDP only (no
-//! interleaved TCP) and a client joins the running stream wherever it is,
-//! so the first packet it gets is often the middle of an FU-A (issue 12).
+//! VLC's RTSP server as a camera: `cvlc` serving a looped H.264 clip with
+//! `--sout '#rtp{sdp=rtsp://…}'`. Its RTSP server offers RTP over UDP only
+//! (a SETUP asking for `RTP/AVP/TCP` interleaved is answered `461
+//! Unsupported Transport`, VLC 3.0.24): the "UDP-only camera" of issue 12.
+//! VLC sends whether anyone reads or not, so a client may start mid-FU-A;
+//! the kit does not rely on that (this clip's keyframes are small), use
+//! [`crate::udp_relay::Relay::start_mid_fragment`] for a sure one.
 //!
-//! VLC refuses to run as root: under euid 0 it runs as `nobody` through
-//! `runuser`, with the clip in a directory `nobody` can read.
+//! VLC refuses to run as root, so under euid 0 it runs as `nobody` via
+//! `runuser`; the clip lives in a world-readable temp dir. The whole process
+//! group is killed on drop (killing `runuser` alone would leave VLC).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use crate::free_port;
+use crate::ports::free_port;
+use crate::process::{poll_until, read_lossy, run_bounded, scratch_path, tail};
+use crate::rtsp_raw::{RawResponse, RawRtsp};
 
-/// How long VLC may take to answer DESCRIBE after it starts.
-const READY: Duration = Duration::from_secs(15);
+/// How long VLC may take to answer DESCRIBE with 200.
+pub const VLC_READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Whether `cvlc` is installed (on `PATH`; `cvlc --version` would refuse
-/// to run as root).
-pub fn have_vlc() -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("cvlc").is_file()))
-}
-
-/// A running VLC RTSP server; killed (with its clip directory removed) on
-/// drop.
+/// A running VLC RTSP server; killed (with its process group) on drop.
 pub struct Vlc {
-    child: Child,
+    child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    log: PathBuf,
 }
 
 impl Vlc {
-    /// Makes a 10 s 640x360 25 fps H.264 clip (GOP 25, no B-frames) with
-    /// ffmpeg, starts VLC looping it at `rtsp://127.0.0.1:<port>/test`, and
-    /// returns once VLC answers DESCRIBE with 200 (panics after 15 s).
+    /// Makes a 4 s 320x180 25 fps H.264 clip (ffmpeg testsrc, keyframe
+    /// every 25 frames), serves it looped at `rtsp://127.0.0.1:<port>/test`
+    /// and waits until DESCRIBE answers 200 (panics after
+    /// [`VLC_READY_TIMEOUT`]).
     pub fn start() -> Vlc {
+        static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "rtspgate-vlc-{}-{}",
             std::process::id(),
-            rand_suffix()
+            N.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&dir).expect("clip dir");
-        set_mode(&dir, 0o755);
+        fs::create_dir_all(&dir).expect("create VLC temp dir");
+        // `nobody` must reach the clip.
+        let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o755));
         let clip = dir.join("clip.mp4");
-        let made = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-            .arg("testsrc=size=640x360:rate=25")
-            .args(["-t", "10", "-c:v", "libx264", "-preset", "ultrafast"])
-            .args(["-g", "25", "-bf", "0", "-pix_fmt", "yuv420p"])
-            .arg(&clip)
-            .status()
-            .expect("run ffmpeg");
-        assert!(made.success(), "ffmpeg could not make the VLC clip");
-        set_mode(&clip, 0o644);
+        let made = run_bounded(
+            Command::new("ffmpeg")
+                .args(["-hide_banner", "-v", "error", "-f", "lavfi"])
+                .args(["-i", "testsrc=size=320x180:rate=25", "-t", "4"])
+                .args(["-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p", "-y"])
+                .arg(&clip),
+            Duration::from_secs(30),
+        );
+        assert!(
+            made.success(),
+            "ffmpeg could not make the clip: {}",
+            made.stderr
+        );
+        let _ = fs::set_permissions(&clip, fs::Permissions::from_mode(0o644));
+
         let port = free_port();
-        let mut cmd = if is_root() {
+        let log = scratch_path("vlc", "log");
+        let sout = format!("#rtp{{sdp=rtsp://127.0.0.1:{port}/test}}");
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let mut cmd = if root {
             let mut c = Command::new("runuser");
             c.args(["-u", "nobody", "--", "cvlc"]);
             c
         } else {
             Command::new("cvlc")
         };
-        cmd.args(["--intf", "dummy", "--loop", "--sout-keep"])
+        cmd.args(["-q", "--loop", "--no-audio"])
             .arg(&clip)
-            .arg("--sout")
-            .arg(format!("#rtp{{sdp=rtsp://127.0.0.1:{port}/test}}"))
+            .args(["--sout", &sout])
+            // Own process group: drop kills runuser and VLC together.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = cmd.spawn().expect("start cvlc");
-        let vlc = Vlc { child, port, dir };
-        let deadline = Instant::now() + READY;
-        while !vlc.describe_ok() {
-            assert!(
-                Instant::now() < deadline,
-                "VLC did not answer DESCRIBE on port {port} within {READY:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            .stderr(Stdio::from(File::create(&log).expect("create VLC log")));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn cvlc (is vlc installed?): {e}"));
+        let vlc = Vlc {
+            child: Some(child),
+            port,
+            dir,
+            log,
+        };
+        let ready = poll_until(VLC_READY_TIMEOUT, Duration::from_millis(200), || {
+            vlc.describe().filter(|r| r.status == 200)
+        });
+        assert!(
+            ready.is_some(),
+            "VLC did not answer DESCRIBE with 200 within {VLC_READY_TIMEOUT:?}; log:\n{}",
+            tail(&read_lossy(&vlc.log), 40)
+        );
         vlc
     }
 
@@ -88,48 +109,38 @@ impl Vlc {
         format!("rtsp://127.0.0.1:{}/test", self.port)
     }
 
-    fn describe_ok(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let req = format!("DESCRIBE {} RTSP/1.0\r\nCSeq: 1\r\n\r\n", self.url());
-        if s.write_all(req.as_bytes()).is_err() {
-            return false;
-        }
-        let mut buf = [0u8; 64];
-        let n = s.read(&mut buf).unwrap_or(0);
-        buf.get(..n).is_some_and(|b| b.starts_with(b"RTSP/1.0 200"))
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// One DESCRIBE on a fresh connection; `None` if refused or no answer
+    /// within 5 s.
+    pub fn describe(&self) -> Option<RawResponse> {
+        let mut c = RawRtsp::connect(self.port).ok()?;
+        c.exchange(&format!(
+            "DESCRIBE {} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n",
+            self.url()
+        ))
+    }
+
+    /// What VLC wrote to stderr so far.
+    pub fn log(&self) -> String {
+        read_lossy(&self.log)
     }
 }
 
 impl Drop for Vlc {
     fn drop(&mut self) {
-        // runuser passes SIGKILL on to nothing: kill VLC by its port's
-        // command line too.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new("pkill")
-            .args(["-f", &format!("rtsp://127.0.0.1:{}/test", self.port)])
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(mut c) = self.child.take() {
+            if let Ok(pgid) = i32::try_from(c.id()) {
+                // SAFETY: kill(2) on our own child's process group.
+                unsafe {
+                    libc::kill(-pgid, libc::SIGKILL);
+                }
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
     }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
-
-fn set_mode(path: &std::path::Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
-}
-
-fn rand_suffix() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos())
 }
