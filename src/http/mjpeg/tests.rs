@@ -223,3 +223,51 @@ async fn reading_needs_read_permission_on_the_path() {
     let r = get(&app, "/cam/mjpeg?user=viewer&pass=secret", None).await;
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// A real reader over a real connection: ffmpeg's `mpjpeg` demuxer reads
+/// the multipart response and decodes each part to the image's pixels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_reads_the_multipart_stream() {
+    use tokio::process::Command;
+    let (app, cam) = app(AuthSettings::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/cam/mjpeg", listener.local_addr().unwrap());
+    let limiter = crate::limits::ConnLimiter::new(crate::limits::Listener::Http, 10, 0);
+    let serving = tokio::spawn(crate::http::serve::serve(listener, app, None, limiter));
+    let publishing = tokio::spawn(async move {
+        for n in 2.. {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            cam.publish(image(n), true);
+        }
+    });
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-f", "mpjpeg", "-i", &url])
+        .args(["-frames:v", "5", "-f", "rawvideo", "pipe:1"])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), out)
+        .await
+        .expect("ffmpeg done in time")
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let picture = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/codec/testdata/jpeg_64x48_420.jpg"
+        ))
+        .args(["-f", "rawvideo", "pipe:1"])
+        .output()
+        .await
+        .unwrap()
+        .stdout;
+    assert!(!picture.is_empty());
+    assert_eq!(out.stdout.len(), 5 * picture.len());
+    assert!(out.stdout.chunks(picture.len()).all(|p| p == picture));
+    publishing.abort();
+    serving.abort();
+}
