@@ -269,3 +269,56 @@ fn camera_that_changes_resolution_mid_stream() {
     across.assert_clean((4.5 * FPS * 0.95) as u64, 0);
     hls.assert_clean((2.5 * FPS * 0.95) as usize, 0);
 }
+
+/// An MJPEG camera (RFC 2435, JPEG/90000): carried through the bus,
+/// re-served over RTSP (ffmpeg decodes every image), played in browsers'
+/// way at `/<path>/mjpeg` (ffmpeg's mpjpeg demuxer decodes the parts), and
+/// the API gives its size and says WebRTC/HLS don't carry it.
+#[test]
+fn mjpeg_camera() {
+    let _g = serial();
+    require_tools();
+    let cam = Camera::start(CameraOpts::new(VideoCodec::Mjpeg, AudioCodec::None));
+    let t0 = Instant::now();
+    let mut gw = Gateway::start([format!("cam={}", cam.url())]);
+    let live_after = time_to_live(&mut gw, t0);
+    let rtsp = ffmpeg_read(&gw.rtsp_url("cam"), Transport::Tcp, 4.0);
+    let http = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-f", "mpjpeg"])
+        .args(["-rw_timeout", "10000000", "-i"])
+        .arg(gw.http_url("/cam/mjpeg"))
+        .args(["-t", "3", "-f", "framemd5", "-"])
+        .output()
+        .expect("run ffmpeg");
+    let http_frames = String::from_utf8_lossy(&http.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count();
+    let http_errors = String::from_utf8_lossy(&http.stderr).trim().to_owned();
+    let s = gw.stream("cam").expect("stream");
+    println!(
+        "quirk: MJPEG camera: live after {live_after:.2} s, track {}; ffmpeg RTSP {} frames, {} errors; \
+         /cam/mjpeg {http_frames} frames in 3 s, errors {http_errors:?}",
+        s["tracks"][0],
+        rtsp.video_frames(),
+        rtsp.errors.len()
+    );
+    assert_eq!(s["tracks"][0]["codec"], "mjpeg", "{s}");
+    assert_eq!(s["tracks"][0]["width"], 640, "{s}");
+    assert!(
+        s["urls"]["mjpeg"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/cam/mjpeg")),
+        "{s}"
+    );
+    rtsp.assert_clean((3.5 * FPS * 0.95) as u64, 0);
+    assert!(
+        http.status.success() && http_errors.is_empty(),
+        "ffmpeg on /cam/mjpeg: {:?} {http_errors}",
+        http.status
+    );
+    assert!(
+        http_frames as f64 >= 3.0 * FPS * 0.9,
+        "{http_frames} images from /cam/mjpeg in 3 s"
+    );
+}

@@ -1,6 +1,8 @@
 // rtspgate's player: WebRTC through WHEP first (sub-second), LL-HLS through
 // hls.js (or the browser's own HLS) when WebRTC fails or the stream's codecs
-// can't go over WebRTC. Reconnects by itself when the stream comes back.
+// can't go over WebRTC; an MJPEG camera (which neither carries) as an <img>
+// of /<path>/mjpeg (multipart/x-mixed-replace). Reconnects by itself when
+// the stream comes back.
 // Nothing is fetched from outside the gateway.
 'use strict';
 
@@ -18,7 +20,7 @@ class RtspgatePlayer {
     this.reason = '';         // why the current transport was chosen
     this.stats = { transport: 'none', framesDecoded: 0, width: 0, height: 0, fps: 0, kbps: 0, latency: null };
     this.stopped = false;
-    this.session = null;      // { pc, location } for WebRTC; { hls } for HLS
+    this.session = null;      // { pc, location } for WebRTC; { hls } for HLS; { img } for MJPEG
     this.lastBytes = null;
     this.lastFrames = null;
     this.generation = 0;
@@ -72,6 +74,14 @@ class RtspgatePlayer {
       this.retry(gen, 2000);
       return;
     }
+    // Video only as MJPEG: WebRTC and HLS don't carry it (the API says so).
+    const tracks = info.tracks || [];
+    const mjpegOnly = info.urls && info.urls.mjpeg
+      && !tracks.some((t) => t.kind === 'video' && t.codec !== 'mjpeg');
+    if (mjpegOnly) {
+      this.startMJPEG(gen, info.urls.mjpeg);
+      return;
+    }
     if (this.opts.prefer !== 'hls') {
       try {
         await this.startWebRTC(gen);
@@ -107,6 +117,13 @@ class RtspgatePlayer {
       if (s.location) fetch(s.location, { method: 'DELETE', keepalive: true }).catch(() => {});
     }
     if (s.hls) s.hls.destroy();
+    if (s.img) {
+      // Dropping the source ends the endless response.
+      s.img.onerror = null;
+      s.img.removeAttribute('src');
+      s.img.remove();
+      this.video.style.display = '';
+    }
     this.video.removeAttribute('src');
     this.video.srcObject = null;
   }
@@ -161,6 +178,25 @@ class RtspgatePlayer {
     });
   }
 
+  // MJPEG: the browser shows each part of the multipart response in turn.
+  startMJPEG(gen, url) {
+    const img = document.createElement('img');
+    img.alt = `${this.path} (MJPEG)`;
+    img.className = 'mjpeg';
+    img.onerror = () => {
+      if (gen !== this.generation) return;
+      this.setMessage(`MJPEG stream ended; reconnecting. ${this.stateText()}`);
+      this.retry(gen, 2000);
+    };
+    this.video.style.display = 'none';
+    this.video.after(img);
+    this.session = { img };
+    img.src = url;
+    this.transport = 'mjpeg';
+    this.reason = '';
+    this.setMessage('');
+  }
+
   async startHLS(gen) {
     const url = `${this.base}/index.m3u8`;
     if (window.Hls && Hls.isSupported()) {
@@ -191,8 +227,9 @@ class RtspgatePlayer {
     const v = this.video;
     const st = this.stats;
     st.transport = this.transport;
-    st.width = v.videoWidth;
-    st.height = v.videoHeight;
+    const img = this.session && this.session.img;
+    st.width = img ? img.naturalWidth : v.videoWidth;
+    st.height = img ? img.naturalHeight : v.videoHeight;
     const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : null;
     let frames = q ? q.totalVideoFrames : 0;
     let bytes = null;

@@ -13,12 +13,13 @@ use super::{h264, h265, nal::avcc_nal_units, Codec, PayloadError, RtpParams};
 /// Whether a video access unit (NAL units with 4-byte length prefixes,
 /// ISO/IEC 14496-15) is a random access point: it holds an IDR slice
 /// (H.264 type 5) or an IRAP picture (H.265 types 16..=23: BLA, IDR, CRA).
-/// False for audio codecs; NAL units after a framing error are not looked
-/// at.
+/// Always true for JPEG (every image is intra coded); false for audio
+/// codecs; NAL units after a framing error are not looked at.
 pub fn is_random_access(codec: &Codec, access_unit: &[u8]) -> bool {
     let syntax = match codec {
         Codec::H264 { .. } => Syntax::H264,
         Codec::H265 { .. } => Syntax::H265,
+        Codec::Jpeg => return true,
         _ => return false,
     };
     avcc_nal_units(access_unit)

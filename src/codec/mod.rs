@@ -6,12 +6,13 @@
 //!   profile, level, chroma, dimensions, frame rate, picture reordering,
 //!   RFC 6381 string, `avcC`/`hvcC` fields). The bus re-exports these.
 //! - One file per codec: `h264`, `h265` (NAL unit types, random access,
-//!   SPS), `aac` (AudioSpecificConfig), `opus`, `g711`; `h26x` what the two
+//!   SPS), `jpeg` (JFIF headers and scan, RFC 2435 types and tables), `aac`
+//!   (AudioSpecificConfig), `opus`, `g711`; `h26x` what the two
 //!   video syntaxes share; `nal` the AVCC framing and the one RBSP bit
 //!   reader (h264-reader's).
 //! - [`Payloader`] turns one track's frames into RTP packets: H.264 (RFC
-//!   6184), H.265 (RFC 7798), AAC (RFC 3640), G.711 (RFC 3551) and Opus
-//!   (RFC 7587).
+//!   6184), H.265 (RFC 7798), JPEG (RFC 2435), AAC (RFC 3640), G.711
+//!   (RFC 3551) and Opus (RFC 7587).
 //! - [`DtsExtractor`]: decoding timestamps of H.264/H.265 pictures from
 //!   their order counts and the reorder depth, for sources that carry
 //!   presentation timestamps only (RTP).
@@ -26,6 +27,7 @@ mod g711;
 mod h264;
 mod h265;
 mod h26x;
+mod jpeg;
 mod nal;
 mod opus;
 mod payloader;
@@ -54,6 +56,7 @@ pub use h265::{
     H265_NAL_IDR_W_RADL, H265_NAL_PPS, H265_NAL_SPS, H265_NAL_VPS,
 };
 pub use h26x::{is_leading_skippable, is_random_access, sanitize_access_unit, AccessUnitError};
+pub use jpeg::{JpegError, JpegImage, JpegSampling, QuantTable, RtpJpeg, RTP_JPEG_MAX_DIMENSION};
 pub use nal::{avcc_nal_units, AvccNalUnits, ParamError};
 pub use opus::OPUS_RFC6381;
 pub use payloader::{Payloader, DEFAULT_MTU, MAX_MTU, MIN_MTU};

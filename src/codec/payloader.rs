@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::h26x::{Syntax, VideoPayloader};
 use super::rtp::PacketSink;
-use super::{aac, g711, opus, Codec, PayloadError, RTP_HEADER_LEN};
+use super::{aac, g711, jpeg, opus, Codec, PayloadError, RTP_HEADER_LEN};
 
 /// Smallest accepted `mtu`: header plus room for a few bytes of every
 /// payload format's own headers.
@@ -53,6 +53,7 @@ enum Kind {
     Aac,
     G711 { channels: usize },
     Opus,
+    Jpeg,
 }
 
 impl Kind {
@@ -67,6 +68,7 @@ impl Kind {
                 channels: usize::from((*channels).max(1)),
             },
             Codec::Opus { .. } => Kind::Opus,
+            Codec::Jpeg => Kind::Jpeg,
         }
     }
 }
@@ -76,7 +78,7 @@ impl Kind {
 ///
 /// Formats: H.264 RFC 6184 packetization-mode=1 (single NAL unit and FU-A
 /// packets), H.265 RFC 7798 (single NAL unit and FU packets, no DONL), AAC
-/// RFC 3640 AAC-hbr, G.711 RFC 3551, Opus RFC 7587.
+/// RFC 3640 AAC-hbr, G.711 RFC 3551, Opus RFC 7587, JPEG RFC 2435.
 #[derive(Clone, Debug)]
 pub struct Payloader {
     kind: Kind,
@@ -135,7 +137,7 @@ impl Payloader {
     /// `data`: for H.264/H.265 one access unit as NAL units each with a 4-byte
     /// big-endian length prefix (AVCC/HVCC), parameter sets optional; for AAC
     /// one raw access unit (no ADTS); for G.711 the samples; for Opus one
-    /// Opus packet. `rtp_timestamp`: the frame's final 32-bit RTP timestamp
+    /// Opus packet; for JPEG one complete JFIF image. `rtp_timestamp`: the frame's final 32-bit RTP timestamp
     /// (in the track's clock rate). `keyframe`: the frame is a random access
     /// point; video access units containing an IDR (H.264) or IRAP (H.265)
     /// NAL unit count as keyframes too.
@@ -152,6 +154,10 @@ impl Payloader {
     /// - G.711 (RFC 3551 §4.5.14): split at the MTU on sample boundaries,
     ///   timestamps advanced per packet, M=0.
     /// - Opus (RFC 7587 §4.2): one packet, M=0.
+    /// - JPEG (RFC 2435): the scan in fragments after the main JPEG header
+    ///   (types 0/1, 64/65 with restart markers), Q = 255 with the image's
+    ///   quantization tables in the first packet, M=1 on the last (see
+    ///   `jpeg::payload_jpeg`).
     ///
     /// Allocates one buffer per frame; the packets are views into it.
     ///
@@ -160,7 +166,8 @@ impl Payloader {
     /// format (bad length prefixes, zero-length or forbidden NAL units,
     /// empty frames, G.711 not a whole number of samples);
     /// [`PayloadError::Unsupported`] for valid input this format cannot carry
-    /// (an AAC AU above 8191 bytes, an Opus packet larger than the MTU).
+    /// (an AAC AU above 8191 bytes, an Opus packet larger than the MTU, a
+    /// JPEG image RFC 2435 has no type for: see [`super::JpegImage::rtp`]).
     pub fn payload(
         &mut self,
         data: &[u8],
@@ -181,6 +188,7 @@ impl Payloader {
                 g711::payload_g711(data, rtp_timestamp, *channels, rtp, out)?
             }
             Kind::Opus => opus::payload_opus(data, rtp_timestamp, rtp, out)?,
+            Kind::Jpeg => jpeg::payload_jpeg(data, rtp_timestamp, rtp, out)?,
         };
         Ok(())
     }

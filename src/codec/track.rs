@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::aac::AacConfig;
 use super::h264::H264Sps;
 use super::h265::H265Sps;
+use super::jpeg::JpegImage;
 use super::nal::ParamError;
 use super::opus::OPUS_RFC6381;
 
@@ -37,10 +38,16 @@ pub enum Codec {
     Pcmu { channels: u16 },
     /// Opus (RFC 7587); the RTP clock rate is always 48 kHz.
     Opus { channels: u16 },
+    /// Motion JPEG: every frame a complete baseline JFIF image (SOI .. EOI,
+    /// ITU-T T.81), each one a keyframe; no out-of-band parameters (each
+    /// image carries its tables). RTP as RFC 2435 (`JPEG/90000`, static
+    /// payload type 26), clock rate 90 000.
+    Jpeg,
 }
 
 impl Codec {
-    /// Short lowercase name as used in the API and logs: `h264`, `h265`, `aac`, `pcma`, `pcmu`, `opus`.
+    /// Short lowercase name as used in the API and logs: `h264`, `h265`,
+    /// `mjpeg`, `aac`, `pcma`, `pcmu`, `opus`.
     pub fn name(&self) -> &'static str {
         match self {
             Codec::H264 { .. } => "h264",
@@ -49,14 +56,17 @@ impl Codec {
             Codec::Pcma { .. } => "pcma",
             Codec::Pcmu { .. } => "pcmu",
             Codec::Opus { .. } => "opus",
+            Codec::Jpeg => "mjpeg",
         }
     }
 
     /// The media kind this codec belongs to.
     pub fn kind(&self) -> MediaKind {
         match self {
-            Codec::H264 { .. } | Codec::H265 { .. } => MediaKind::Video,
-            _ => MediaKind::Audio,
+            Codec::H264 { .. } | Codec::H265 { .. } | Codec::Jpeg => MediaKind::Video,
+            Codec::Aac { .. } | Codec::Pcma { .. } | Codec::Pcmu { .. } | Codec::Opus { .. } => {
+                MediaKind::Audio
+            }
         }
     }
 
@@ -104,7 +114,7 @@ pub enum ParamSummary {
 
 impl ParamSummary {
     /// Parses the codec's parameters. `Ok(None)` for codecs without any
-    /// (G.711, Opus). Errors: the SPS or AudioSpecificConfig does not
+    /// (G.711, Opus, JPEG). Errors: the SPS or AudioSpecificConfig does not
     /// parse (see [`H264Sps::parse`], [`H265Sps::parse`],
     /// [`AacConfig::parse`]).
     pub fn parse(codec: &Codec) -> Result<Option<ParamSummary>, ParamError> {
@@ -112,7 +122,9 @@ impl ParamSummary {
             Codec::H264 { sps, .. } => ParamSummary::H264(H264Sps::parse(sps)?),
             Codec::H265 { sps, .. } => ParamSummary::H265(H265Sps::parse(sps)?),
             Codec::Aac { config, .. } => ParamSummary::Aac(AacConfig::parse(config)?),
-            Codec::Pcma { .. } | Codec::Pcmu { .. } | Codec::Opus { .. } => return Ok(None),
+            Codec::Pcma { .. } | Codec::Pcmu { .. } | Codec::Opus { .. } | Codec::Jpeg => {
+                return Ok(None)
+            }
         }))
     }
 
@@ -208,6 +220,22 @@ impl Track {
 
     pub fn kind(&self) -> MediaKind {
         self.codec.kind()
+    }
+
+    /// For a JPEG track: the same track with the dimensions of `image` (a
+    /// complete JFIF image, its frame header), when they differ from this
+    /// track's: the first image, or a camera that changed resolution.
+    /// `None` when they are the same, for other codecs, and for an image
+    /// whose headers do not parse (see [`JpegImage::parse`]).
+    pub fn jpeg_dimensions_changed(&self, image: &[u8]) -> Option<Track> {
+        if self.codec != Codec::Jpeg {
+            return None;
+        }
+        let dimensions = JpegImage::parse(image).ok()?.dimensions()?;
+        (self.dimensions != Some(dimensions)).then(|| Track {
+            dimensions: Some(dimensions),
+            ..self.clone()
+        })
     }
 
     /// The H.264 SPS summary, if this is an H.264 track whose SPS parsed.

@@ -8,7 +8,7 @@
 //! | `/api/*` (incl. `/api/v1/webrtc/sessions`, `/api/v1/sessions`) | `api` |
 //! | `GET /api/v1/streams/{name}` (the viewer page polls it) | `read` on `{name}`, or `api` |
 //! | `/metrics` | `metrics` |
-//! | `/{path}/` (viewer page) | `read` on `{path}` |
+//! | `/{path}/` (viewer page), `/{path}/mjpeg` (MJPEG) | `read` on `{path}` (HTTP) |
 //! | `/{path}/whep`, `/{path}/whep/{id}` | `read` on `{path}` (WebRTC) |
 //! | `/{path}/{file}` (LL-HLS) | `read` on `{path}` (HLS) |
 //! | `/`, `/web/*`, `/static/*`, `/{path}` (redirect) | nothing: static files with no stream data |

@@ -5,7 +5,8 @@
 //! knows).
 //!
 //! Status codes: 404 for an unknown path or file, a part or segment no
-//! longer kept, or a stream without a track HLS can carry; 400 for a
+//! longer kept, or a stream without a track HLS can carry (e.g. MJPEG
+//! only: the body says to use `/<path>/mjpeg`); 400 for a
 //! malformed or too-far-ahead `_HLS_*` directive (draft-pantos-hls-rfc8216bis
 //! §6.2.5.2); 503 when the stream is not live, or when a blocking request
 //! found nothing new within three target durations. Error bodies are one
@@ -728,6 +729,26 @@ mod tests {
             assert!(r.text().contains("connection refused"), "{}", r.text());
             assert_eq!(r.header(header::ACCESS_CONTROL_ALLOW_ORIGIN), "*");
         }
+    }
+
+    /// MJPEG only: 404 (as any stream without a track HLS can carry) with
+    /// the reason and where to watch it instead.
+    #[tokio::test]
+    async fn mjpeg_only_stream_is_404_pointing_to_its_mjpeg_url() {
+        let s = Setup::new(HlsConfig::default());
+        s.stream.set_tracks(vec![Arc::new(crate::bus::Track::new(
+            crate::bus::Codec::Jpeg,
+            90_000,
+        ))]);
+        s.stream.set_state(StreamState::Live);
+        let r = s.get("/cam/index.m3u8").await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let text = r.text();
+        assert!(
+            text.contains("has no track HLS can carry: MJPEG is not carried over HLS")
+                && text.contains("/mjpeg"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

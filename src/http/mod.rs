@@ -1,10 +1,11 @@
 //! The HTTP server (axum): REST API, `/metrics`, the viewer page, LL-HLS
-//! ([`hls`]) and WHEP ([`whep`]).
+//! ([`hls`]), WHEP ([`whep`]) and MJPEG over HTTP ([`mjpeg`]).
 
 pub mod api;
 pub mod auth;
 pub mod hls;
 pub mod metrics;
+pub mod mjpeg;
 pub mod serve;
 pub mod web;
 pub mod whep;
@@ -73,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes(state.api.clone()))
         .merge(web::routes())
         .merge(hls::routes(&state))
+        .merge(mjpeg::routes())
         .merge(whep::routes())
         .layer(axum::Extension(authenticator))
         .with_state(state)
@@ -141,6 +143,11 @@ pub struct Urls {
     pub rtsp: String,
     /// WHEP endpoint, relative to the HTTP server.
     pub whep: String,
+    /// `multipart/x-mixed-replace` MJPEG endpoint ([`mjpeg`]), relative to
+    /// the HTTP server; only for a stream with an MJPEG track, whose video
+    /// WebRTC and HLS don't carry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mjpeg: Option<String>,
 }
 
 /// What one egress gives of a stream.
@@ -155,7 +162,7 @@ pub struct EgressNotes {
 #[derive(Serialize)]
 pub struct TrackInfo {
     pub kind: MediaKind,
-    /// `h264`, `h265`, `aac`, `pcma`, `pcmu`, `opus`.
+    /// `h264`, `h265`, `mjpeg`, `aac`, `pcma`, `pcmu`, `opus`.
     pub codec: String,
     /// RFC 6381 codec string when known.
     pub codec_string: Option<String>,
@@ -255,6 +262,10 @@ fn stream_info(s: &Stream, app: &AppState) -> StreamInfo {
         urls: Urls {
             rtsp: format!("{rtsp_base}/{}", s.name()),
             whep: format!("/{}/whep", s.name()),
+            mjpeg: set
+                .as_deref()
+                .and_then(mjpeg::mjpeg_track)
+                .map(|_| format!("/{}/mjpeg", s.name())),
         },
         egress,
     }
@@ -381,6 +392,48 @@ mod tests {
                 .unwrap()
                 .starts_with("track 1 (pcma) not sent: G.711"),
             "{v}"
+        );
+    }
+
+    /// An MJPEG stream: its URL, and WebRTC and HLS say they leave it out
+    /// and where to watch it instead.
+    #[tokio::test]
+    async fn an_mjpeg_stream_points_to_its_mjpeg_url() {
+        let registry = Registry::new();
+        let s = Stream::new("cam", "rtsp://10.0.0.1/s");
+        s.set_tracks(vec![std::sync::Arc::new(crate::bus::Track::new(
+            crate::bus::Codec::Jpeg,
+            90_000,
+        ))]);
+        s.set_state(StreamState::Live);
+        registry.insert(s);
+        let app = test_router(AppState {
+            hls: HlsManager::new(registry.clone(), Default::default()),
+            paths: PathManager::new(registry.clone(), None),
+            sessions: Sessions::new(),
+            registry,
+            rtsp_base: "rtsp://127.0.0.1:8554".into(),
+            webrtc: None,
+            auth: crate::auth::Authenticator::new(Default::default()),
+            api: Default::default(),
+        });
+        let resp = app
+            .oneshot(
+                Request::get("/api/v1/streams/cam")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["urls"]["mjpeg"], "/cam/mjpeg", "{v}");
+        assert_eq!(v["tracks"][0]["codec"], "mjpeg", "{v}");
+        assert!(v["tracks"][0].get("rtsp").is_none(), "{v}");
+        let why = v["tracks"][0]["hls"].as_str().unwrap();
+        assert!(
+            why.starts_with("not in HLS: MJPEG is not carried over HLS") && why.contains("/mjpeg"),
+            "{why}"
         );
     }
 

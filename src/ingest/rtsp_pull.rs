@@ -211,7 +211,8 @@ impl Pull {
         for (i, s) in session.streams().iter().enumerate() {
             let carried = matches!(
                 (s.media(), s.encoding_name()),
-                ("video", "h264" | "h265") | ("audio", "mpeg4-generic" | "pcma" | "pcmu" | "opus")
+                ("video", "h264" | "h265" | "jpeg")
+                    | ("audio", "mpeg4-generic" | "pcma" | "pcmu" | "opus")
             );
             let fmtp = formats.get(i).and_then(Option::as_deref);
             let depacketizer = carried
@@ -232,6 +233,7 @@ impl Pull {
                     h265: s.encoding_name() == "h265",
                     framerate: s.framerate().map(f64::from),
                     codec: None,
+                    jpeg: None,
                     loss: 0,
                     last_packet: None,
                 }),
@@ -320,6 +322,7 @@ impl Pull {
         }
         for (p, t) in picked.iter_mut().zip(&tracks) {
             p.codec = t.track.as_ref().map(|t| t.codec.clone());
+            p.jpeg = t.track.clone().filter(|t| t.codec == Codec::Jpeg);
         }
         let applied = self.publisher.handle(Input::Start(tracks), play_at);
         if let Some(why) = applied.failed {
@@ -395,6 +398,22 @@ impl Pull {
                         );
                     }
                 }
+                // MJPEG: the size is in each image (RFC 2435 has no SDP
+                // parameters), and a camera may change it.
+                if let Some(t) = p
+                    .jpeg
+                    .as_ref()
+                    .and_then(|t| t.jpeg_dimensions_changed(&au.data))
+                {
+                    p.jpeg = Some(t.clone());
+                    self.publisher.handle(
+                        Input::Parameters {
+                            track: bus_i,
+                            params: t,
+                        },
+                        now,
+                    );
+                }
                 let frame = SourceFrame {
                     track: bus_i,
                     pts: p.pts_of(au.timestamp),
@@ -437,6 +456,8 @@ struct Picked {
     framerate: Option<f64>,
     /// The codec with the parameter sets in force, once known.
     codec: Option<Codec>,
+    /// An MJPEG track as announced (with the last image's size).
+    jpeg: Option<Track>,
     /// RTP packets lost since the last frame handed to the publisher.
     loss: u32,
     /// The last packet's RTP timestamp as sent, and as retina placed it on
@@ -525,6 +546,8 @@ fn track_from_stream(s: &retina::client::Stream) -> Option<Track> {
         // RFC 7587 §7: always `opus/48000/2` in the SDP, whatever the
         // stream's channel count; the decoder finds it in each packet.
         ("audio", "opus") => return Some(Track::new(Codec::Opus { channels }, 48000)),
+        // RFC 2435: no parameters; the size comes with the first image.
+        ("video", "jpeg") => return Some(Track::new(Codec::Jpeg, 90_000)),
         _ => {}
     }
     match s.parameters()? {

@@ -52,7 +52,7 @@ fn bad(codec: &'static str, reason: impl Into<String>) -> UnsupportedTrack {
 /// Describes `track` for fMP4, or says why it cannot be carried in fMP4 for
 /// browsers.
 ///
-/// Errors: G.711, Opus with more than two channels, a zero clock rate,
+/// Errors: G.711, MJPEG, Opus with more than two channels, a zero clock rate,
 /// missing or unparseable parameter sets / AudioSpecificConfig, dimensions
 /// above 65535.
 pub fn describe(track: &Track) -> Result<TrackDescription, UnsupportedTrack> {
@@ -213,6 +213,7 @@ pub fn describe(track: &Track) -> Result<TrackDescription, UnsupportedTrack> {
         }
         Codec::Pcma { .. } => return Err(UnsupportedTrack::G711 { codec: "PCMA" }),
         Codec::Pcmu { .. } => return Err(UnsupportedTrack::G711 { codec: "PCMU" }),
+        Codec::Jpeg => return Err(UnsupportedTrack::Mjpeg),
     };
     Ok(TrackDescription {
         sample_entry,

@@ -51,6 +51,12 @@ pub enum UnsupportedTrack {
          Extensions decode it, so HLS leaves this track out (WebRTC and RTSP still carry it)"
     )]
     G711 { codec: &'static str },
+    /// Motion JPEG has no fMP4 mapping browsers' Media Source Extensions play.
+    #[error(
+        "MJPEG is not carried over HLS (browsers' Media Source Extensions play no JPEG \
+         video): watch it at the stream's /mjpeg URL (/<path>/mjpeg) or over RTSP"
+    )]
+    Mjpeg,
     /// RTP Opus above stereo has no standard channel mapping to put in `dOps`.
     #[error(
         "Opus with {channels} channels needs a channel mapping the RTP source does not \

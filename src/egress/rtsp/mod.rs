@@ -10,6 +10,9 @@ pub mod sdp;
 pub mod server;
 pub mod session;
 
+#[cfg(test)]
+mod jpeg_tests;
+
 use std::sync::Arc;
 
 use crate::bus::{Protocol, Track};

@@ -12,13 +12,15 @@ use sdp_types::{Attribute, Connection, Media, Origin, Session, Time};
 use crate::bus::{Codec, MediaKind, Track};
 
 /// RTP payload type for track `index`: 0 for PCMU and 8 for PCMA at 8000 Hz
-/// mono (static types, RFC 3551 §6 Table 4), else the dynamic type
+/// mono, 26 for JPEG at 90 000 Hz (static types, RFC 3551 §6 Tables 4 and
+/// 5), else the dynamic type
 /// `96 + index % 32` (96..=127; each track is its own RTP session, so the
 /// wrap-around past 32 tracks is harmless).
 pub fn payload_type(index: usize, track: &Track) -> u8 {
     match track.codec {
         Codec::Pcmu { channels: 1 } if track.clock_rate == 8000 => 0,
         Codec::Pcma { channels: 1 } if track.clock_rate == 8000 => 8,
+        Codec::Jpeg if track.clock_rate == 90_000 => 26,
         // `index % 32` < 32, so the cast and the sum stay within 96..=127.
         _ => 96 + (index % 32) as u8,
     }
@@ -52,6 +54,8 @@ pub fn track_control(index: usize) -> String {
 ///   indexdeltalength=3;config=<AudioSpecificConfig in hex>`.
 /// - G.711 (RFC 3551 §4.5.14): `PCMA/<clock>` or `PCMU/<clock>`, `/<channels>` if more than one.
 /// - Opus (RFC 7587 §7): `opus/48000/2`, `sprop-stereo=1` for stereo.
+/// - JPEG (RFC 2435, RFC 3551 §6): `JPEG/90000` on payload type 26, no
+///   `fmtp` (each packet carries the type, size and tables).
 ///
 /// Empty parameter sets are left out rather than written empty.
 pub fn describe(session_name: &str, server_ip: IpAddr, tracks: &[Arc<Track>]) -> String {
@@ -141,6 +145,7 @@ fn media(index: usize, track: &Track) -> Media {
             "opus/48000/2".to_owned(),
             (*channels >= 2).then(|| "sprop-stereo=1".to_owned()),
         ),
+        Codec::Jpeg => ("video", format!("JPEG/{clock}"), None),
     };
     let mut m = Media {
         media: kind.to_owned(),
@@ -290,8 +295,45 @@ mod tests {
         assert_eq!(payload_type(31, &h264), 127);
         assert_eq!(payload_type(32, &h264), 96);
         assert_eq!(payload_type(usize::MAX, &h264), 127);
+        assert_eq!(payload_type(5, &track(Codec::Jpeg, 90_000)), 26);
+        assert_eq!(payload_type(0, &track(Codec::Jpeg, 8000)), 96);
         assert_eq!(track_control(0), "trackID=0");
         assert_eq!(track_control(12), "trackID=12");
+    }
+
+    /// RFC 2435 / RFC 3551 §6: static payload type 26, `JPEG/90000`, no
+    /// fmtp; the size (from the first image) as `x-dimensions`.
+    #[test]
+    fn jpeg_is_payload_type_26() {
+        let jpeg = Arc::new(Track {
+            dimensions: Some((640, 480)),
+            ..Track::new(Codec::Jpeg, 90_000)
+        });
+        let text = describe("cam", "192.0.2.10".parse().unwrap(), &[jpeg]);
+        let sdp = sdp_types::Session::parse(text.as_bytes()).expect("valid SDP");
+        let m = &sdp.medias[0];
+        assert_eq!(
+            (m.media.as_str(), m.fmt.as_str()),
+            ("video", "26"),
+            "{text}"
+        );
+        assert_eq!(
+            m.get_first_attribute_value("rtpmap"),
+            Some(Some("26 JPEG/90000"))
+        );
+        assert_eq!(m.get_first_attribute_value("fmtp"), None);
+        assert_eq!(
+            m.get_first_attribute_value("x-dimensions"),
+            Some(Some("640,480"))
+        );
+        // Our own depacketizer takes it as the ingest would.
+        let format = crate::codec::RtpFormat {
+            encoding_name: "JPEG",
+            clock_rate: 90_000,
+            channels: None,
+            fmtp: None,
+        };
+        assert!(crate::codec::Depacketizer::new(&format).is_ok());
     }
 
     #[test]

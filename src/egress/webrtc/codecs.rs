@@ -93,6 +93,10 @@ pub struct Plan {
 #[error("{0}")]
 pub struct NoCodec(pub String);
 
+/// Why an MJPEG track is not sent over WebRTC, in plain words.
+pub const MJPEG_NOT_IN_WEBRTC: &str = "MJPEG is not carried over WebRTC (browsers' WebRTC \
+     decodes no JPEG video): watch it at the stream's /mjpeg URL (/<path>/mjpeg) or over RTSP";
+
 /// Whether WebRTC can carry this codec at all (independent of any offer),
 /// and if not, why. Used by the API's stream list.
 pub fn webrtc_support(codec: &Codec, clock_rate: u32) -> Result<(), String> {
@@ -108,6 +112,7 @@ pub fn webrtc_support(codec: &Codec, clock_rate: u32) -> Result<(), String> {
                 ))
             }
         }
+        Codec::Jpeg => Err(MJPEG_NOT_IN_WEBRTC.to_owned()),
         Codec::Aac { .. } => Err(
             "AAC is not sent over WebRTC (browsers' WebRTC has no AAC decoder): use LL-HLS or RTSP for this audio, or set the camera to Opus or G.711".to_owned(),
         ),
@@ -392,6 +397,17 @@ pub fn plan(tracks: &[Arc<Track>], offer: &OfferSummary) -> Result<Plan, NoCodec
         }
     }
     if plan.video.is_none() && plan.audio.is_none() {
+        let unsendable: Vec<String> = tracks
+            .iter()
+            .filter_map(|t| webrtc_support(&t.codec, t.clock_rate).err())
+            .collect();
+        if !tracks.is_empty() && unsendable.len() == tracks.len() {
+            // Whatever the viewer offers: say so, not that the offer is wrong.
+            return Err(NoCodec(format!(
+                "the stream has no track WebRTC can carry: {}",
+                unsendable.join("; ")
+            )));
+        }
         let stream: Vec<&str> = tracks.iter().map(|t| t.codec.name()).collect();
         let offered: Vec<String> = offer
             .sections
@@ -555,6 +571,24 @@ mod tests {
             }
         );
         assert_eq!(v.rtx, None);
+    }
+
+    /// MJPEG is never sent: with H.264 it is skipped with its reason; alone,
+    /// the refusal names it whatever the offer receives.
+    #[test]
+    fn mjpeg_is_skipped_and_alone_refused_with_its_reason() {
+        let offer = parse_offer(CHROME_OFFER).unwrap();
+        let mjpeg = track(Codec::Jpeg, 90000);
+        let p = plan(&[mjpeg.clone(), h264([0x67, 0x64, 0x00, 0x1f])], &offer).unwrap();
+        assert_eq!(p.video.map(|v| v.track), Some(1));
+        assert_eq!(p.skipped.len(), 1);
+        assert_eq!(p.skipped[0].reason, MJPEG_NOT_IN_WEBRTC);
+        let e = plan(&[mjpeg], &offer).unwrap_err();
+        assert!(
+            e.0.starts_with("the stream has no track WebRTC can carry: MJPEG is not carried"),
+            "{e}"
+        );
+        assert!(e.0.contains("/mjpeg"), "{e}");
     }
 
     #[test]

@@ -105,6 +105,10 @@ async fn fixture_full(
         error: "cannot connect to the camera: connection refused".into(),
     });
     registry.insert(down);
+    let mjpeg = Stream::new("mjpeg", "rtsp://10.0.0.3/s");
+    mjpeg.set_tracks(vec![Arc::new(Track::new(Codec::Jpeg, 90000))]);
+    mjpeg.set_state(StreamState::Live);
+    registry.insert(mjpeg);
     let sessions = Sessions::new();
     let engine = WebRtcEngine::start(
         IpAddr::from([127, 0, 0, 1]),
@@ -312,6 +316,14 @@ async fn post_errors() {
     let (r, body) = send(&f.app, post("/cam/whep", "application/sdp", &vp8_only)).await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body.contains("the stream has h264 + aac"), "{body}");
+    // MJPEG only: nothing any offer could receive, and where to watch it.
+    let (r, body) = send(&f.app, post("/mjpeg/whep", "application/sdp", OFFER)).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body.contains("no track WebRTC can carry: MJPEG is not carried over WebRTC")
+            && body.contains("/mjpeg"),
+        "{body}"
+    );
     // GET on the endpoint is not a WHEP method.
     let (r, _) = send(
         &f.app,
