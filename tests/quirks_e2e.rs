@@ -115,16 +115,21 @@ fn udp_camera_whose_first_packet_is_mid_fu_a() {
     read.assert_clean((2.5 * FPS * 0.95) as u64, 0);
 }
 
-/// H.265 with open GOPs (x265 `open-gop=1:repeat-headers=1`): an IDR
-/// first, then CRA keyframes with VPS/SPS/PPS in band. A reader that joins
-/// starts at a CRA: RTSP readers get a keyframe first and decode cleanly,
-/// LL-HLS completes segments (a CRA starts each) and decodes cleanly.
+/// H.265 with open GOPs (x265 `open-gop=1:repeat-headers=1`, B-frames): an
+/// IDR first, then CRA keyframes with VPS/SPS/PPS in band, each followed by
+/// RASL pictures. A reader that joins starts at a CRA: RTSP readers get a
+/// keyframe first and decode cleanly, LL-HLS (whose muxer starts at a CRA
+/// and skips its RASL pictures) completes segments and decodes cleanly.
 #[test]
 fn h265_camera_with_cra_keyframes() {
     let _g = serial();
     require_tools();
+    // B-frames and a 12-frame GOP: x265 then puts two RASL pictures after
+    // each CRA.
     let cam = Camera::start(CameraOpts {
         open_gop: true,
+        bframes: true,
+        gop: 12,
         ..CameraOpts::new(VideoCodec::H265, AudioCodec::None)
     });
     let t0 = Instant::now();

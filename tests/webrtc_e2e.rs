@@ -170,10 +170,16 @@ fn sessions(gw: &Gateway) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
+/// An H.264 + Opus camera that allows one RTSP session (503 to a second
+/// DESCRIBE, like many cameras): read once, it plays in Chromium with
+/// Opus audio.
 #[test]
 fn h264_opus_camera_plays_in_chromium_with_audio_and_delete_frees_it() {
     let _guard = serial();
-    let cam = Camera::shared(CameraOpts::new(VideoCodec::H264, AudioCodec::Opus));
+    let cam = Camera::start(CameraOpts {
+        max_sessions: 1,
+        ..CameraOpts::new(VideoCodec::H264, AudioCodec::Opus)
+    });
     let mut gw = start_gateway(&[format!("cam={}", cam.url())]);
     let live = gw.wait_live("cam", Duration::from_secs(20));
     let codecs: Vec<&str> = live["tracks"]
@@ -192,6 +198,7 @@ fn h264_opus_camera_plays_in_chromium_with_audio_and_delete_frees_it() {
     }
     assert!(v["firstFrameMs"].as_f64().is_some(), "{v}");
     assert_eq!(v["deleteStatus"], 200, "{v}");
+    assert_eq!(cam.clients_connected(), 1, "the camera is read in one session");
 
     // DELETE freed everything: no session, no WebRTC reader, no subscriber.
     let gone = poll_until(Duration::from_secs(5), Duration::from_millis(100), || {
