@@ -198,7 +198,11 @@ fn h264_opus_camera_plays_in_chromium_with_audio_and_delete_frees_it() {
     }
     assert!(v["firstFrameMs"].as_f64().is_some(), "{v}");
     assert_eq!(v["deleteStatus"], 200, "{v}");
-    assert_eq!(cam.clients_connected(), 1, "the camera is read in one session");
+    assert_eq!(
+        cam.clients_connected(),
+        1,
+        "the camera is read in one session"
+    );
 
     // DELETE freed everything: no session, no WebRTC reader, no subscriber.
     let gone = poll_until(Duration::from_secs(5), Duration::from_millis(100), || {

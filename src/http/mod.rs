@@ -310,6 +310,11 @@ mod tests {
             error: "cannot connect to the camera: connection refused".into(),
         });
         registry.insert(s);
+        app_of(registry)
+    }
+
+    /// The router over `registry`, no WebRTC, default auth and API settings.
+    fn app_of(registry: Arc<Registry>) -> Router {
         test_router(AppState {
             hls: HlsManager::new(registry.clone(), Default::default()),
             paths: PathManager::new(registry.clone(), None),
@@ -320,6 +325,16 @@ mod tests {
             auth: crate::auth::Authenticator::new(Default::default()),
             api: Default::default(),
         })
+    }
+
+    /// `GET path` on `app`, its body as JSON.
+    async fn get_json(app: Router, path: &str) -> serde_json::Value {
+        let resp = app
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&body).unwrap()
     }
 
     #[tokio::test]
@@ -349,26 +364,7 @@ mod tests {
         s.set_tracks(vec![h264_track(&h264_fixture()), pcma_track()]);
         s.set_state(StreamState::Live);
         registry.insert(s);
-        let app = test_router(AppState {
-            hls: HlsManager::new(registry.clone(), Default::default()),
-            paths: PathManager::new(registry.clone(), None),
-            sessions: Sessions::new(),
-            registry,
-            rtsp_base: "rtsp://127.0.0.1:8554".into(),
-            webrtc: None,
-            auth: crate::auth::Authenticator::new(Default::default()),
-            api: Default::default(),
-        });
-        let resp = app
-            .oneshot(
-                Request::get("/api/v1/streams/cam")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let v = get_json(app_of(registry), "/api/v1/streams/cam").await;
         assert_eq!(
             v["readers"],
             serde_json::json!({"rtsp": 0, "hls": 0}),
@@ -407,26 +403,7 @@ mod tests {
         ))]);
         s.set_state(StreamState::Live);
         registry.insert(s);
-        let app = test_router(AppState {
-            hls: HlsManager::new(registry.clone(), Default::default()),
-            paths: PathManager::new(registry.clone(), None),
-            sessions: Sessions::new(),
-            registry,
-            rtsp_base: "rtsp://127.0.0.1:8554".into(),
-            webrtc: None,
-            auth: crate::auth::Authenticator::new(Default::default()),
-            api: Default::default(),
-        });
-        let resp = app
-            .oneshot(
-                Request::get("/api/v1/streams/cam")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let v = get_json(app_of(registry), "/api/v1/streams/cam").await;
         assert_eq!(v["urls"]["mjpeg"], "/cam/mjpeg", "{v}");
         assert_eq!(v["tracks"][0]["codec"], "mjpeg", "{v}");
         assert!(v["tracks"][0].get("rtsp").is_none(), "{v}");
