@@ -9,6 +9,7 @@ use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 pub mod auth;
+pub mod rendition;
 pub use auth::{Action, AuthMethod, AuthSettings};
 
 /// How a source is pulled.
@@ -161,6 +162,15 @@ pub struct FilePath {
     pub transport: Option<TransportPref>,
     pub user: Option<String>,
     pub pass: Option<String>,
+    /// `"off" | "h264" | "auto"` (see [`rendition::TranscodeMode`]).
+    pub transcode: Option<rendition::TranscodeMode>,
+    /// bit/s of the H.264 made from H.265.
+    pub transcode_bitrate: Option<u32>,
+    /// `"source" | "h264"`.
+    pub rtsp_codec: Option<rendition::RtspCodec>,
+    /// bit/s of the Opus made from AAC/G.711.
+    pub opus_bitrate: Option<u32>,
+    pub transcode_audio: Option<bool>,
 }
 
 /// A validated source.
@@ -171,6 +181,8 @@ pub struct SourceConfig {
     pub user: Option<String>,
     pub pass: Option<String>,
     pub transport: TransportPref,
+    /// When video and audio are transcoded for viewers that need it.
+    pub transcode: rendition::TranscodeSettings,
 }
 
 impl SourceConfig {
@@ -538,6 +550,7 @@ pub fn parse_source(
         user,
         pass,
         transport,
+        transcode: rendition::TranscodeSettings::default(),
     })
 }
 
@@ -747,6 +760,29 @@ impl Config {
                 p.user,
                 p.pass,
             )?;
+            let mut src = src;
+            let t = &mut src.transcode;
+            t.mode = p.transcode.unwrap_or(t.mode);
+            t.rtsp_codec = p.rtsp_codec.unwrap_or(t.rtsp_codec);
+            t.audio = p.transcode_audio.unwrap_or(t.audio);
+            if let Some(b) = p.transcode_bitrate {
+                if !(100_000..=50_000_000).contains(&b) {
+                    return Err(err(
+                        format!("{key}.transcode_bitrate"),
+                        "must be 100000..=50000000 (bit/s)",
+                    ));
+                }
+                t.video_bitrate = Some(b);
+            }
+            if let Some(b) = p.opus_bitrate {
+                if !(6_000..=510_000).contains(&b) {
+                    return Err(err(
+                        format!("{key}.opus_bitrate"),
+                        "must be 6000..=510000 (bit/s, RFC 6716)",
+                    ));
+                }
+                t.opus_bitrate = b;
+            }
             cfg.paths.insert(name, src);
         }
 

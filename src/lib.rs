@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod limits;
 pub mod paths;
 pub mod tls;
+pub mod transcode;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -146,6 +147,11 @@ impl Gateway {
             None => None,
         };
         let paths = paths::PathManager::new(registry.clone(), config.file.clone());
+        // Weak: the registry holds the maker, and the path manager the registry.
+        let weak_paths = Arc::downgrade(&paths);
+        registry.set_maker(transcode::Maker::new(Box::new(move |base| {
+            weak_paths.upgrade()?.get(base).map(|s| s.transcode)
+        })));
         let mut tasks = Vec::new();
         for (name, src) in &config.paths {
             // Names are unique in a validated config, so add cannot fail here.

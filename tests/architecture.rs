@@ -1,5 +1,5 @@
 //! The import arrows of docs/ARCHITECTURE.md, checked on the source tree:
-//! `codec` and `config` import nothing of ours, `bus` only `codec`, `ingest`
+//! `codec` and `config` import nothing of ours, `bus` only `codec` and `config`, `transcode` only those three, `ingest`
 //! no egress, and no egress imports another egress or `ingest`. `config` is
 //! the settings leaf that sources and egresses read their settings from.
 
@@ -149,11 +149,24 @@ fn limits_imports_nothing_of_ours() {
 }
 
 #[test]
-fn bus_imports_only_codec() {
-    let bad = violations("bus", |p| p == "bus" || p == "codec");
+fn bus_imports_only_codec_and_config() {
+    let bad = violations("bus", |p| matches!(p, "bus" | "codec" | "config"));
     assert!(
         bad.is_empty(),
-        "bus may import only codec:\n{}",
+        "bus may import only codec and config:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn transcode_reads_and_writes_the_bus_only() {
+    // Renditions sit between bus and bus: no egress, ingest or front door.
+    let bad = violations("transcode", |p| {
+        matches!(p, "transcode" | "bus" | "codec" | "config")
+    });
+    assert!(
+        bad.is_empty(),
+        "transcode may import bus, codec and config only:\n{}",
         bad.join("\n")
     );
 }

@@ -170,7 +170,9 @@ impl Authenticator {
     /// password) and the answer is held back by the address's throttle debt.
     pub async fn check(&self, req: &Request<'_>) -> Decision {
         let ip = canonical_ip(req.ip);
-        let req = Request { ip, ..*req };
+        // A rendition (`cam~opus`) is its path's media: the path's permissions.
+        let path = req.path.map(crate::config::rendition::base);
+        let req = Request { ip, path, ..*req };
         let now = Instant::now();
         let has_creds = *req.credentials != Credentials::None;
         if has_creds && !self.throttle.may_try(ip, now) {

@@ -15,6 +15,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::config::rendition::TranscodeSettings;
+
 /// Track descriptions live in the pure codec layer; the bus carries them.
 pub use crate::codec::{Codec, DropReason, MediaKind, Track};
 pub use fanout::{ByteLen, Fanout, GopLimits, RecvError, Subscriber};
@@ -320,12 +322,30 @@ impl Stream {
     }
 }
 
+/// Makes streams that are not read from a source but derived from another
+/// stream on demand (renditions: `cam~opus`, `cam~h264`; see
+/// `transcode`). Installed in the [`Registry`] by the wiring, so that an
+/// egress opens a rendition by name without importing the transcoder.
+pub trait StreamMaker: Send + Sync {
+    /// Starts the stream `name` if it is one this maker can make and the
+    /// stream it derives from exists: `Ok(Some)` with the new stream, already
+    /// inserted in `registry`; `Ok(None)` if `name` is not one of its names;
+    /// `Err` (plain words) if it is but can't be made (the path's settings
+    /// refuse it, the binary can't transcode, no such path).
+    fn make(&self, registry: &Arc<Registry>, name: &str) -> Result<Option<Arc<Stream>>, String>;
+
+    /// The transcoding settings of path `base` (defaults for a path the
+    /// configuration doesn't name).
+    fn settings(&self, base: &str) -> TranscodeSettings;
+}
+
 /// All streams by path name.
 pub struct Registry {
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     /// Counts insertions and removals, for egresses that follow the set of
     /// streams (e.g. LL-HLS with `hls_always_on`).
     changes: watch::Sender<u64>,
+    maker: RwLock<Option<Arc<dyn StreamMaker>>>,
 }
 
 impl Default for Registry {
@@ -333,6 +353,7 @@ impl Default for Registry {
         Registry {
             streams: RwLock::default(),
             changes: watch::Sender::new(0),
+            maker: RwLock::default(),
         }
     }
 }
@@ -349,6 +370,36 @@ impl Registry {
 
     pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
         self.read().get(name).cloned()
+    }
+
+    /// Installs the maker of derived streams [`Registry::open`] uses.
+    pub fn set_maker(&self, maker: Arc<dyn StreamMaker>) {
+        *self.maker.write().unwrap_or_else(|e| e.into_inner()) = Some(maker);
+    }
+
+    /// The transcoding settings of path `base`: what its readers may be
+    /// given instead of the camera's codecs. Defaults without a maker.
+    pub fn transcode_settings(&self, base: &str) -> TranscodeSettings {
+        self.maker
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|m| m.settings(base))
+            .unwrap_or_default()
+    }
+
+    /// The stream a reader asks for by name: a stream that exists, else one
+    /// the installed [`StreamMaker`] starts now (a rendition). `Ok(None)`:
+    /// no such stream; `Err`: a rendition that can't be made, and why.
+    pub fn open(self: &Arc<Self>, name: &str) -> Result<Option<Arc<Stream>>, String> {
+        if let Some(s) = self.get(name) {
+            return Ok(Some(s));
+        }
+        let maker = self.maker.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match maker {
+            Some(m) => m.make(self, name),
+            None => Ok(None),
+        }
     }
 
     /// Adds `stream`; returns `false` (and changes nothing) if the name is taken.

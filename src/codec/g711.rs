@@ -46,3 +46,59 @@ pub(crate) fn payload_g711(
     }
     Ok(sink.done())
 }
+
+/// One A-law sample (ITU-T G.711 Table 1a) as 16-bit linear PCM.
+pub fn alaw_to_linear(a: u8) -> i16 {
+    let a = a ^ 0x55;
+    let exponent = (a >> 4) & 0x07;
+    let mantissa = i16::from(a & 0x0f);
+    let magnitude = match exponent {
+        0 => (mantissa << 4) + 8,
+        e => ((mantissa << 4) + 0x108) << (e - 1),
+    };
+    // The sign bit set means positive in A-law.
+    if a & 0x80 != 0 {
+        magnitude
+    } else {
+        -magnitude
+    }
+}
+
+/// One µ-law sample (ITU-T G.711 Table 2a) as 16-bit linear PCM.
+pub fn ulaw_to_linear(u: u8) -> i16 {
+    let u = !u;
+    let exponent = (u >> 4) & 0x07;
+    let mantissa = i16::from(u & 0x0f);
+    // Bias 0x84 (132) as in the standard's decoder, removed after the shift.
+    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+    if u & 0x80 != 0 {
+        -magnitude
+    } else {
+        magnitude
+    }
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+
+    #[test]
+    fn g711_decodes_to_the_standard_values() {
+        // ITU-T G.711 end points and zero: A-law 0xd5 = +8, 0x55 = -8,
+        // 0xaa = +32256; µ-law 0xff = 0, 0x7f = 0, 0x80 = +32124, 0x00 = -32124.
+        assert_eq!(alaw_to_linear(0xd5), 8);
+        assert_eq!(alaw_to_linear(0x55), -8);
+        assert_eq!(alaw_to_linear(0xaa), 32256);
+        assert_eq!(alaw_to_linear(0x2a), -32256);
+        assert_eq!(ulaw_to_linear(0xff), 0);
+        assert_eq!(ulaw_to_linear(0x80), 32124);
+        assert_eq!(ulaw_to_linear(0x00), -32124);
+        // Monotonic over each half of the code space.
+        let mut prev = i16::MIN;
+        for u in (0x80..=0xffu8).rev() {
+            let v = ulaw_to_linear(u);
+            assert!(v >= prev || u == 0xff, "{u:#x}");
+            prev = v;
+        }
+    }
+}

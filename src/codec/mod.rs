@@ -47,6 +47,7 @@ pub use depacketize::{
     MAX_ACCESS_UNIT_SIZE,
 };
 pub use dts::DtsExtractor;
+pub use g711::{alaw_to_linear, ulaw_to_linear};
 pub use h264::{
     h264_has_b_slice, h264_is_idr, h264_nal_type, H264Sps, H264_NAL_AUD, H264_NAL_IDR,
     H264_NAL_PPS, H264_NAL_SLICE, H264_NAL_SPS,

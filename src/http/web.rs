@@ -11,7 +11,7 @@ use axum::Router;
 use super::auth::{self, Need};
 use super::AppState;
 use crate::auth::Protocol;
-use crate::config::valid_path_name;
+use crate::config::rendition::valid_stream_name;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const PLAYER_HTML: &str = include_str!("../../web/player.html");
@@ -71,7 +71,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 async fn player(Path(path): Path<String>) -> Response {
-    if valid_path_name(&path) {
+    if valid_stream_name(&path) {
         page(PLAYER_HTML)
     } else {
         (StatusCode::NOT_FOUND, "no such page").into_response()
@@ -80,7 +80,7 @@ async fn player(Path(path): Path<String>) -> Response {
 
 /// `/<path>` without the slash: the player's relative URLs need it.
 async fn to_player(Path(path): Path<String>) -> Response {
-    if valid_path_name(&path) {
+    if valid_stream_name(&path) {
         Redirect::permanent(&format!("/{path}/")).into_response()
     } else {
         (StatusCode::NOT_FOUND, "no such page").into_response()

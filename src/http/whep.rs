@@ -168,17 +168,23 @@ async fn create(
         );
         return r;
     }
-    let Some(stream) = app.registry.get(&path) else {
-        return error(StatusCode::NOT_FOUND, format!("no stream named {path:?}"));
+    let stream = match app.registry.open(&path) {
+        Ok(Some(s)) => s,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no stream named {path:?}")),
+        // A rendition asked for by name that this path can't have.
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
     };
     let Ok(offer) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "bad SDP offer: not UTF-8 text");
     };
-    let created = match engine.create_session(stream, offer, user).await {
+    let created = match engine
+        .create_session(stream, offer, user, &app.registry)
+        .await
+    {
         Ok(c) => c,
         Err(e) => return whep_error(e),
     };
-    let location = format!("/{path}/whep/{}", format_id(created.id));
+    let location = format!("/{}/whep/{}", created.path, format_id(created.id));
     let mut resp = (StatusCode::CREATED, created.answer).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));

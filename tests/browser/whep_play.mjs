@@ -210,6 +210,7 @@ try {
             out.audioSamples = s.totalSamplesReceived ?? 0;
             out.concealedSamples = s.concealedSamples ?? 0;
             out.audioCodec = codecs[s.codecId] ?? null;
+            out.audioLevel = s.audioLevel ?? null;
           }
         });
         return out;

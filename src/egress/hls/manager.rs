@@ -37,9 +37,10 @@ use tokio::task::JoinHandle;
 use super::{Lookup, MuxEvent, Muxer, MuxerConfig, Notice, ReloadDecision};
 use crate::bus::sessions::HlsDetail;
 use crate::bus::{
-    Detail, Frame, Item, NewSession, Protocol, RecvError, Registry, SessionHandle, Sessions,
+    Codec, Detail, Frame, Item, NewSession, Protocol, RecvError, Registry, SessionHandle, Sessions,
     Stream, StreamState, Subscription, Track,
 };
+use crate::config::rendition::Rendition;
 use crate::config::HlsConfig;
 
 /// The media playlist's URI relative to the multivariant playlist.
@@ -114,6 +115,9 @@ struct Inner {
 
 /// The LL-HLS muxer of one stream and its waiters.
 pub struct HlsStream {
+    /// The path served (`cam`), the key of the manager's map.
+    path: String,
+    /// What is muxed: the path's stream or its `~opus` rendition.
     stream: Arc<Stream>,
     inner: Mutex<Inner>,
     progress: watch::Sender<Progress>,
@@ -433,11 +437,12 @@ impl HlsManager {
     /// it as requested now (which keeps it from idling out); `None` when no
     /// stream has this path.
     pub fn open(&self, path: &str) -> Option<Arc<HlsStream>> {
-        let stream = self.registry.get(path)?;
+        let stream = self.registry.open(path).ok().flatten()?;
+        let stream = self.muxed_stream(stream);
         let mut running = self.lock();
         let hs = match running.streams.get(path) {
             Some(hs) if Arc::ptr_eq(&hs.stream, &stream) && hs.is_running() => hs.clone(),
-            _ => self.start_locked(&mut running, stream),
+            _ => self.start_locked(&mut running, path, stream),
         };
         // Under the map lock, so the idle check (also under it) sees it.
         hs.last_request.store(self.now_nanos(), Ordering::Relaxed);
@@ -467,15 +472,50 @@ impl HlsManager {
     }
 
     /// Starts a muxer for each stream that has none running.
+    /// The stream LL-HLS muxes for `stream`: itself, or, when its audio is
+    /// G.711 (which no browser's MSE takes in fMP4) and the path allows
+    /// audio transcoding, its `~opus` rendition (Opus in fMP4 plays in
+    /// Chromium, Firefox and Safari 17+).
+    fn muxed_stream(&self, stream: Arc<Stream>) -> Arc<Stream> {
+        let Some((base, r)) = Rendition::parse(stream.name()) else {
+            return stream;
+        };
+        let g711 = stream.tracks().is_some_and(|set| {
+            set.tracks
+                .iter()
+                .any(|t| matches!(t.codec, Codec::Pcma { .. } | Codec::Pcmu { .. }))
+        });
+        if r.audio_opus || !g711 || !self.registry.transcode_settings(base).audio {
+            return stream;
+        }
+        let opus = Rendition {
+            audio_opus: true,
+            ..r
+        };
+        match self.registry.open(&opus.name(base)) {
+            Ok(Some(o)) => o,
+            _ => stream,
+        }
+    }
+
     fn start_missing(&self) {
-        for stream in self.registry.list() {
+        // Renditions are muxed when asked for, never always on: a muxer
+        // would keep its transcoder running for ever.
+        let paths = self
+            .registry
+            .list()
+            .into_iter()
+            .filter(|s| Rendition::parse(s.name()).is_some_and(|(_, r)| r.is_none()));
+        for stream in paths {
+            let path = stream.name().to_owned();
+            let stream = self.muxed_stream(stream);
             let mut running = self.lock();
             let current = running
                 .streams
-                .get(stream.name())
+                .get(&path)
                 .is_some_and(|hs| Arc::ptr_eq(&hs.stream, &stream) && hs.is_running());
             if !current {
-                self.start_locked(&mut running, stream);
+                self.start_locked(&mut running, &path, stream);
             }
         }
     }
@@ -499,8 +539,15 @@ impl HlsManager {
         }
     }
 
-    fn start_locked(&self, running: &mut Running, stream: Arc<Stream>) -> Arc<HlsStream> {
-        let name = stream.name().to_owned();
+    /// Starts the muxer of `path` over `stream` (the path's own stream or
+    /// the rendition it is muxed from, see `muxed_stream`).
+    fn start_locked(
+        &self,
+        running: &mut Running,
+        path: &str,
+        stream: Arc<Stream>,
+    ) -> Arc<HlsStream> {
+        let name = path.to_owned();
         let seg_ms = u64::try_from(self.config.segment_duration.as_millis())
             .unwrap_or(1)
             .max(1);
@@ -527,6 +574,7 @@ impl HlsManager {
         });
         let min_target_duration = self.config.segment_duration.as_secs_f64().ceil() as u64;
         let hs = Arc::new(HlsStream {
+            path: name.clone(),
             stream,
             inner: Mutex::new(Inner {
                 muxer,
@@ -584,7 +632,7 @@ impl HlsManager {
         if !force && (self.config.always_on || idle < self.config.idle_timeout) {
             return false;
         }
-        let name = hs.stream.name();
+        let name = hs.path.as_str();
         if running
             .streams
             .get(name)

@@ -47,8 +47,9 @@ const PREROLL_TOLERANCE: Duration = Duration::from_secs(1);
 pub enum UnsupportedTrack {
     /// G.711 has no fMP4 mapping that browsers' Media Source Extensions accept.
     #[error(
-        "G.711 ({codec}) can't go into fMP4 for browsers: no browser's Media Source \
-         Extensions decode it, so HLS leaves this track out (WebRTC and RTSP still carry it)"
+        "G.711 ({codec}) can't go into fMP4 for browsers (no browser's Media Source \
+         Extensions decode it): LL-HLS carries it transcoded to Opus, muxed from the \
+         <path>~opus rendition (unless transcode_audio = false)"
     )]
     G711 { codec: &'static str },
     /// Motion JPEG has no fMP4 mapping browsers' Media Source Extensions play.

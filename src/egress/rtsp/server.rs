@@ -28,6 +28,7 @@ use crate::bus::sessions::{RtspDetail, RtspTrackDetail, RtspTransport};
 use crate::bus::{
     Detail, NewSession, PublishSink, Registry, SessionHandle, Sessions, StreamState, Subscriber,
 };
+use crate::config::rendition::{Rendition, RtspCodec};
 use crate::egress::gso::gso_run;
 use crate::limits::{self, ConnLimiter};
 
@@ -82,9 +83,38 @@ pub struct RtspServer {
     auth: Arc<Authenticator>,
 }
 
+/// The stream that serves `path` to RTSP readers: the path itself, or its
+/// `~h264` rendition when the path has `rtsp_codec = "h264"` and the camera
+/// sends H.265 (old NVRs that reject H.265).
+fn served_name(registry: &Registry, path: &str) -> String {
+    let Some((base, rendition)) = Rendition::parse(path) else {
+        return path.to_owned();
+    };
+    if !rendition.is_none() || registry.transcode_settings(base).rtsp_codec != RtspCodec::H264 {
+        return path.to_owned();
+    }
+    let h265 = registry
+        .get(base)
+        .and_then(|s| s.tracks())
+        .is_some_and(|set| {
+            set.tracks
+                .iter()
+                .any(|t| matches!(t.codec, crate::bus::Codec::H265 { .. }))
+        });
+    if h265 {
+        Rendition {
+            video_h264: true,
+            audio_opus: false,
+        }
+        .name(base)
+    } else {
+        path.to_owned()
+    }
+}
+
 impl Paths for Registry {
     fn status(&self, path: &str) -> PathStatus {
-        let Some(stream) = self.get(path) else {
+        let Some(stream) = self.get(&served_name(self, path)) else {
             return PathStatus::Unknown;
         };
         match stream.tracks() {
@@ -686,9 +716,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             rtsp_types::Method::Describe | rtsp_types::Method::Setup
         ) {
             if let Some(target) = req.request_uri().and_then(super::session::parse_target) {
-                if let Some(stream) = server.registry.get(&target.path) {
-                    if stream.tracks().is_none() {
-                        stream.wait_for_tracks(server.config.describe_wait).await;
+                // A rendition (`cam~h264`, or `cam` with `rtsp_codec`) starts here.
+                let name = served_name(&server.registry, &target.path);
+                match server.registry.open(&name) {
+                    Ok(Some(stream)) => {
+                        if stream.tracks().is_none() {
+                            stream.wait_for_tracks(server.config.describe_wait).await;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::info!(path = %target.path, "rendition refused: {e}");
                     }
                 }
             }
@@ -725,7 +763,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let Some(session) = self.conn.session() else {
             return;
         };
-        let Some(stream) = self.server.registry.get(&session.path) else {
+        let Some(stream) = self
+            .server
+            .registry
+            .get(&served_name(&self.server.registry, &session.path))
+        else {
             return;
         };
         let Some(set) = stream.tracks() else { return };

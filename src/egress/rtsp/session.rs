@@ -525,7 +525,7 @@ pub struct Target {
 pub fn parse_target(uri: &url::Url) -> Option<Target> {
     let mut segs = uri.path().split('/').filter(|s| !s.is_empty());
     let path = segs.next()?.to_owned();
-    if !crate::config::valid_path_name(&path) {
+    if !crate::config::rendition::valid_stream_name(&path) {
         return None;
     }
     let track = match segs.next() {

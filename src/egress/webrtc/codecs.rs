@@ -2,8 +2,9 @@
 //! payload formats its offer lists. Pure: offer summary and tracks in, a
 //! [`Plan`] or a plain-words reason out.
 //!
-//! Media is passed through, never transcoded, so a track is sent only if the
-//! offer receives its codec:
+//! A stream's media is passed through, so a track is sent only if the offer
+//! receives its codec (what can't be is transcoded in a rendition, see
+//! [`wanted_rendition`]):
 //! - H.264 with `packetization-mode=1` (RFC 6184 §6.3). The answer signals
 //!   one of the offer's own `profile-level-id`s (RFC 6184 §8.2.2: the
 //!   answerer may not invent one): the stream's profile if offered, else a
@@ -13,11 +14,13 @@
 //!   42001f/42e01f/4d001f/f4001f yet decodes High).
 //! - H.265 (RFC 7798) to viewers that offer it, same profile, or Main 10 for Main.
 //! - Opus (RFC 7587) and G.711 PCMU/PCMA at 8 kHz mono (RFC 3551).
-//! - AAC is not a WebRTC codec: never sent; the plan says so.
+//! - AAC is not a WebRTC codec: never sent as it is; the plan says so, and
+//!   [`wanted_rendition`] asks for the `~opus` rendition instead.
 
 use std::sync::Arc;
 
 use crate::bus::{Codec, MediaKind, Track};
+use crate::config::rendition::{Rendition, TranscodeMode, TranscodeSettings};
 
 use super::offer::{Format, OfferSummary, SectionKind};
 
@@ -114,8 +117,64 @@ pub fn webrtc_support(codec: &Codec, clock_rate: u32) -> Result<(), String> {
         }
         Codec::Jpeg => Err(MJPEG_NOT_IN_WEBRTC.to_owned()),
         Codec::Aac { .. } => Err(
-            "AAC is not sent over WebRTC (browsers' WebRTC has no AAC decoder): use LL-HLS or RTSP for this audio, or set the camera to Opus or G.711".to_owned(),
+            "AAC is not a WebRTC codec (browsers' WebRTC has no AAC decoder): viewers whose offer has Opus get it transcoded to Opus in the <path>~opus rendition (AAC-LC at 8, 12, 16, 24 or 48 kHz; not HE-AAC; off with transcode_audio = false)".to_owned(),
         ),
+    }
+}
+
+/// Whether a receiving section of `kind` in the offer lists `encoding`
+/// (H.264 only with `packetization-mode=1`, which we send).
+fn offer_receives(offer: &OfferSummary, kind: SectionKind, encoding: &str) -> bool {
+    offer
+        .sections
+        .iter()
+        .filter(|s| s.kind == kind && s.usable())
+        .flat_map(|s| &s.formats)
+        .any(|f| {
+            f.encoding == encoding
+                && (encoding != "h264" || f.param("packetization-mode") == Some("1"))
+        })
+}
+
+/// The rendition a viewer with this offer should get instead of the
+/// stream itself (`Rendition::default()`: the stream as it is):
+/// - `audio_opus` when the stream's audio (AAC, or G.711 the viewer can't
+///   take) is not sent as it is and the offer receives Opus;
+/// - `video_h264` when the video is H.265 and the path says `transcode =
+///   "h264"`, or `"auto"` and the offer receives H.264 but not this H.265.
+///
+/// `direct` is the plan for the stream as it is (from [`plan`]).
+pub fn wanted_rendition(
+    tracks: &[Arc<Track>],
+    offer: &OfferSummary,
+    direct: Option<&Plan>,
+    settings: &TranscodeSettings,
+) -> Rendition {
+    let has = |k: MediaKind, f: &dyn Fn(&Codec) -> bool| {
+        tracks.iter().any(|t| t.kind() == k && f(&t.codec))
+    };
+    let audio_sent = direct.is_some_and(|p| p.audio.is_some());
+    let video_sent = direct.is_some_and(|p| p.video.is_some());
+    let audio_opus = settings.audio
+        && !audio_sent
+        && has(MediaKind::Audio, &|c| {
+            matches!(
+                c,
+                Codec::Aac { .. } | Codec::Pcma { .. } | Codec::Pcmu { .. }
+            )
+        })
+        && offer_receives(offer, SectionKind::Audio, "opus");
+    let h265 = has(MediaKind::Video, &|c| matches!(c, Codec::H265 { .. }));
+    let video_h264 = h265
+        && offer_receives(offer, SectionKind::Video, "h264")
+        && match settings.mode {
+            TranscodeMode::Off => false,
+            TranscodeMode::H264 => true,
+            TranscodeMode::Auto => !video_sent,
+        };
+    Rendition {
+        video_h264,
+        audio_opus,
     }
 }
 
@@ -609,7 +668,7 @@ mod tests {
         assert!(p.audio.is_none());
         assert_eq!(p.skipped.len(), 1);
         assert_eq!(p.skipped[0].track, 1);
-        assert!(p.skipped[0].reason.contains("AAC is not sent over WebRTC"));
+        assert!(p.skipped[0].reason.contains("AAC is not a WebRTC codec"));
 
         let opus = plan(&[track(Codec::Opus { channels: 2 }, 48000)], &offer).unwrap();
         let a = opus.audio.unwrap();

@@ -37,7 +37,8 @@ use str0m::Candidate;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::bus::{NewSession, Protocol, Sessions, Stream, StreamState, Track};
+use crate::bus::{NewSession, Protocol, Registry, Sessions, Stream, StreamState, Track};
+use crate::config::rendition::Rendition;
 use crate::config::{IceServer, WebRtcSettings, DEFAULT_MAX_CONNECTIONS};
 use crate::limits::{ConnLimiter, Listener};
 
@@ -88,6 +89,9 @@ pub struct Created {
     pub answer: String,
     /// Entity tag of the ICE session (quoted), RFC 9110 §8.8.3.
     pub etag: String,
+    /// The stream the viewer reads: the path asked for or its rendition
+    /// (`cam~opus`); the session's resource URL is under it.
+    pub path: String,
 }
 
 /// State shared by the HTTP side and the socket task.
@@ -122,6 +126,10 @@ impl Shared {
         }
     }
 }
+
+/// How long a viewer's offer waits for a rendition that was just started
+/// to describe its tracks (an H.264 encoder needs the first picture).
+const RENDITION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -386,7 +394,74 @@ impl WebRtcEngine {
     ///
     /// Errors: 503 when the stream is not live, 400 for an unparsable offer,
     /// 422 when no track can be sent with the offered codecs.
+    ///
+    /// A viewer that can't take the stream's audio or video as it is gets a
+    /// rendition from `streams` ([`codecs::wanted_rendition`]: AAC/G.711 →
+    /// Opus, H.265 → H.264), started if it isn't running; if that can't be
+    /// made, the stream as it is, with the reason in the answer's notes.
     pub async fn create_session(
+        &self,
+        stream: Arc<Stream>,
+        offer: &str,
+        user: Option<String>,
+        streams: &Arc<Registry>,
+    ) -> Result<Created, WhepError> {
+        let path = stream.name().to_owned();
+        let (stream, rendition_note) = self.rendition_for(stream, offer, streams).await;
+        if let Some(note) = rendition_note {
+            // Shown in the API's webrtc notes for the path.
+            tracing::info!(path, "{note}");
+            self.shared.set_warning(&path, &note);
+        }
+        self.create_session_on(stream, offer, user).await
+    }
+
+    /// The stream a viewer with `offer` gets: `stream` or one of its
+    /// renditions; with a note when a wanted rendition could not be made.
+    async fn rendition_for(
+        &self,
+        stream: Arc<Stream>,
+        offer: &str,
+        streams: &Arc<Registry>,
+    ) -> (Arc<Stream>, Option<String>) {
+        if Rendition::parse(stream.name()).is_some_and(|(_, r)| !r.is_none()) {
+            // Asked for by name, perhaps just started.
+            stream.wait_for_tracks(RENDITION_WAIT).await;
+        }
+        let (Some(tracks), Ok(summary)) = (stream.tracks(), offer::parse_offer(offer)) else {
+            return (stream, None);
+        };
+        let Some((base, already)) = Rendition::parse(stream.name()) else {
+            return (stream, None);
+        };
+        if !already.is_none() {
+            // The viewer asked for a rendition by name (tracks known: it runs).
+            return (stream, None);
+        }
+        let direct = codecs::plan(&tracks.tracks, &summary).ok();
+        let settings = streams.transcode_settings(base);
+        let want = codecs::wanted_rendition(&tracks.tracks, &summary, direct.as_ref(), &settings);
+        if want.is_none() {
+            return (stream, None);
+        }
+        let name = want.name(base);
+        match streams.open(&name) {
+            Ok(Some(r)) => {
+                if r.wait_for_tracks(RENDITION_WAIT).await.is_some() {
+                    return (r, None);
+                }
+                let note = format!(
+                    "{name} gave no tracks within {} s",
+                    RENDITION_WAIT.as_secs()
+                );
+                (stream, Some(note))
+            }
+            Ok(None) => (stream, None),
+            Err(e) => (stream, Some(format!("not transcoded ({name}): {e}"))),
+        }
+    }
+
+    async fn create_session_on(
         &self,
         stream: Arc<Stream>,
         offer: &str,
@@ -460,6 +535,7 @@ impl WebRtcEngine {
             }))
         };
         self.shared.sessions().insert(id, handle);
+        let path = stream.name().to_owned();
         if self
             .commands
             .send(Command::Add {
@@ -475,7 +551,12 @@ impl WebRtcEngine {
                 "the WebRTC engine has stopped".to_owned(),
             ));
         }
-        Ok(Created { id, answer, etag })
+        Ok(Created {
+            id,
+            answer,
+            etag,
+            path,
+        })
     }
 
     fn session(&self, path: &str, id: SessionId) -> Result<Arc<WhepResource>, WhepError> {

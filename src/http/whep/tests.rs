@@ -269,7 +269,7 @@ async fn post_creates_a_session_with_answer_and_headers() {
     assert!(s["webrtc"]["notes"][0]
         .as_str()
         .unwrap()
-        .contains("AAC is not sent over WebRTC"));
+        .contains("AAC is not a WebRTC codec"));
 }
 
 #[tokio::test]

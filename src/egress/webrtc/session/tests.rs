@@ -257,7 +257,7 @@ fn aac_track_is_explained_in_the_answer() {
         channels: 2,
     }));
     assert!(
-        answer.contains("\r\na=rtspgate-info:track 1 (aac) not sent: AAC is not sent over WebRTC"),
+        answer.contains("\r\na=rtspgate-info:track 1 (aac) not sent: AAC is not a WebRTC codec"),
         "{answer}"
     );
 }
