@@ -72,6 +72,8 @@ pub struct WindowRule {
     pub rate: (f64, f64),
     /// Whether audio must have been decoded in the window.
     pub audio: bool,
+    /// hls.js stall errors (`bufferStalledError`) in the window, at most.
+    pub max_stalls: u64,
 }
 
 impl WindowRule {
@@ -83,6 +85,7 @@ impl WindowRule {
             max_dropped: 5,
             rate: (0.8, 1.2),
             audio,
+            max_stalls: 0,
         }
     }
 
@@ -123,10 +126,17 @@ impl WindowRule {
                 n("rate")
             ));
         }
-        for k in ["waiting", "freezes", "stalls", "packetsLost"] {
+        for k in ["waiting", "freezes", "packetsLost"] {
             if n(k) > 0.0 {
                 p.push(format!("{k} = {} in the window, want 0", n(k)));
             }
+        }
+        if n("stalls") > self.max_stalls as f64 {
+            p.push(format!(
+                "stalls = {} in the window, want <= {}",
+                n("stalls"),
+                self.max_stalls
+            ));
         }
         if self.audio && n("audioSamples") <= 0.0 && n("audioDecodedBytes") <= 0.0 {
             p.push("no audio decoded in the window".into());
