@@ -4,7 +4,7 @@
 //! cargo build --release && cargo run --release --example bench
 //! ```
 //!
-//! Options: `--sections rtsp,webrtc,ingest,hls,ttff` (default: all),
+//! Options: `--sections rtsp,webrtc,ingest,hls,ttff,transcode` (default: all),
 //! `--seconds W` (measurement window per point, default 10),
 //! `--readers 1,50,200,500`, `--viewers 1,50,200`, `--cameras 1,20,100`,
 //! `--chromium-runs 5`, `--no-peers` (rtspgate only, for profiling),
@@ -45,6 +45,7 @@ mod hls;
 mod janus;
 mod procs;
 mod rtsp_reader;
+mod transcode;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -59,7 +60,7 @@ use procs::{NetNs, Proc};
 use testkit::procstat::{self, CpuWindow};
 use testkit::whep;
 
-const SECTIONS: [&str; 5] = ["rtsp", "webrtc", "ingest", "hls", "ttff"];
+const SECTIONS: [&str; 6] = ["rtsp", "webrtc", "ingest", "hls", "ttff", "transcode"];
 
 struct Args {
     sections: Vec<String>,
@@ -143,7 +144,7 @@ fn parse_args() -> Args {
 }
 
 const HELP: &str =
-    "cargo run --release --example bench -- [--sections rtsp,webrtc,ingest,hls,ttff] \
+    "cargo run --release --example bench -- [--sections rtsp,webrtc,ingest,hls,ttff,transcode] \
 [--seconds 10] [--readers 1,50,200,500] [--viewers 1,50,200] [--cameras 1,20,100] \
 [--chromium-runs 5] [--no-peers] [--markdown FILE] [--bitrate 2000] [--size 960x540]";
 
@@ -1193,6 +1194,9 @@ async fn main() {
     }
     if want("hls") {
         section_hls(&a, &cam, &mut r).await;
+    }
+    if want("transcode") {
+        transcode::section(&mut r);
     }
     r.line("");
     r.line(format!(
