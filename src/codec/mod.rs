@@ -58,7 +58,7 @@ pub use h265::{
 };
 pub use h26x::{is_leading_skippable, is_random_access, sanitize_access_unit, AccessUnitError};
 pub use jpeg::{JpegError, JpegImage, JpegSampling, QuantTable, RtpJpeg, RTP_JPEG_MAX_DIMENSION};
-pub use nal::{avcc_nal_units, AvccNalUnits, ParamError};
+pub use nal::{annexb_nal_units, avcc_nal_units, AvccNalUnits, ParamError};
 pub use opus::OPUS_RFC6381;
 pub use payloader::{Payloader, DEFAULT_MTU, MAX_MTU, MIN_MTU};
 pub use rtp::RTP_HEADER_LEN;

@@ -69,6 +69,35 @@ pub fn avcc_nal_units(data: &[u8]) -> AvccNalUnits<'_> {
     AvccNalUnits { rest: data }
 }
 
+/// The NAL units of an Annex B byte stream (ITU-T H.264 / H.265 Annex B:
+/// each NAL unit after a `00 00 01` or `00 00 00 01` start code), as
+/// sub-slices of `data` without the start codes; trailing zero bytes of a
+/// NAL unit (`trailing_zero_8bits`) are cut; empty units are skipped.
+pub fn annexb_nal_units(data: &[u8]) -> Vec<&[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            starts.push((i, i + 3));
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut out = Vec::with_capacity(starts.len());
+    for (k, &(_, body)) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).map_or(data.len(), |&(sc, _)| sc);
+        let mut unit = &data[body..end];
+        while let [head @ .., 0] = unit {
+            unit = head;
+        }
+        if !unit.is_empty() {
+            out.push(unit);
+        }
+    }
+    out
+}
+
 /// Iterator returned by [`avcc_nal_units`].
 #[derive(Clone, Debug)]
 pub struct AvccNalUnits<'a> {
@@ -156,5 +185,23 @@ mod tests {
             );
             assert!(items[..items.len() - 1].iter().all(|i| i.is_ok()));
         }
+    }
+}
+
+#[cfg(test)]
+mod annexb_tests {
+    use super::annexb_nal_units;
+
+    #[test]
+    fn annexb_units_split_on_both_start_codes() {
+        let data = [
+            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 0, 1, 0x65, 0, 7,
+        ];
+        assert_eq!(
+            annexb_nal_units(&data),
+            [&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 0, 7][..]]
+        );
+        assert!(annexb_nal_units(&[0, 0, 1]).is_empty());
+        assert!(annexb_nal_units(&[]).is_empty());
     }
 }

@@ -9,17 +9,19 @@
 //! wiring in `lib.rs` (egresses reach renditions through the bus registry).
 
 pub mod audio;
+pub mod video;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bus::{
-    Frame, Item, MediaKind, RecvError, Registry, Stream, StreamMaker, StreamState, Track,
+    Codec, Frame, Item, MediaKind, RecvError, Registry, Stream, StreamMaker, StreamState, Track,
 };
 use crate::codec::is_leading_skippable;
 use crate::config::rendition::{Rendition, TranscodeSettings};
 
 use audio::{AudioSettings, AudioTranscoder};
+use video::{VideoSettings, VideoTranscoder};
 
 /// How long a rendition runs on with no reader: a page reload or a
 /// player's reconnect finds it still warm.
@@ -66,6 +68,9 @@ impl StreamMaker for Maker {
         };
         let settings = self.settings(base);
         settings.allows(rendition)?;
+        if rendition.video_h264 && !video::AVAILABLE {
+            return Err(video::TranscodeError::NotBuilt.to_string());
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Err("renditions need the gateway's runtime".into());
         };
@@ -100,6 +105,25 @@ enum Lane {
     /// The same frames, republished.
     Pass,
     Audio(Box<AudioTranscoder>),
+    Video(Box<VideoTranscoder>),
+}
+
+impl Lane {
+    /// Whether this lane was made for source track `t` and can go on with
+    /// it (a video lane takes new parameter sets of the same codec).
+    fn keeps(&mut self, t: &Track, old_source: Option<&Arc<Track>>) -> bool {
+        match self {
+            Lane::Audio(a) => a.source() == t,
+            Lane::Video(v) => {
+                let same_codec = old_source.is_some_and(|o| o.codec.same_kind_as(&t.codec));
+                if same_codec {
+                    v.set_source(t);
+                }
+                same_codec
+            }
+            Lane::Pass => old_source.is_some_and(|o| **o == *t),
+        }
+    }
 }
 
 struct Job {
@@ -111,31 +135,31 @@ struct Job {
     linger: Duration,
 }
 
+/// A rendition's running state: one lane per source track, the output
+/// tracks (published once every transcoded video track has one).
+#[derive(Default)]
+struct Lanes {
+    lanes: Vec<Lane>,
+    /// The source tracks the lanes were made for.
+    sources: Vec<Arc<Track>>,
+    /// Output tracks; `None` for a video lane before its first picture.
+    tracks: Vec<Option<Arc<Track>>>,
+    has_video: bool,
+    /// The output track set has been published.
+    ready: bool,
+}
+
 impl Job {
     async fn run(self) {
         let mut sub = self.source.subscribe();
-        let mut lanes: Vec<Lane> = Vec::new();
-        let mut tracks: Vec<Arc<Track>> = Vec::new();
-        let mut has_video = false;
+        let mut state = Lanes::default();
         let mut idle_since: Option<Instant> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let why = loop {
             tokio::select! {
                 item = sub.recv() => match item {
-                    Ok(Item::Tracks(set)) => {
-                        let (l, t, notice) = self.lanes(&set.tracks, &tracks, std::mem::take(&mut lanes));
-                        lanes = l;
-                        tracks = t;
-                        has_video = tracks.iter().any(|t| t.kind() == MediaKind::Video);
-                        self.out.set_ingest_info(crate::bus::IngestInfo {
-                            transport: None,
-                            notice,
-                        });
-                        // State first: a reader woken by the tracks finds it live.
-                        self.out.set_state(self.source.state());
-                        self.out.set_tracks(tracks.clone());
-                    }
-                    Ok(Item::Frame(f)) => self.frame(&f, &mut lanes, &tracks, has_video),
+                    Ok(Item::Tracks(set)) => self.new_tracks(&set.tracks, &mut state),
+                    Ok(Item::Frame(f)) => self.frame(&f, &mut state),
                     Err(RecvError::Closed) => break "its path was removed",
                 },
                 _ = tick.tick() => {
@@ -143,9 +167,7 @@ impl Job {
                     if !still.is_some_and(|s| Arc::ptr_eq(&s, &self.source)) {
                         break "its path was removed";
                     }
-                    if !tracks.is_empty() {
-                        self.out.set_state(self.source.state());
-                    }
+                    self.out.set_state(self.source.state());
                     if self.out.subscriber_count() > 0 {
                         idle_since = None;
                     } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= self.linger {
@@ -162,46 +184,57 @@ impl Job {
         tracing::info!(rendition = self.out.name(), why, "rendition stopped");
     }
 
-    /// Lanes and output tracks for a new source track set; a track equal to
-    /// the one before keeps its lane (and its encoder state). The notice
-    /// says, in plain words, what could not be transcoded.
-    fn lanes(
-        &self,
-        new: &[Arc<Track>],
-        old: &[Arc<Track>],
-        mut old_lanes: Vec<Lane>,
-    ) -> (Vec<Lane>, Vec<Arc<Track>>, Option<String>) {
-        let mut lanes = Vec::with_capacity(new.len());
-        let mut out = Vec::with_capacity(new.len());
+    /// Lanes for a new source track set; a lane that can go on with its
+    /// track keeps its codec state. What can't be transcoded is passed
+    /// through and said, in plain words, in the stream's notice.
+    fn new_tracks(&self, new: &[Arc<Track>], st: &mut Lanes) {
+        let mut old = std::mem::take(&mut st.lanes).into_iter();
         let mut notes = Vec::new();
+        st.tracks.clear();
         for (i, t) in new.iter().enumerate() {
-            // `old` holds output tracks; a kept audio lane's source is
-            // compared through the lane itself.
-            let kept = match old_lanes.get_mut(i) {
-                Some(Lane::Audio(a)) if a.source() == &**t => {
-                    Some(std::mem::replace(&mut old_lanes[i], Lane::Pass))
+            let lane = match old.next() {
+                Some(mut l) => {
+                    if l.keeps(t, st.sources.get(i)) {
+                        l
+                    } else {
+                        self.lane_for(t, &mut notes)
+                    }
                 }
-                Some(Lane::Pass) if old.get(i).is_some_and(|o| o == t) => Some(Lane::Pass),
-                _ => None,
-            };
-            let lane = match kept {
-                Some(l) => l,
                 None => self.lane_for(t, &mut notes),
             };
-            out.push(match &lane {
-                Lane::Pass => t.clone(),
-                Lane::Audio(a) => Arc::new(a.output_track().clone()),
+            st.tracks.push(match &lane {
+                Lane::Pass => Some(t.clone()),
+                Lane::Audio(a) => Some(Arc::new(a.output_track().clone())),
+                Lane::Video(v) => v.output_track().map(|t| Arc::new(t.clone())),
             });
-            lanes.push(lane);
+            st.lanes.push(lane);
         }
-        let notice = (!notes.is_empty()).then(|| notes.join("; "));
-        (lanes, out, notice)
+        st.sources = new.to_vec();
+        st.has_video = new.iter().any(|t| t.kind() == MediaKind::Video);
+        self.out.set_ingest_info(crate::bus::IngestInfo {
+            transport: None,
+            notice: (!notes.is_empty()).then(|| notes.join("; ")),
+        });
+        st.ready = false;
+        self.publish_tracks(st);
+    }
+
+    /// Publishes the output track set once every track has one.
+    fn publish_tracks(&self, st: &mut Lanes) {
+        let Some(tracks) = st.tracks.iter().cloned().collect::<Option<Vec<_>>>() else {
+            return;
+        };
+        // State first: a reader woken by the tracks finds it live.
+        self.out.set_state(self.source.state());
+        self.out.set_tracks(tracks);
+        st.ready = true;
     }
 
     fn lane_for(&self, t: &Arc<Track>, notes: &mut Vec<String>) -> Lane {
+        let kind = t.kind();
         if self.rendition.audio_opus
-            && t.kind() == MediaKind::Audio
-            && !matches!(t.codec, crate::bus::Codec::Opus { .. })
+            && kind == MediaKind::Audio
+            && !matches!(t.codec, Codec::Opus { .. })
         {
             let s = AudioSettings {
                 bitrate: self.settings.opus_bitrate,
@@ -211,29 +244,58 @@ impl Job {
                 Err(e) => notes.push(e),
             }
         }
+        if self.rendition.video_h264 && matches!(t.codec, Codec::H265 { .. }) {
+            let s = VideoSettings {
+                bitrate: self.settings.video_bitrate,
+            };
+            match VideoTranscoder::new(t, &s) {
+                Ok(v) => return Lane::Video(Box::new(v)),
+                Err(e) => notes.push(e.to_string()),
+            }
+        }
         Lane::Pass
     }
 
-    fn frame(&self, f: &Arc<Frame>, lanes: &mut [Lane], tracks: &[Arc<Track>], has_video: bool) {
-        let Some(lane) = lanes.get_mut(f.track) else {
+    fn frame(&self, f: &Arc<Frame>, st: &mut Lanes) {
+        let i = f.track;
+        let (Some(lane), Some(source)) = (st.lanes.get_mut(i), st.sources.get(i)) else {
             return;
         };
+        let video = source.kind() == MediaKind::Video;
         match lane {
             Lane::Pass => {
-                let Some(track) = tracks.get(f.track) else {
+                if !st.ready {
                     return;
-                };
-                let video = track.kind() == MediaKind::Video;
-                if video && is_leading_skippable(&track.codec, &f.data) {
+                }
+                if video && is_leading_skippable(&source.codec, &f.data) {
                     self.out.publish_leading(Frame::clone(f));
                 } else {
-                    let gop_start = f.keyframe && (video || !has_video);
+                    let gop_start = f.keyframe && (video || !st.has_video);
                     self.out.publish(Frame::clone(f), gop_start);
                 }
             }
             Lane::Audio(a) => {
-                for o in a.push(f) {
-                    self.out.publish(o, !has_video);
+                let out = a.push(f);
+                if st.ready {
+                    for o in out {
+                        self.out.publish(o, !st.has_video);
+                    }
+                }
+            }
+            Lane::Video(v) => {
+                let out = v.push(f);
+                let now = v.output_track().map(|t| Arc::new(t.clone()));
+                if now.is_some() && st.tracks.get(i) != Some(&now) {
+                    if let Some(slot) = st.tracks.get_mut(i) {
+                        *slot = now;
+                    }
+                    self.publish_tracks(st);
+                }
+                if st.ready {
+                    for o in out {
+                        let key = o.keyframe;
+                        self.out.publish(o, key);
+                    }
                 }
             }
         }
