@@ -172,5 +172,99 @@ pub fn section(r: &mut Report) {
         f1(lookahead_ms),
         f1(p99 + frame_p99 + lookahead_ms),
     ));
+    video(r, &dir);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// H.265 → H.264: 10 s of 1280x720 25 fps x265 (keyframe every 50, no
+/// B-frames) through `transcode::video::VideoTranscoder` on one thread;
+/// ffmpeg's figure is the same conversion with the same x264 settings and
+/// one thread.
+#[cfg(feature = "transcode")]
+fn video(r: &mut Report, dir: &std::path::Path) {
+    use bytes::BufMut;
+    use rtspgate::codec::annexb_nal_units;
+    use rtspgate::transcode::video::{VideoSettings, VideoTranscoder};
+
+    let clip = dir.join("clip.hevc");
+    let made = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"])
+        .args(["-t", "10", "-c:v", "libx265", "-b:v", "2M"])
+        .args(["-x265-params", "keyint=50:bframes=0:aud=1:log-level=error", "-f", "hevc"])
+        .arg(&clip)
+        .status()
+        .is_ok_and(|s| s.success());
+    let data = std::fs::read(&clip).unwrap_or_default();
+    let (mut vps, mut sps, mut pps) = (None, None, None);
+    let mut aus: Vec<(bool, bytes::BytesMut)> = Vec::new();
+    for nal in annexb_nal_units(&data) {
+        let t = (nal[0] >> 1) & 0x3f;
+        match t {
+            35 => aus.push((false, bytes::BytesMut::new())),
+            32 => vps = Some(Bytes::copy_from_slice(nal)),
+            33 => sps = Some(Bytes::copy_from_slice(nal)),
+            34 => pps = Some(Bytes::copy_from_slice(nal)),
+            39 | 40 => {}
+            _ => {
+                if let Some(au) = aus.last_mut() {
+                    au.0 |= (16..=21).contains(&t);
+                    au.1.put_u32(nal.len() as u32);
+                    au.1.put_slice(nal);
+                }
+            }
+        }
+    }
+    let (Some(vps), Some(sps), Some(pps), true) = (vps, sps, pps, made) else {
+        r.line("ffmpeg could not make the H.265 input: video row skipped.");
+        return;
+    };
+    let track = Track::new(Codec::H265 { vps, sps, pps }, 90_000);
+    let Ok(mut t) = VideoTranscoder::new(&track, &VideoSettings { bitrate: Some(2_000_000) }) else {
+        r.line("the video transcoder refused the input: row skipped.");
+        return;
+    };
+    let mut lat = Vec::new();
+    let mut out = 0usize;
+    let cpu0 = thread_cpu();
+    for (i, (key, au)) in aus.into_iter().enumerate() {
+        let f = Frame {
+            track: 0,
+            pts: i as i64 * 3600,
+            dts: i as i64 * 3600,
+            keyframe: key,
+            received: Instant::now(),
+            data: au.freeze(),
+        };
+        let t0 = Instant::now();
+        let n = t.push(&f).len();
+        if n > 0 {
+            lat.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        out += n;
+    }
+    let cpu = thread_cpu().saturating_sub(cpu0).as_secs_f64();
+    let media = out as f64 / 25.0;
+    let ours = cpu / media.max(0.001) * 100.0;
+    let ffmpeg = child_cpu(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-nostdin", "-threads", "1", "-i"])
+            .arg(&clip)
+            .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-b:v", "2M"])
+            .args(["-threads", "1", "-f", "null", "-"]),
+    )
+    .map(|d| d.as_secs_f64() / media.max(0.001) * 100.0);
+    r.line(format!(
+        "| H.265 1280x720 25 fps → H.264 2 Mbit/s, veryfast/zerolatency ({out} pictures) | {:.1} | {} | {} | {:.1} / {:.1} | 0 (one picture out per picture in) | 0 | {:.1} |",
+        ours,
+        ffmpeg.map_or("–".into(), |v| format!("{v:.1}")),
+        ffmpeg.map_or("–".into(), |v| ratio(v, ours)),
+        pct(&mut lat.clone(), 0.5),
+        pct(&mut lat.clone(), 0.99),
+        pct(&mut lat, 0.99),
+    ));
+}
+
+#[cfg(not(feature = "transcode"))]
+fn video(r: &mut Report, _dir: &std::path::Path) {
+    r.line("| H.265 → H.264 | – | – | – | – | – | – | – (build with `--features transcode`) |");
 }
