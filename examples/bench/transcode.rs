@@ -188,9 +188,22 @@ fn video(r: &mut Report, dir: &std::path::Path) {
 
     let clip = dir.join("clip.hevc");
     let made = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"])
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=25",
+        ])
         .args(["-t", "10", "-c:v", "libx265", "-b:v", "2M"])
-        .args(["-x265-params", "keyint=50:bframes=0:aud=1:log-level=error", "-f", "hevc"])
+        .args([
+            "-x265-params",
+            "keyint=50:bframes=0:aud=1:log-level=error",
+            "-f",
+            "hevc",
+        ])
         .arg(&clip)
         .status()
         .is_ok_and(|s| s.success());
@@ -219,7 +232,12 @@ fn video(r: &mut Report, dir: &std::path::Path) {
         return;
     };
     let track = Track::new(Codec::H265 { vps, sps, pps }, 90_000);
-    let Ok(mut t) = VideoTranscoder::new(&track, &VideoSettings { bitrate: Some(2_000_000) }) else {
+    let Ok(mut t) = VideoTranscoder::new(
+        &track,
+        &VideoSettings {
+            bitrate: Some(2_000_000),
+        },
+    ) else {
         r.line("the video transcoder refused the input: row skipped.");
         return;
     };
@@ -249,7 +267,16 @@ fn video(r: &mut Report, dir: &std::path::Path) {
         Command::new("ffmpeg")
             .args(["-v", "error", "-nostdin", "-threads", "1", "-i"])
             .arg(&clip)
-            .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-b:v", "2M"])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-tune",
+                "zerolatency",
+                "-b:v",
+                "2M",
+            ])
             .args(["-threads", "1", "-f", "null", "-"]),
     )
     .map(|d| d.as_secs_f64() / media.max(0.001) * 100.0);

@@ -180,6 +180,33 @@ pub struct TrackInfo {
     pub not_carried: BTreeMap<&'static str, String>,
 }
 
+fn tracks_of(s: &Stream) -> Option<Vec<Arc<crate::bus::Track>>> {
+    s.tracks().map(|set| set.tracks.clone())
+}
+
+/// Why a path's H.265 won't be transcoded although its settings ask for it
+/// (`transcode = "h264"`, `rtsp_codec = "h264"`): this binary was built
+/// without the `transcode` feature.
+fn transcode_notice(
+    s: &Stream,
+    tracks: Option<&[Arc<crate::bus::Track>]>,
+    app: &AppState,
+) -> Option<String> {
+    use crate::config::rendition::{Rendition, RtspCodec, TranscodeMode};
+    let (base, r) = Rendition::parse(s.name())?;
+    let settings = app.registry.transcode_settings(base);
+    let asks = settings.mode == TranscodeMode::H264 || settings.rtsp_codec == RtspCodec::H264;
+    let h265 = tracks?
+        .iter()
+        .any(|t| matches!(t.codec, crate::bus::Codec::H265 { .. }));
+    (r.is_none() && asks && h265 && !crate::transcode::video::AVAILABLE).then(|| {
+        format!(
+            "H.265 is not transcoded to H.264 as this path's settings ask: {}",
+            crate::transcode::video::TranscodeError::NotBuilt
+        )
+    })
+}
+
 fn stream_info(s: &Stream, app: &AppState) -> StreamInfo {
     let rtsp_base = &app.rtsp_base;
     let (state, error) = match s.state() {
@@ -251,7 +278,13 @@ fn stream_info(s: &Stream, app: &AppState) -> StreamInfo {
         state,
         error,
         transport: ingest.transport,
-        notice: ingest.notice,
+        notice: match (
+            ingest.notice,
+            transcode_notice(s, tracks_of(s).as_deref(), app),
+        ) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        },
         tracks,
         readers,
         bytes_in: st.bytes_in.load(Ordering::Relaxed),
@@ -335,6 +368,30 @@ mod tests {
             .unwrap();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         serde_json::from_slice(&body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_path_asking_for_h264_says_when_this_binary_cannot_transcode() {
+        use crate::config::rendition::{TranscodeMode, TranscodeSettings};
+        use crate::egress::hls::testutil::{h265_fixture, h265_track};
+        let registry = Registry::new();
+        registry.set_maker(crate::transcode::Maker::new(Box::new(|_| {
+            Some(TranscodeSettings {
+                mode: TranscodeMode::H264,
+                ..Default::default()
+            })
+        })));
+        let s = Stream::new("cam", "rtsp://10.0.0.1/s");
+        s.set_tracks(vec![h265_track(&h265_fixture())]);
+        s.set_state(StreamState::Live);
+        registry.insert(s);
+        let v = get_json(app_of(registry), "/api/v1/streams/cam").await;
+        let notice = v["notice"].as_str().unwrap_or_default();
+        if crate::transcode::video::AVAILABLE {
+            assert!(v["notice"].is_null(), "{v}");
+        } else {
+            assert!(notice.contains("--features transcode"), "{v}");
+        }
     }
 
     #[tokio::test]
