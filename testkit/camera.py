@@ -33,6 +33,12 @@ Quirks (what real cameras do that GStreamer's test server does not):
     static payload type 26).
   * ``--resize-after SECONDS --resize-to WxH``: the video changes resolution
     while the session goes on (new SPS in band at the next keyframe).
+  * ``--aggregate``: H.264/H.265 aggregation packets, as some cameras send:
+    ``rtph264pay aggregate-mode=max-stap`` / ``rtph265pay aggregate-mode=max``
+    pack the NAL units of one access unit that fit the MTU together, so the
+    in-band parameter sets before each keyframe (and small slices) go out
+    in STAP-A (RFC 6184 §5.7.1, NAL type 24) / AP (RFC 7798 §4.4.2, type 48)
+    packets.
   Loss, a first packet in the middle of a fragmented NAL unit and RTP
   timestamps jumping back are made by testkit/src/udp_relay.rs.
 
@@ -100,6 +106,9 @@ def parse_args(argv):
                         "--resize-to (0: never)")
     p.add_argument("--resize-to", type=parse_size, default=(320, 180),
                    help="WxH after --resize-after (default 320x180)")
+    p.add_argument("--aggregate", action="store_true",
+                   help="H.264/H.265: aggregation packets (STAP-A / AP) for the NAL units of "
+                        "an access unit that fit the MTU together (parameter sets, small slices)")
     p.add_argument("--user", help="require RTSP auth (see --auth) with this user")
     p.add_argument("--pass", dest="password", help="password for --user")
     p.add_argument("--auth", choices=["digest", "basic"], default="digest",
@@ -121,12 +130,14 @@ def parse_args(argv):
         p.error("--bframes is only supported with --video h264/h265")
     if a.open_gop and a.video != "h265":
         p.error("--open-gop is only supported with --video h265")
+    if a.aggregate and a.video not in ("h264", "h265"):
+        p.error("--aggregate is only supported with --video h264/h265")
     if a.max_sessions < 0 or a.resize_after < 0:
         p.error("--max-sessions and --resize-after must not be negative")
     if a.mounts < 0:
         p.error("--mounts must not be negative")
-    if a.mounts and (a.video != "h264" or a.audio != "none" or a.bframes):
-        p.error("--mounts serves H.264 video only (no audio, no B-frames)")
+    if a.mounts and (a.video != "h264" or a.audio != "none" or a.bframes or a.aggregate):
+        p.error("--mounts serves H.264 video only (no audio, no B-frames, no aggregation)")
     return a
 
 
@@ -148,6 +159,13 @@ def video_branch(a, pay):
     )
     if a.video == "mjpeg":
         return src + f"! jpegenc quality=80 ! rtpjpegpay pt=26 name=pay{pay}"
+    # The parsers (or x265's repeat-headers) put the parameter sets in the
+    # keyframe's access unit; "max" aggregates every NAL unit of one
+    # timestamp that fits, so they travel in one STAP-A / AP. (The H.264
+    # payloader names its mode "max-stap".)
+    aggregate = ""
+    if a.aggregate:
+        aggregate = " aggregate-mode=" + ("max-stap" if a.video == "h264" else "max")
     if a.video == "h264":
         if a.bframes:
             # tune=zerolatency forces bframes=0, so spell out low-latency
@@ -166,7 +184,7 @@ def video_branch(a, pay):
         return (
             src + "! " + enc
             + "! h264parse config-interval=-1 "
-            + f"! rtph264pay pt=96 name=pay{pay}"
+            + f"! rtph264pay pt=96 name=pay{pay}{aggregate}"
         )
     # h265
     if a.open_gop or a.bframes:
@@ -185,13 +203,13 @@ def video_branch(a, pay):
             f"x265enc speed-preset=ultrafast bitrate={a.bitrate} "
             f"option-string={':'.join(opts)} "
         )
-        return src + "! " + enc + "! h265parse " + f"! rtph265pay pt=96 name=pay{pay}"
+        return src + "! " + enc + "! h265parse " + f"! rtph265pay pt=96 name=pay{pay}{aggregate}"
     return (
         src
         + f"! x265enc tune=zerolatency speed-preset=ultrafast bitrate={a.bitrate} "
         + f"key-int-max={a.gop} "
         + "! h265parse config-interval=-1 "
-        + f"! rtph265pay pt=96 name=pay{pay}"
+        + f"! rtph265pay pt=96 name=pay{pay}{aggregate}"
     )
 
 

@@ -577,3 +577,96 @@ fn gstreamer_rtspsrc_reads_over_tcp_and_udp() {
         );
     }
 }
+
+/// Keyframe interval of the aggregating cameras: 10 frames (0.4 s at 25 fps).
+const NVR_GOP: u32 = 10;
+
+/// NVR compatibility: many NVRs and VMSs reject aggregation packets (H.264
+/// STAP-A/STAP-B/MTAP, H.265 AP) and need the parameter sets in band. From
+/// cameras that send aggregation packets, the re-serve carries none, every
+/// keyframe's access unit has the parameter sets (SPS+PPS, VPS+SPS+PPS)
+/// before its IDR/IRAP NAL unit, and ffmpeg decodes it without an error.
+#[test]
+fn reserve_never_aggregates_and_sends_parameter_sets_before_keyframes() {
+    let _g = serial();
+    require_tools();
+    let cams = [VideoCodec::H264, VideoCodec::H265].map(|video| {
+        Camera::shared(CameraOpts {
+            aggregate: true,
+            gop: NVR_GOP,
+            ..CameraOpts::new(video, AudioCodec::None)
+        })
+    });
+    let mut gw = Gateway::start([
+        format!("avc={}", cams[0].url()),
+        format!("hevc={}", cams[1].url()),
+    ]);
+    gw.wait_live("avc", Duration::from_secs(20));
+    gw.wait_live("hevc", Duration::from_secs(20));
+    let rt = testkit::rtsp_reader::runtime();
+    for (name, cam) in ["avc", "hevc"].into_iter().zip(&cams) {
+        let url = gw.rtsp_url(name);
+        let ffmpeg = FfmpegReader::start(&url, Transport::Tcp, READ_SECS);
+        let until = Instant::now() + Duration::from_secs_f64(READ_SECS);
+        let record = |url: String| {
+            rt.spawn(async move {
+                testkit::rtsp_reader::read(&url, testkit::rtsp_reader::Via::Tcp, until).await
+            })
+        };
+        let (ours, theirs) = (record(url.clone()), record(cam.url()));
+        let ours = rt
+            .block_on(ours)
+            .expect("reader task")
+            .expect("read rtspgate");
+        let theirs = rt
+            .block_on(theirs)
+            .expect("reader task")
+            .expect("read camera");
+        let report = ffmpeg.finish();
+        let (v, cam_v) = (
+            ours.video().expect("video from rtspgate"),
+            theirs.video().expect("video from the camera"),
+        );
+        // The camera does aggregate (see testkit's
+        // aggregating_camera_sends_stap_a_and_ap), rtspgate does not.
+        assert!(
+            cam_v.aggregation_packets() > 0,
+            "{name}: the camera sent no aggregation packet; {}",
+            theirs.summary()
+        );
+        assert_eq!(
+            v.aggregation_packets(),
+            0,
+            "{name}: rtspgate sent aggregation packets; {}",
+            ours.summary()
+        );
+        let keyframes = v.keyframe_access_units();
+        for k in &keyframes {
+            assert!(
+                k.missing_parameter_sets.is_empty(),
+                "{name}: keyframe without its parameter sets before it: {k:?}"
+            );
+        }
+        // Every NVR_GOP-th frame is a keyframe: over the RTP timestamps
+        // received (90 kHz, 3600 per frame) at least that many, and no
+        // fewer than READ_SECS gives less the reader's start-up.
+        let span = match (v.packets.first(), v.packets.last()) {
+            (Some(a), Some(b)) => b.ts.wrapping_sub(a.ts) / 3600 + 1,
+            _ => 0,
+        };
+        let want = (span / NVR_GOP).max((READ_SECS * 25.0) as u32 / NVR_GOP - 1);
+        eprintln!(
+            "{name}: camera sent {} aggregation packets, rtspgate 0; {} keyframes in {span} \
+             frames, each after its parameter sets; {}",
+            cam_v.aggregation_packets(),
+            keyframes.len(),
+            ours.summary()
+        );
+        assert!(
+            keyframes.len() >= want as usize,
+            "{name}: {} keyframes in {span} frames, want >= {want}: {keyframes:?}",
+            keyframes.len()
+        );
+        report.assert_clean(MIN_VIDEO, 0);
+    }
+}

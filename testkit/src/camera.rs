@@ -1,7 +1,7 @@
 //! The test camera: `testkit/camera.py` on GstRtspServer (H.264/H.265/MJPEG
 //! video, AAC/PCMA/PCMU/Opus audio, Digest or Basic auth, one or many
 //! mounts) and its quirks: one session only, open-GOP CRA keyframes,
-//! B-frames, a resolution change mid-stream.
+//! B-frames, a resolution change mid-stream, aggregation packets.
 
 use std::fmt;
 use std::fs::File;
@@ -131,6 +131,13 @@ pub struct CameraOpts {
     /// whose frames between keyframes are not whole B-B-P groups (e.g. 12;
     /// not 10 or 25) two RASL pictures (type 8) follow each CRA.
     pub open_gop: bool,
+    /// H.264/H.265: aggregation packets, as some cameras send
+    /// (`rtph264pay aggregate-mode=max-stap`, `rtph265pay
+    /// aggregate-mode=max`): the NAL units of one access unit that fit the
+    /// MTU together travel in one STAP-A (RFC 6184 §5.7.1, NAL unit type
+    /// 24) or AP (RFC 7798 §4.4.2, type 48), among them the in-band
+    /// parameter sets before every keyframe.
+    pub aggregate: bool,
     /// 0: no limit. N > 0: while N RTSP connections are open, the DESCRIBE
     /// of another one is answered `503 Service Unavailable` (a camera that
     /// allows one session: `max_sessions: 1`).
@@ -170,6 +177,7 @@ impl Default for CameraOpts {
             gop: 25,
             bframes: false,
             open_gop: false,
+            aggregate: false,
             max_sessions: 0,
             resize: None,
             user: None,
@@ -246,6 +254,9 @@ impl CameraOpts {
         }
         if self.open_gop {
             a.push("--open-gop".into());
+        }
+        if self.aggregate {
+            a.push("--aggregate".into());
         }
         if self.max_sessions > 0 {
             a.extend(["--max-sessions".into(), self.max_sessions.to_string()]);

@@ -9,8 +9,9 @@
 //! - [`http`]: a tiny HTTP/1.0 client for the JSON API;
 //! - [`browser`]: headless Chromium scripts under `tests/browser/`;
 //! - [`whep`]: a str0m WHEP viewer;
-//! - [`rtsp_reader`]: a raw RTSP reader recording RTP headers and sender
-//!   reports (dozens at once);
+//! - [`rtsp_reader`]: a raw RTSP reader recording RTP headers, H.264/H.265
+//!   NAL unit types (aggregation packets, parameter sets before keyframes)
+//!   and sender reports (dozens at once);
 //! - [`udp_relay`]: an RTSP proxy that moves UDP RTP through its own sockets
 //!   and drops chosen packets (a lossy link), starts video mid-FU-A, moves
 //!   RTP timestamps back;

@@ -1,7 +1,8 @@
 //! A raw RTSP reader (tokio): DESCRIBE, SETUP of every track over TCP
 //! interleaved or UDP, PLAY, then it records the header of every RTP packet
 //! and every RTCP sender report with their arrival times, so a test can
-//! count frames, sequence gaps (lost packets) and check sender report
+//! count frames, sequence gaps (lost packets), H.264/H.265 aggregation
+//! packets and keyframes without parameter sets, and check sender report
 //! contents (RFC 3550 §6.4.1). Light enough to run dozens at once on a
 //! 2-core machine (no decoding). Over UDP it can send RTCP receiver reports
 //! (RFC 3550 §6.4.2) and nothing else, to test sessions kept alive by RTCP
@@ -38,6 +39,14 @@ pub struct Pkt {
     pub payload_len: usize,
     /// Video: this packet starts or carries an IDR/IRAP NAL unit.
     pub key: bool,
+    /// H.264/H.265: the NAL unit type in the payload header (H.264 1..=23
+    /// a single NAL unit, 24..=27 aggregation, 28/29 FU-A/FU-B; H.265
+    /// 0..=47 a single NAL unit, 48 AP, 49 FU); `None` for other encodings.
+    pub packet_type: Option<u8>,
+    /// H.264/H.265: the types of the NAL units that begin in this packet
+    /// (a single NAL unit's, a start fragment's, each aggregated unit's);
+    /// empty for continuation fragments and other encodings.
+    pub nal_starts: Vec<u8>,
     pub at: Instant,
     pub wall: SystemTime,
 }
@@ -128,6 +137,49 @@ impl TrackRec {
         Some(Duration::from_secs_f64((p99 - d[0]).max(0.0)))
     }
 
+    /// H.264/H.265 aggregation packets received: STAP-A, STAP-B, MTAP16,
+    /// MTAP24 ([`H264_AGGREGATION`]) or AP ([`H265_AGGREGATION`]).
+    pub fn aggregation_packets(&self) -> usize {
+        self.packets
+            .iter()
+            .filter(|p| match (self.encoding.as_str(), p.packet_type) {
+                ("h264", Some(t)) => H264_AGGREGATION.contains(&t),
+                ("h265", Some(t)) => t == H265_AGGREGATION,
+                _ => false,
+            })
+            .count()
+    }
+
+    /// The access units (runs of packets with one RTP timestamp) that hold
+    /// an IDR/IRAP NAL unit, in arrival order, with the NAL units that
+    /// began before it in the same access unit.
+    pub fn keyframe_access_units(&self) -> Vec<KeyframeAu> {
+        let enc = self.encoding.as_str();
+        let mut out = Vec::new();
+        for (n, au) in self.packets.chunk_by(|a, b| a.ts == b.ts).enumerate() {
+            let starts: Vec<u8> = au
+                .iter()
+                .flat_map(|p| p.nal_starts.iter().copied())
+                .collect();
+            let Some(k) = starts.iter().position(|t| is_key_nal(enc, *t)) else {
+                continue;
+            };
+            let before_key = starts.get(..k).unwrap_or_default().to_vec();
+            let missing = parameter_set_types(enc)
+                .iter()
+                .filter(|ps| !before_key.contains(ps))
+                .copied()
+                .collect();
+            out.push(KeyframeAu {
+                ts: au.first().map_or(0, |p| p.ts),
+                before_key,
+                missing_parameter_sets: missing,
+                first_received: n == 0,
+            });
+        }
+        out
+    }
+
     /// All frames (see [`frames_between`](Self::frames_between)).
     pub fn frames(&self) -> usize {
         self.packets
@@ -135,6 +187,22 @@ impl TrackRec {
             .filter(|p| p.marker || !self.is_video())
             .count()
     }
+}
+
+/// An access unit holding an IDR (H.264) or IRAP (H.265) NAL unit, as a
+/// reader received it.
+#[derive(Debug, Clone)]
+pub struct KeyframeAu {
+    /// The RTP timestamp its packets share (90 kHz clock units).
+    pub ts: u32,
+    /// Types of the NAL units that began in this access unit before its
+    /// first IDR/IRAP NAL unit, in order (an AUD, parameter sets, SEI ...).
+    pub before_key: Vec<u8>,
+    /// Parameter sets ([`parameter_set_types`]) not among `before_key`.
+    pub missing_parameter_sets: Vec<u8>,
+    /// Its first packet is the first the reader received: the reader may
+    /// have joined in the middle of it.
+    pub first_received: bool,
 }
 
 /// What a reader recorded.
@@ -295,59 +363,93 @@ fn parse_sdp(sdp: &str) -> Vec<TrackRec> {
     out
 }
 
-/// Whether an RTP payload of `encoding` starts or carries an IDR (H.264
-/// type 5, RFC 6184) or IRAP (H.265 types 16..=21, RFC 7798) NAL unit.
-fn is_key(encoding: &str, payload: &[u8]) -> bool {
+/// H.264 aggregation packet types (RFC 6184 §5.7): STAP-A, STAP-B,
+/// MTAP16, MTAP24.
+pub const H264_AGGREGATION: [u8; 4] = [24, 25, 26, 27];
+/// The H.265 aggregation packet type (RFC 7798 §4.4.2: AP).
+pub const H265_AGGREGATION: u8 = 48;
+
+/// The NAL unit type of an H.264 (RFC 6184 §1.3) or H.265 (RFC 7798 §1.1.4)
+/// NAL unit header starting at `header`'s first byte.
+fn nal_type(hevc: bool, header: u8) -> u8 {
+    if hevc {
+        (header >> 1) & 0x3f
+    } else {
+        header & 0x1f
+    }
+}
+
+/// The NAL units an aggregation payload carries, from `first` (the offset
+/// of the first 16-bit size): each unit's type, stopping at a size that
+/// runs past the end.
+fn aggregated_types(hevc: bool, payload: &[u8], first: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = first;
+    while let (Some(size), Some(&header)) = (payload.get(i..i + 2), payload.get(i + 2)) {
+        let n = usize::from(u16::from_be_bytes([size[0], size[1]]));
+        if n == 0 || i + 2 + n > payload.len() {
+            break;
+        }
+        out.push(nal_type(hevc, header));
+        i += 2 + n;
+    }
+    out
+}
+
+/// The payload header's NAL unit type and the types of the NAL units that
+/// begin in an RTP payload of `encoding` (`h264`: RFC 6184, `h265`: RFC
+/// 7798 without DONL): a single NAL unit packet's own type, the inner type
+/// of a fragmentation unit with the start bit, each unit of a STAP-A,
+/// STAP-B or AP. MTAPs give the packet type and no units. `(None, [])` for
+/// other encodings and empty payloads.
+fn nal_units(encoding: &str, payload: &[u8]) -> (Option<u8>, Vec<u8>) {
+    let hevc = match encoding {
+        "h264" => false,
+        "h265" => true,
+        _ => return (None, Vec::new()),
+    };
+    let Some(&b0) = payload.first() else {
+        return (None, Vec::new());
+    };
+    let t = nal_type(hevc, b0);
+    let starts = match (hevc, t) {
+        // STAP-A: sizes right after the header; STAP-B: after a 16-bit DON.
+        (false, 24) => aggregated_types(false, payload, 1),
+        (false, 25) => aggregated_types(false, payload, 3),
+        (false, 26 | 27) => Vec::new(),
+        (true, H265_AGGREGATION) => aggregated_types(true, payload, 2),
+        // FU-A (H.264 type 28) and FU (H.265 type 49): the FU header's
+        // start bit and type.
+        (false, 28) | (true, 49) => {
+            let fu_header = payload.get(if hevc { 2 } else { 1 });
+            fu_header
+                .filter(|h| *h & 0x80 != 0)
+                .map(|h| vec![if hevc { h & 0x3f } else { h & 0x1f }])
+                .unwrap_or_default()
+        }
+        (false, 29) => Vec::new(),
+        _ => vec![t],
+    };
+    (Some(t), starts)
+}
+
+/// Whether a NAL unit of this type is an IDR (H.264 type 5, RFC 6184) or
+/// IRAP (H.265 types 16..=21, RFC 7798) picture's.
+pub fn is_key_nal(encoding: &str, nal_type: u8) -> bool {
     match encoding {
-        "h264" => {
-            let Some(&b0) = payload.first() else {
-                return false;
-            };
-            match b0 & 0x1f {
-                5 => true,
-                // STAP-A: 16-bit sizes, then NAL units.
-                24 => {
-                    let mut i = 1;
-                    while i + 2 < payload.len() {
-                        let n = usize::from(u16::from_be_bytes([payload[i], payload[i + 1]]));
-                        if payload[i + 2] & 0x1f == 5 {
-                            return true;
-                        }
-                        i += 2 + n;
-                    }
-                    false
-                }
-                // FU-A: the start fragment names the type.
-                28 => payload
-                    .get(1)
-                    .is_some_and(|h| h & 0x80 != 0 && h & 0x1f == 5),
-                _ => false,
-            }
-        }
-        "h265" => {
-            let Some(&b0) = payload.first() else {
-                return false;
-            };
-            let irap = |t: u8| (16..=21).contains(&t);
-            match (b0 >> 1) & 0x3f {
-                48 => {
-                    let mut i = 2;
-                    while i + 2 < payload.len() {
-                        let n = usize::from(u16::from_be_bytes([payload[i], payload[i + 1]]));
-                        if irap((payload[i + 2] >> 1) & 0x3f) {
-                            return true;
-                        }
-                        i += 2 + n;
-                    }
-                    false
-                }
-                49 => payload
-                    .get(2)
-                    .is_some_and(|h| h & 0x80 != 0 && irap(h & 0x3f)),
-                t => irap(t),
-            }
-        }
+        "h264" => nal_type == 5,
+        "h265" => (16..=21).contains(&nal_type),
         _ => false,
+    }
+}
+
+/// The parameter set NAL unit types a keyframe needs: H.264 SPS, PPS (7,
+/// 8); H.265 VPS, SPS, PPS (32, 33, 34). Empty for other encodings.
+pub fn parameter_set_types(encoding: &str) -> &'static [u8] {
+    match encoding {
+        "h264" => &[7, 8],
+        "h265" => &[32, 33, 34],
+        _ => &[],
     }
 }
 
@@ -367,6 +469,7 @@ fn parse_rtp(encoding: &str, p: &[u8], at: Instant, wall: SystemTime) -> Option<
         end = end.checked_sub(usize::from(*p.last()?))?;
     }
     let payload = p.get(off..end)?;
+    let (packet_type, nal_starts) = nal_units(encoding, payload);
     Some(Pkt {
         seq: u16::from_be_bytes([p[2], p[3]]),
         ts: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
@@ -374,7 +477,9 @@ fn parse_rtp(encoding: &str, p: &[u8], at: Instant, wall: SystemTime) -> Option<
         pt: p[1] & 0x7f,
         ssrc: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
         payload_len: payload.len(),
-        key: is_key(encoding, payload),
+        key: nal_starts.iter().any(|t| is_key_nal(encoding, *t)),
+        packet_type,
+        nal_starts,
         at,
         wall,
     })
@@ -727,4 +832,31 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nal_units_of_each_packet_kind() {
+        // H.264: single NAL unit (IDR), STAP-A (SPS 4 bytes, PPS 2 bytes),
+        // FU-A start and continuation of an IDR.
+        assert_eq!(nal_units("h264", &[0x65, 1, 2]), (Some(5), vec![5]));
+        let stap_a = [24, 0, 4, 0x67, 1, 2, 3, 0, 2, 0x68, 9];
+        assert_eq!(nal_units("h264", &stap_a), (Some(24), vec![7, 8]));
+        assert_eq!(nal_units("h264", &[0x7c, 0x85, 1]), (Some(28), vec![5]));
+        assert_eq!(nal_units("h264", &[0x7c, 0x05, 1]), (Some(28), vec![]));
+        // A size running past the end stops the walk.
+        assert_eq!(nal_units("h264", &[24, 0, 9, 0x67]), (Some(24), vec![]));
+        // H.265: AP with VPS, SPS, PPS; FU start of an IDR_W_RADL (19).
+        let ap = [96, 1, 0, 2, 64, 1, 0, 2, 66, 1, 0, 2, 68, 1];
+        assert_eq!(nal_units("h265", &ap), (Some(48), vec![32, 33, 34]));
+        assert_eq!(
+            nal_units("h265", &[98, 1, 0x80 | 19, 7]),
+            (Some(49), vec![19])
+        );
+        assert!(is_key_nal("h265", 19) && is_key_nal("h264", 5) && !is_key_nal("h265", 1));
+        assert_eq!(nal_units("opus", &[1, 2]), (None, vec![]));
+    }
 }

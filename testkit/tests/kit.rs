@@ -681,3 +681,71 @@ fn vlc_is_a_udp_only_h264_source() {
         rec.summary()
     );
 }
+
+/// `aggregate`: the camera really sends aggregation packets (H.264 STAP-A,
+/// NAL unit type 24; H.265 AP, type 48), and the parameter sets before each
+/// keyframe travel in them, as the raw reader sees them.
+#[test]
+fn aggregating_camera_sends_stap_a_and_ap() {
+    let _guard = serial();
+    require_tools();
+    let rt = rtsp_reader::runtime();
+    for video in [VideoCodec::H264, VideoCodec::H265] {
+        let cam = Camera::start(CameraOpts {
+            aggregate: true,
+            gop: 10,
+            ..CameraOpts::new(video, AudioCodec::None)
+        });
+        let rec = rt
+            .block_on(rtsp_reader::read(
+                &cam.url(),
+                Via::Tcp,
+                Instant::now() + Duration::from_secs(3),
+            ))
+            .unwrap();
+        let v = rec.video().expect("a video track");
+        let aggregation = match video {
+            VideoCodec::H264 => rtsp_reader::H264_AGGREGATION[0],
+            _ => rtsp_reader::H265_AGGREGATION,
+        };
+        let parameter_sets = rtsp_reader::parameter_set_types(&v.encoding);
+        let with_parameter_sets = v
+            .packets
+            .iter()
+            .filter(|p| p.packet_type == Some(aggregation))
+            .filter(|p| parameter_sets.iter().all(|t| p.nal_starts.contains(t)))
+            .count();
+        // 3 s at 25 fps with a keyframe every 10 frames: 7 or 8 keyframes;
+        // the first access unit may have been joined in the middle.
+        let keyframes: Vec<_> = v
+            .keyframe_access_units()
+            .into_iter()
+            .filter(|k| !k.first_received)
+            .collect();
+        eprintln!(
+            "{video:?} camera: {} aggregation packets, {with_parameter_sets} with all parameter \
+             sets, {} keyframes; {}",
+            v.aggregation_packets(),
+            keyframes.len(),
+            rec.summary()
+        );
+        assert!(
+            v.aggregation_packets() > 0,
+            "{video:?}: no aggregation packet; {}",
+            rec.summary()
+        );
+        assert!(keyframes.len() >= 6, "{video:?}: {keyframes:?}");
+        assert!(
+            with_parameter_sets >= keyframes.len(),
+            "{video:?}: {with_parameter_sets} aggregation packets with parameter sets for {} \
+             keyframes",
+            keyframes.len()
+        );
+        for k in &keyframes {
+            assert!(
+                k.missing_parameter_sets.is_empty(),
+                "{video:?}: keyframe without its parameter sets: {k:?}"
+            );
+        }
+    }
+}
