@@ -74,6 +74,8 @@ pub struct WindowRule {
     pub audio: bool,
     /// hls.js stall errors (`bufferStalledError`) in the window, at most.
     pub max_stalls: u64,
+    /// WebRTC video freezes (`freezeCount`) in the window, at most.
+    pub max_freezes: u64,
 }
 
 impl WindowRule {
@@ -86,6 +88,7 @@ impl WindowRule {
             rate: (0.8, 1.2),
             audio,
             max_stalls: 0,
+            max_freezes: 0,
         }
     }
 
@@ -126,7 +129,14 @@ impl WindowRule {
                 n("rate")
             ));
         }
-        for k in ["waiting", "freezes", "packetsLost"] {
+        if n("freezes") > self.max_freezes as f64 {
+            p.push(format!(
+                "freezes = {} in the window, want <= {}",
+                n("freezes"),
+                self.max_freezes
+            ));
+        }
+        for k in ["waiting", "packetsLost"] {
             if n(k) > 0.0 {
                 p.push(format!("{k} = {} in the window, want 0", n(k)));
             }
