@@ -232,10 +232,12 @@ fn vlc_udp_only_source_is_live_within_5_s() {
     );
     assert!(live_after < 5.0, "live only after {live_after:.2} s: {s}");
     assert_eq!(s["transport"], "udp", "{s}");
-    // VLC restarts its looped 4 s clip with a short hole in its own
-    // timestamps: pts gaps are VLC's; errors and lost frames are not.
+    // VLC restarts its looped clip with a hole in its own timestamps that
+    // grows with the machine's load; the clip lasts 15 s so that a read in
+    // the first few seconds never spans it. Should one, pts gaps are VLC's;
+    // errors and lost frames are not.
     let problems: Vec<String> = read
-        .problems((2.5 * FPS * 0.9) as u64, 0)
+        .problems((2.8 * FPS * 0.95) as u64, 0)
         .into_iter()
         .filter(|p| !p.contains("pts gap(s) in video"))
         .collect();

@@ -34,7 +34,7 @@ pub struct Vlc {
 }
 
 impl Vlc {
-    /// Makes a 4 s 320x180 25 fps H.264 clip (ffmpeg testsrc, keyframe
+    /// Makes a 15 s 320x180 25 fps H.264 clip (ffmpeg testsrc, keyframe
     /// every 25 frames), serves it looped at `rtsp://127.0.0.1:<port>/test`
     /// and waits until DESCRIBE answers 200 (panics after
     /// [`VLC_READY_TIMEOUT`]).
@@ -52,7 +52,7 @@ impl Vlc {
         let made = run_bounded(
             Command::new("ffmpeg")
                 .args(["-hide_banner", "-v", "error", "-f", "lavfi"])
-                .args(["-i", "testsrc=size=320x180:rate=25", "-t", "4"])
+                .args(["-i", "testsrc=size=320x180:rate=25", "-t", "15"])
                 .args(["-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p", "-y"])
                 .arg(&clip),
             Duration::from_secs(30),
