@@ -10,6 +10,30 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::rtp::{PacketSink, RTP_HEADER_LEN};
 use super::{h264, h265, nal::avcc_nal_units, Codec, PayloadError, RtpParams};
 
+/// An H.264/H.265 access unit as an Annex B byte stream (ITU-T H.264 /
+/// H.265 Annex B: `00 00 00 01` before each NAL unit), what decoders take:
+/// the codec's parameter sets first (VPS, SPS, PPS as in `codec`) when
+/// `with_parameter_sets`, then the NAL units of `avcc` (4-byte length
+/// prefixes, ISO/IEC 14496-15), stopping at a framing error. Other codecs
+/// get only `avcc`'s NAL units.
+pub fn annexb_access_unit(codec: &Codec, avcc: &[u8], with_parameter_sets: bool) -> Vec<u8> {
+    let sets: Vec<&[u8]> = match (with_parameter_sets, codec) {
+        (true, Codec::H265 { vps, sps, pps }) => vec![vps, sps, pps],
+        (true, Codec::H264 { sps, pps }) => vec![sps, pps],
+        _ => Vec::new(),
+    };
+    let len = sets.iter().map(|s| s.len() + 4).sum::<usize>() + avcc.len();
+    let mut out = Vec::with_capacity(len);
+    for unit in sets
+        .into_iter()
+        .chain(avcc_nal_units(avcc).map_while(Result::ok))
+    {
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(unit);
+    }
+    out
+}
+
 /// Whether a video access unit (NAL units with 4-byte length prefixes,
 /// ISO/IEC 14496-15) is a random access point: it holds an IDR slice
 /// (H.264 type 5) or an IRAP picture (H.265 types 16..=23: BLA, IDR, CRA).

@@ -56,7 +56,10 @@ pub use h265::{
     h265_is_irap, h265_nal_type, H265Sps, H265_NAL_AUD, H265_NAL_BLA_W_LP, H265_NAL_CRA,
     H265_NAL_IDR_W_RADL, H265_NAL_PPS, H265_NAL_SPS, H265_NAL_VPS,
 };
-pub use h26x::{is_leading_skippable, is_random_access, sanitize_access_unit, AccessUnitError};
+pub use h26x::{
+    annexb_access_unit, is_leading_skippable, is_random_access, sanitize_access_unit,
+    AccessUnitError,
+};
 pub use jpeg::{JpegError, JpegImage, JpegSampling, QuantTable, RtpJpeg, RTP_JPEG_MAX_DIMENSION};
 pub use nal::{annexb_nal_units, avcc_nal_units, AvccNalUnits, ParamError};
 pub use opus::OPUS_RFC6381;

@@ -7,6 +7,7 @@ pub mod hls;
 pub mod metrics;
 pub mod mjpeg;
 pub mod serve;
+pub mod snapshot;
 pub mod web;
 pub mod whep;
 
@@ -75,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::routes())
         .merge(hls::routes(&state))
         .merge(mjpeg::routes())
+        .merge(snapshot::routes())
         .merge(whep::routes())
         .layer(axum::Extension(authenticator))
         .with_state(state)

@@ -9,6 +9,7 @@
 //! wiring in `lib.rs` (egresses reach renditions through the bus registry).
 
 pub mod audio;
+pub mod snapshot;
 pub mod video;
 
 use std::sync::Arc;

@@ -120,6 +120,31 @@ impl VideoTranscoder {
     }
 }
 
+/// A decoded picture: `rgb` holds `height` rows of `width` pixels, 3 bytes
+/// (R, G, B) each, no padding.
+pub struct RgbPicture {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
+}
+
+/// Decodes one keyframe (an IDR/IRAP access unit of `source`, H.265 or
+/// H.264) on its own, with the track's parameter sets, into RGB.
+///
+/// `Err(NotBuilt)` without the `transcode` feature; `Unsupported` for
+/// another codec; `Codec` when the picture does not decode.
+pub fn decode_keyframe(source: &Track, keyframe: &Frame) -> Result<RgbPicture, TranscodeError> {
+    #[cfg(feature = "transcode")]
+    {
+        imp::decode_keyframe(source, keyframe)
+    }
+    #[cfg(not(feature = "transcode"))]
+    {
+        let _ = (source, keyframe);
+        Err(TranscodeError::NotBuilt)
+    }
+}
+
 #[cfg(feature = "transcode")]
 mod imp {
     use std::collections::HashMap;
@@ -130,16 +155,83 @@ mod imp {
 
     use super::{TranscodeError, VideoSettings};
     use crate::bus::Frame;
-    use crate::codec::{annexb_nal_units, avcc_nal_units, Codec, Track};
+    use crate::codec::{annexb_access_unit, annexb_nal_units, Codec, Track};
 
     fn lib(e: ff::Error) -> TranscodeError {
         TranscodeError::Codec(e.to_string())
     }
 
+    /// A decoder for H.265 or H.264 access units in Annex B.
+    fn open_decoder(codec: &Codec) -> Result<ff::decoder::Video, TranscodeError> {
+        ff::init().map_err(lib)?;
+        let id = match codec {
+            Codec::H265 { .. } => ff::codec::Id::HEVC,
+            Codec::H264 { .. } => ff::codec::Id::H264,
+            other => {
+                return Err(TranscodeError::Unsupported(format!(
+                    "{} video is not decoded here",
+                    other.name()
+                )))
+            }
+        };
+        let found = ff::decoder::find(id)
+            .ok_or_else(|| TranscodeError::Codec(format!("no {id:?} decoder")))?;
+        let mut ctx = ff::codec::context::Context::new_with_codec(found);
+        // One thread, no frame threading: a picture comes out as soon
+        // as it can be shown, not a thread-count later.
+        ctx.set_threading(ff::threading::Config {
+            kind: ff::threading::Type::Slice,
+            count: 1,
+            ..Default::default()
+        });
+        ctx.decoder().video().map_err(lib)
+    }
+
+    /// See [`super::decode_keyframe`].
+    pub(super) fn decode_keyframe(
+        source: &Track,
+        keyframe: &Frame,
+    ) -> Result<super::RgbPicture, TranscodeError> {
+        let mut decoder = open_decoder(&source.codec)?;
+        let annexb = annexb_access_unit(&source.codec, &keyframe.data, true);
+        let bad =
+            |e: ff::Error| TranscodeError::Codec(format!("the keyframe does not decode: {e}"));
+        decoder
+            .send_packet(&ff::Packet::copy(&annexb))
+            .map_err(bad)?;
+        decoder.send_eof().map_err(bad)?;
+        let mut pic = ff::frame::Video::empty();
+        decoder.receive_frame(&mut pic).map_err(bad)?;
+        let (w, h) = (pic.width(), pic.height());
+        let mut scaler = ff::software::scaling::Context::get(
+            pic.format(),
+            w,
+            h,
+            ff::format::Pixel::RGB24,
+            w,
+            h,
+            ff::software::scaling::Flags::BILINEAR,
+        )
+        .map_err(lib)?;
+        let mut rgb = ff::frame::Video::empty();
+        scaler.run(&pic, &mut rgb).map_err(lib)?;
+        let row = usize::try_from(w).unwrap_or(0).saturating_mul(3);
+        let stride = rgb.stride(0);
+        let mut out = Vec::with_capacity(row.saturating_mul(usize::try_from(h).unwrap_or(0)));
+        for line in rgb.data(0).chunks(stride.max(1)).take(h as usize) {
+            out.extend_from_slice(line.get(..row).unwrap_or(line));
+        }
+        Ok(super::RgbPicture {
+            width: w,
+            height: h,
+            rgb: out,
+        })
+    }
+
     pub(super) struct Inner {
         decoder: ff::decoder::Video,
-        /// Parameter sets (Annex B) put before each keyframe.
-        params: Vec<u8>,
+        /// The source's codec and parameter sets, put before each keyframe.
+        source: Codec,
         h265: bool,
         settings: VideoSettings,
         frame_rate: f64,
@@ -168,31 +260,11 @@ mod imp {
             source: &Track,
             settings: &VideoSettings,
         ) -> Result<Self, TranscodeError> {
-            ff::init().map_err(lib)?;
-            let (id, h265) = match &source.codec {
-                Codec::H265 { .. } => (ff::codec::Id::HEVC, true),
-                Codec::H264 { .. } => (ff::codec::Id::H264, false),
-                other => {
-                    return Err(TranscodeError::Unsupported(format!(
-                        "{} video is not transcoded to H.264",
-                        other.name()
-                    )))
-                }
-            };
-            let codec = ff::decoder::find(id)
-                .ok_or_else(|| TranscodeError::Codec(format!("no {id:?} decoder")))?;
-            let mut ctx = ff::codec::context::Context::new_with_codec(codec);
-            // One thread, no frame threading: a picture comes out as soon
-            // as it can be shown, not a thread-count later.
-            ctx.set_threading(ff::threading::Config {
-                kind: ff::threading::Type::Slice,
-                count: 1,
-                ..Default::default()
-            });
-            let decoder = ctx.decoder().video().map_err(lib)?;
+            let h265 = matches!(source.codec, Codec::H265 { .. });
+            let decoder = open_decoder(&source.codec)?;
             let mut me = Inner {
                 decoder,
-                params: Vec::new(),
+                source: source.codec.clone(),
                 h265,
                 settings: *settings,
                 frame_rate: source
@@ -209,16 +281,7 @@ mod imp {
         }
 
         pub(super) fn set_source(&mut self, source: &Track) {
-            let sets: Vec<&[u8]> = match &source.codec {
-                Codec::H265 { vps, sps, pps } => vec![vps, sps, pps],
-                Codec::H264 { sps, pps } => vec![sps, pps],
-                _ => Vec::new(),
-            };
-            self.params.clear();
-            for p in sets {
-                self.params.extend_from_slice(&[0, 0, 0, 1]);
-                self.params.extend_from_slice(p);
-            }
+            self.source = source.codec.clone();
         }
 
         pub(super) fn output_track(&self) -> Option<&Track> {
@@ -227,14 +290,7 @@ mod imp {
 
         pub(super) fn push(&mut self, frame: &Frame) -> Vec<Frame> {
             let _ = self.h265;
-            let mut annexb = Vec::with_capacity(frame.data.len() + self.params.len() + 16);
-            if frame.keyframe {
-                annexb.extend_from_slice(&self.params);
-            }
-            for nal in avcc_nal_units(&frame.data).map_while(Result::ok) {
-                annexb.extend_from_slice(&[0, 0, 0, 1]);
-                annexb.extend_from_slice(nal);
-            }
+            let annexb = annexb_access_unit(&self.source, &frame.data, frame.keyframe);
             let mut packet = ff::Packet::copy(&annexb);
             packet.set_pts(Some(frame.pts));
             packet.set_dts(Some(frame.dts));
