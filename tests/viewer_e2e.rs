@@ -42,6 +42,17 @@ fn demo_page_falls_back_to_ll_hls_when_webrtc_fails() {
     let problems = WindowRule::video_25fps(false).problems(&v);
     assert!(problems.is_empty(), "{problems:?}\n{v}");
     assert_eq!(v["index"], serde_json::json!(["demo"]), "{v}");
+    // The tile shows the stream's snapshot until it plays.
+    assert!(
+        v["posters"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("/demo/snapshot.jpg"),
+        "{v}"
+    );
+    assert_eq!(v["poster"]["status"], 200, "{v}");
+    assert_eq!(v["poster"]["type"], "image/jpeg", "{v}");
+    assert!(v["poster"]["bytes"].as_u64().unwrap_or(0) > 5_000, "{v}");
     assert_eq!(v["transport"], "ll-hls", "{v}");
     assert!(v["frames"].as_u64().unwrap_or(0) >= 100, "{v}");
     assert_eq!(

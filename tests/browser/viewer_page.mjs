@@ -17,7 +17,8 @@
 // Then with --watch S samples { at (Date.now()), frames, transport, message }
 // once a second for S more seconds into `timeline`. With --block-webrtc every WHEP request is aborted by the
 // browser, so the page must fall back to LL-HLS by itself.
-// Output: { ok, index: [names], transport, frames, width, height, overlay,
+// Output: { ok, index: [names], posters: [tile poster URLs], poster: { status,
+//           type, bytes } (the first poster fetched), transport, frames, width, height, overlay,
 //           message, lumaStdDev (spread of the frame's luma: 0 = blank), error? }; exit 0 when ok, 1 otherwise, 2 on bad usage.
 
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -75,6 +76,15 @@ try {
     await page.goto(`${base}/`);
     await page.waitForSelector('.tile h2 a', { timeout: 10000 });
     out.index = await page.$$eval('.tile h2 a', (as) => as.map((a) => a.textContent));
+    // A tile not playing yet shows its stream's snapshot as the poster.
+    out.posters = await page.$$eval('.tile video', (vs) => vs.map((v) => v.poster));
+    if (out.posters[0]) {
+      out.poster = await page.evaluate(async (url) => {
+        const r = await fetch(url);
+        const b = await r.arrayBuffer();
+        return { status: r.status, type: r.headers.get('content-type'), bytes: b.byteLength };
+      }, out.posters[0]);
+    }
   }
 
   await page.goto(`${base}/${encodeURIComponent(path)}/`);
