@@ -138,6 +138,9 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     /// Connections at once from one address per listener; 0 (default) = no cap.
     pub max_connections_per_ip: Option<usize>,
+    /// Publishers may publish to paths not configured (RTSP ANNOUNCE,
+    /// WHIP); default false.
+    pub allow_unconfigured_publish: Option<bool>,
     #[serde(default)]
     pub paths: BTreeMap<String, FilePath>,
 }
@@ -171,6 +174,9 @@ pub struct FilePath {
     /// bit/s of the Opus made from AAC/G.711.
     pub opus_bitrate: Option<u32>,
     pub transcode_audio: Option<bool>,
+    /// With `source = "publisher"`: a second publisher replaces the first
+    /// (which is disconnected) instead of being refused.
+    pub override_publisher: Option<bool>,
 }
 
 /// A validated source.
@@ -265,6 +271,25 @@ pub enum TlsSource {
     SelfSigned,
 }
 
+/// Paths that take publishers instead of pulling a camera.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublishConfig {
+    /// `allow_unconfigured_publish` (default false): a publisher may
+    /// publish to a path that is not configured; it exists while published.
+    pub allow_unconfigured: bool,
+    /// `[paths.NAME]` with `source = "publisher"`: the path exists from the
+    /// start (readers wait on it) and takes one publisher at a time.
+    pub paths: BTreeMap<String, PublisherPath>,
+}
+
+/// One `source = "publisher"` path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublisherPath {
+    /// `override_publisher` (default false): a second publisher replaces
+    /// the first, which is disconnected; otherwise it is refused.
+    pub override_publisher: bool,
+}
+
 /// `max_connections` when the file doesn't set it.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
@@ -292,6 +317,8 @@ pub struct Config {
     pub verbose: u8,
     /// Path name → source, in name order.
     pub paths: BTreeMap<String, SourceConfig>,
+    /// Who may publish where (RTSP ANNOUNCE/RECORD, WHIP).
+    pub publish: PublishConfig,
     /// The config file in use, if any.
     pub file: Option<PathBuf>,
     /// `max_paths` (default 1000): the API creates no path once this many
@@ -329,6 +356,7 @@ impl Default for Config {
             hls: HlsConfig::default(),
             verbose: 0,
             paths: BTreeMap::new(),
+            publish: PublishConfig::default(),
             file: None,
             max_paths: 1000,
             api_allowed_hosts: Vec::new(),
@@ -744,6 +772,7 @@ impl Config {
             }
         }
         let default_transport = cli.transport.or(file.transport).unwrap_or_default();
+        cfg.publish.allow_unconfigured = file.allow_unconfigured_publish.unwrap_or(false);
 
         for (name, p) in file.paths {
             let key = format!("paths.{name}");
@@ -753,6 +782,21 @@ impl Config {
             let source = p
                 .source
                 .ok_or_else(|| err(format!("{key}.source"), "missing"))?;
+            if source == "publisher" {
+                cfg.publish.paths.insert(
+                    name,
+                    PublisherPath {
+                        override_publisher: p.override_publisher.unwrap_or(false),
+                    },
+                );
+                continue;
+            }
+            if p.override_publisher.is_some() {
+                return Err(err(
+                    format!("{key}.override_publisher"),
+                    "only for a path with source = \"publisher\"",
+                ));
+            }
             let src = parse_source(
                 &format!("{key}.source"),
                 &source,
@@ -800,7 +844,7 @@ impl Config {
                 },
             };
             let key = format!("source {name}");
-            if cfg.paths.contains_key(&name) {
+            if cfg.paths.contains_key(&name) || cfg.publish.paths.contains_key(&name) {
                 return Err(err(key, "this path name is used twice"));
             }
             let src = parse_source(&key, url, default_transport, None, None)?;

@@ -51,7 +51,7 @@ pub const DEMO_PATH: &str = "demo";
 /// With no paths configured (none on the command line or in the config
 /// file, e.g. a file with only `[auth]`), the gateway serves the demo clip.
 fn serves_demo(config: &Config) -> bool {
-    config.paths.is_empty()
+    config.paths.is_empty() && config.publish.paths.is_empty() && !config.publish.allow_unconfigured
 }
 
 /// One connection limiter per TCP listener that will run, with the
@@ -110,6 +110,8 @@ pub struct Gateway {
     pub auth: Arc<auth::Authenticator>,
     /// The certificate of RTSPS and HTTPS, when TLS is on.
     pub tls: Option<Arc<tls::Tls>>,
+    /// Publishers' way in (RTSP ANNOUNCE, WHIP) and the publish rules.
+    pub publish: Arc<ingest::push::PushSink>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -212,7 +214,9 @@ impl Gateway {
         })?;
         // RTSP publish (ANNOUNCE/RECORD) feeds ingest's publisher; the
         // server knows only the bus's sink trait.
-        server.set_publish_sink(Arc::new(ingest::push::PushSink::new(registry.clone())));
+        let push = Arc::new(ingest::push::PushSink::new(registry.clone()));
+        push.set_config(config.publish.clone());
+        server.set_publish_sink(push.clone());
         if let Some((listener, acceptor)) = rtsps {
             tasks.push(tokio::spawn(server.clone().run_tls(
                 listener,
@@ -290,6 +294,7 @@ impl Gateway {
             webrtc,
             auth,
             tls,
+            publish: push,
             tasks,
         })
     }
@@ -303,6 +308,7 @@ impl Gateway {
     pub fn reload(&self, cli: &config::Cli) -> Result<paths::ReloadSummary, config::ConfigError> {
         let config = Config::from_cli(cli)?;
         self.auth.reload(config.auth.clone());
+        self.publish.set_config(config.publish.clone());
         if let Some(tls) = &self.tls {
             if let Err(e) = tls.reload() {
                 tracing::error!("TLS certificate not reloaded, the previous one stays in use: {e}");

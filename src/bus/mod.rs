@@ -20,7 +20,7 @@ use crate::config::rendition::TranscodeSettings;
 /// Track descriptions live in the pure codec layer; the bus carries them.
 pub use crate::codec::{Codec, DropReason, MediaKind, Track};
 pub use fanout::{ByteLen, Fanout, GopLimits, RecvError, Subscriber};
-pub use publish::{Publication, PublishError, PublishSink, SourceFrame, SourceTrack};
+pub use publish::{Publication, PublishError, PublishSink, RtpSource, SourceFrame, SourceTrack};
 pub use sessions::{
     Detail, DetailSource, NewSession, Protocol, SessionHandle, SessionInfo, Sessions,
 };

@@ -68,6 +68,10 @@ pub enum PublishError {
     /// The path exists already: a configured source or another publisher.
     #[error("the path {0:?} is in use by another source")]
     PathInUse(String),
+    /// Nobody may publish to this path: it is not configured with
+    /// `source = "publisher"` and `allow_unconfigured_publish` is off.
+    #[error("the path {0:?} does not take publishers (configure it with source = \"publisher\")")]
+    NotPublishable(String),
     /// The announced tracks cannot be carried, in plain words.
     #[error("unusable tracks: {0}")]
     Tracks(String),
@@ -84,6 +88,46 @@ pub trait PublishSink: Send + Sync {
         tracks: Vec<SourceTrack>,
         now: Instant,
     ) -> Result<Box<dyn Publication>, PublishError>;
+
+    /// Starts publishing `path` with tracks that arrive as RTP (RTSP
+    /// RECORD): each is received with the ingest side's RTP receiver (the
+    /// same depacketizers, parameter-set updates and timestamps as a
+    /// pulled camera); packets go to [`Publication::push_rtp`]. A track
+    /// whose format can't be received is an `Err(Tracks)`.
+    fn open_rtp(
+        &self,
+        path: &str,
+        tracks: Vec<RtpSource>,
+        now: Instant,
+    ) -> Result<Box<dyn Publication>, PublishError>;
+}
+
+/// One announced RTP track (an SDP media section of ANNOUNCE): what
+/// `codec::RtpFormat` borrows, owned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RtpSource {
+    /// `rtpmap` encoding name, e.g. `H264`, `MPEG4-GENERIC`.
+    pub encoding_name: String,
+    /// Clock rate in Hz.
+    pub clock_rate: u32,
+    /// Audio channels of the `rtpmap`, if given.
+    pub channels: Option<u16>,
+    /// `a=fmtp` parameters after the payload type.
+    pub fmtp: Option<String>,
+    /// `a=framerate`, if given.
+    pub framerate: Option<f64>,
+}
+
+impl RtpSource {
+    /// The borrowed form the codec layer takes.
+    pub fn format(&self) -> crate::codec::RtpFormat<'_> {
+        crate::codec::RtpFormat {
+            encoding_name: &self.encoding_name,
+            clock_rate: self.clock_rate,
+            channels: self.channels,
+            fmtp: self.fmtp.as_deref(),
+        }
+    }
 }
 
 /// One stream being published; dropping it ends the stream for its readers.
@@ -96,4 +140,14 @@ pub trait Publication: Send {
     /// New codec parameters for `track`, from its next frame on (e.g. an
     /// in-band SPS).
     fn set_parameters(&mut self, track: usize, params: Track, now: Instant);
+
+    /// One RTP packet of `track` of a publication opened with
+    /// [`PublishSink::open_rtp`], received at `now`. `Err` as for
+    /// [`Self::push`]; also for a publication not opened for RTP.
+    fn push_rtp(
+        &mut self,
+        track: usize,
+        packet: crate::codec::RtpPacket<'_>,
+        now: Instant,
+    ) -> Result<(), String>;
 }

@@ -64,7 +64,7 @@ pub use jpeg::{JpegError, JpegImage, JpegSampling, QuantTable, RtpJpeg, RTP_JPEG
 pub use nal::{annexb_nal_units, avcc_nal_units, AvccNalUnits, ParamError};
 pub use opus::OPUS_RFC6381;
 pub use payloader::{Payloader, DEFAULT_MTU, MAX_MTU, MIN_MTU};
-pub use rtp::RTP_HEADER_LEN;
+pub use rtp::{parse_rtp, RTP_HEADER_LEN};
 pub use track::{Chroma, Codec, MediaKind, ParamSummary, Track};
 
 pub(crate) use payloader::RtpParams;

@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod demo;
 pub mod publisher;
 pub mod push;
+pub mod rtp_track;
 pub mod rtsp_pull;
 mod timeline;
 

@@ -29,11 +29,10 @@ use retina::client::{
 use retina::codec::{ParametersRef, VideoParametersCodec};
 
 use super::publisher::{BusPublisher, Input, Quirks};
+use super::rtp_track::{RtpEvent, RtpTrack};
 use super::{Backoff, Source};
-use crate::bus::{
-    Codec, IngestInfo, MediaKind, SourceFrame, SourceTrack, Stream, StreamState, Track,
-};
-use crate::codec::{Depacketizer, Output, ParamSets, RtpFormat, RtpPacket};
+use crate::bus::{Codec, IngestInfo, MediaKind, SourceTrack, Stream, StreamState, Track};
+use crate::codec::{RtpFormat, RtpPacket};
 use crate::config::{redact, SourceConfig, TransportPref};
 
 /// How long an RTSP request to the camera may take before we give up.
@@ -215,27 +214,24 @@ impl Pull {
                     | ("audio", "mpeg4-generic" | "pcma" | "pcmu" | "opus")
             );
             let fmtp = formats.get(i).and_then(Option::as_deref);
-            let depacketizer = carried
+            let receiver = carried
                 .then(|| {
-                    Depacketizer::new(&RtpFormat {
-                        encoding_name: s.encoding_name(),
-                        clock_rate: s.clock_rate_hz(),
-                        channels: s.channels().map(NonZeroU16::get),
-                        fmtp,
-                    })
+                    RtpTrack::new(
+                        &RtpFormat {
+                            encoding_name: s.encoding_name(),
+                            clock_rate: s.clock_rate_hz(),
+                            channels: s.channels().map(NonZeroU16::get),
+                            fmtp,
+                        },
+                        track_from_stream(s).as_ref(),
+                        s.framerate().map(f64::from),
+                    )
                 })
                 .transpose();
-            match depacketizer {
-                Ok(Some(depacketizer)) => picked.push(Picked {
+            match receiver {
+                Ok(Some(receiver)) => picked.push(Picked {
                     stream_id: i,
-                    depacketizer,
-                    clock_rate: s.clock_rate_hz(),
-                    h265: s.encoding_name() == "h265",
-                    framerate: s.framerate().map(f64::from),
-                    codec: None,
-                    jpeg: None,
-                    loss: 0,
-                    last_packet: None,
+                    receiver,
                 }),
                 Ok(None) => skipped.push(format!("{}/{}", s.media(), s.encoding_name())),
                 Err(e) => skipped.push(format!("{}/{} ({e})", s.media(), s.encoding_name())),
@@ -320,15 +316,12 @@ impl Pull {
                 *slot = Some(bus_i);
             }
         }
-        for (p, t) in picked.iter_mut().zip(&tracks) {
-            p.codec = t.track.as_ref().map(|t| t.codec.clone());
-            p.jpeg = t.track.clone().filter(|t| t.codec == Codec::Jpeg);
-        }
         let applied = self.publisher.handle(Input::Start(tracks), play_at);
         if let Some(why) = applied.failed {
             return SessionEnd::Failed(why);
         }
         let mut got_media = false;
+        let mut events = Vec::new();
 
         loop {
             let wait = if got_media || use_tcp {
@@ -363,64 +356,37 @@ impl Pull {
                 continue;
             };
             got_media = true;
-            let raw_timestamp = pkt.header().timestamp();
-            p.loss = p.loss.saturating_add(u32::from(pkt.loss()));
-            p.last_packet = Some((raw_timestamp, pkt.timestamp().elapsed()));
-            p.depacketizer.push(RtpPacket {
-                sequence_number: pkt.sequence_number(),
-                timestamp: raw_timestamp,
-                marker: pkt.mark(),
-                payload: pkt.payload(),
-                loss: pkt.loss(),
-            });
+            let extended = pkt.timestamp().elapsed();
+            p.receiver.push(
+                bus_i,
+                RtpPacket {
+                    sequence_number: pkt.sequence_number(),
+                    timestamp: pkt.header().timestamp(),
+                    marker: pkt.mark(),
+                    payload: pkt.payload(),
+                    loss: pkt.loss(),
+                },
+                extended,
+                &mut events,
+            );
             let now = Instant::now();
-            while let Some(out) = p.depacketizer.pull() {
-                let au = match out {
-                    Output::Frame(au) => au,
-                    Output::Dropped { reason, .. } => {
+            for event in events.drain(..) {
+                let frame = match event {
+                    RtpEvent::Dropped(reason) => {
                         self.stream().stats.frame_dropped(reason);
                         continue;
                     }
-                };
-                if let Some(sets) = &au.new_param_sets {
-                    if let Some(codec) = with_param_sets(p.h265, p.codec.as_ref(), sets) {
-                        let mut track = Track::new(codec.clone(), p.clock_rate);
-                        if track.frame_rate.is_none() {
-                            track.frame_rate = p.framerate;
-                        }
-                        p.codec = Some(codec);
+                    RtpEvent::Params(params) => {
                         self.publisher.handle(
                             Input::Parameters {
                                 track: bus_i,
-                                params: track,
+                                params,
                             },
                             now,
                         );
+                        continue;
                     }
-                }
-                // MJPEG: the size is in each image (RFC 2435 has no SDP
-                // parameters), and a camera may change it.
-                if let Some(t) = p
-                    .jpeg
-                    .as_ref()
-                    .and_then(|t| t.jpeg_dimensions_changed(&au.data))
-                {
-                    p.jpeg = Some(t.clone());
-                    self.publisher.handle(
-                        Input::Parameters {
-                            track: bus_i,
-                            params: t,
-                        },
-                        now,
-                    );
-                }
-                let frame = SourceFrame {
-                    track: bus_i,
-                    pts: p.pts_of(au.timestamp),
-                    dts: None,
-                    source_keyframe: au.keyframe,
-                    loss: std::mem::take(&mut p.loss),
-                    data: au.data,
+                    RtpEvent::Frame(frame) => frame,
                 };
                 let applied = self.publisher.handle(Input::Frame(frame), now);
                 if applied.live {
@@ -443,42 +409,11 @@ impl Pull {
     }
 }
 
-/// One track of the session being read: its depacketizer and where its
-/// timestamps stand.
+/// One track of the session being read.
 struct Picked {
     /// retina's stream index.
     stream_id: usize,
-    depacketizer: Depacketizer,
-    clock_rate: u32,
-    /// H.265 (else H.264 where parameter sets arrive in band).
-    h265: bool,
-    /// The SDP's `a=framerate`, for an SPS without timing information.
-    framerate: Option<f64>,
-    /// The codec with the parameter sets in force, once known.
-    codec: Option<Codec>,
-    /// An MJPEG track as announced (with the last image's size).
-    jpeg: Option<Track>,
-    /// RTP packets lost since the last frame handed to the publisher.
-    loss: u32,
-    /// The last packet's RTP timestamp as sent, and as retina placed it on
-    /// the session's timeline (clock units since the start, extended).
-    last_packet: Option<(u32, i64)>,
-}
-
-impl Picked {
-    /// An access unit's presentation time on the session's timeline, in
-    /// clock units: retina extends the packets' 32-bit RTP timestamps
-    /// (RTP-Info aware); an access unit's own timestamp is within a few
-    /// frames of the last packet's (AAC: one packet's AUs; B-frames: the
-    /// reorder depth), so the signed 32-bit difference places it.
-    fn pts_of(&self, timestamp: u32) -> i64 {
-        match self.last_packet {
-            Some((raw, elapsed)) => {
-                elapsed.saturating_add(i64::from(timestamp.wrapping_sub(raw) as i32))
-            }
-            None => 0,
-        }
-    }
+    receiver: RtpTrack,
 }
 
 /// The `a=fmtp` parameters (after the payload type) of each retina stream,
@@ -504,35 +439,6 @@ fn sdp_formats(sdp: &[u8], streams: &[retina::client::Stream]) -> Vec<Option<Str
             })
         })
         .collect()
-}
-
-/// `codec` with the in-band parameter sets `sets` in place of its own
-/// (those `sets` lacks are kept); `None` for a codec without parameter
-/// sets or while one the codec needs is still unknown.
-fn with_param_sets(h265: bool, codec: Option<&Codec>, sets: &ParamSets) -> Option<Codec> {
-    let pick = |new: &Option<Bytes>, old: Option<&Bytes>| new.clone().or_else(|| old.cloned());
-    match codec {
-        Some(Codec::H265 { vps, sps, pps }) => Some(Codec::H265 {
-            vps: pick(&sets.vps, Some(vps))?,
-            sps: pick(&sets.sps, Some(sps))?,
-            pps: pick(&sets.pps, Some(pps))?,
-        }),
-        Some(Codec::H264 { sps, pps }) => Some(Codec::H264 {
-            sps: pick(&sets.sps, Some(sps))?,
-            pps: pick(&sets.pps, Some(pps))?,
-        }),
-        Some(_) => None,
-        // Parameters not in the SDP: the kind follows from which sets came.
-        None if h265 => Some(Codec::H265 {
-            vps: sets.vps.clone()?,
-            sps: sets.sps.clone()?,
-            pps: sets.pps.clone()?,
-        }),
-        None => Some(Codec::H264 {
-            sps: sets.sps.clone()?,
-            pps: sets.pps.clone()?,
-        }),
-    }
 }
 
 /// Builds our track description from a retina stream, or `None` while its

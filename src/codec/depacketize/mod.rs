@@ -22,6 +22,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use super::{Codec, Track};
+
 /// The largest video access unit (or JPEG image) rebuilt, in bytes; a
 /// larger one is dropped ([`DropReason::TooLarge`]) so a camera cannot make
 /// us buffer without bound. A 4K intra picture at a high bitrate is 1-3 MiB.
@@ -62,6 +64,69 @@ pub struct RtpFormat<'a> {
     /// The `a=fmtp` parameters after the payload type, e.g.
     /// `packetization-mode=1;profile-level-id=42c01e`.
     pub fmtp: Option<&'a str>,
+}
+
+impl RtpFormat<'_> {
+    /// Our description of the track from its SDP alone, or `None` while its
+    /// codec parameters are unknown (they then come in band) or when the
+    /// SDP's parameters don't parse:
+    /// - H.264: `sprop-parameter-sets` (base64 SPS,PPS; RFC 6184 §8.1);
+    /// - H.265: `sprop-vps`, `sprop-sps`, `sprop-pps` (RFC 7798 §7.1);
+    /// - AAC: `config` (hex AudioSpecificConfig; RFC 3640 §4.1), channels
+    ///   from it, else from `rtpmap`;
+    /// - Opus: clock rate 48 kHz, channels from `rtpmap` (RFC 7587 §7);
+    /// - PCMA/PCMU: channels from `rtpmap`; JPEG: no parameters (RFC 2435).
+    pub fn track(&self) -> Option<Track> {
+        use base64::Engine as _;
+        let fmtp = Fmtp(self.fmtp.unwrap_or(""));
+        let b64 = |v: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .ok()
+                .filter(|b| !b.is_empty())
+                .map(Bytes::from)
+        };
+        let channels = self.channels.unwrap_or(1).max(1);
+        let codec = match self.encoding_name.to_ascii_uppercase().as_str() {
+            "H264" => {
+                let mut sets = fmtp.get("sprop-parameter-sets")?.split(',').map(b64);
+                Codec::H264 {
+                    sps: sets.next()??,
+                    pps: sets.next()??,
+                }
+            }
+            "H265" => Codec::H265 {
+                vps: b64(fmtp.get("sprop-vps")?)?,
+                sps: b64(fmtp.get("sprop-sps")?)?,
+                pps: b64(fmtp.get("sprop-pps")?)?,
+            },
+            "MPEG4-GENERIC" => {
+                let hex = fmtp.get("config")?;
+                let config: Vec<u8> = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                    .collect::<Option<_>>()?;
+                let parsed = crate::codec::AacConfig::parse(&config).ok()?;
+                // ISO/IEC 14496-3 Table 1.19; 0: the program config
+                // element says, the rtpmap stands in.
+                let from_config = match parsed.channel_configuration {
+                    c @ 1..=6 => u16::from(c),
+                    7 => 8,
+                    _ => channels,
+                };
+                Codec::Aac {
+                    channels: from_config,
+                    config: Bytes::from(config),
+                }
+            }
+            "OPUS" => return Some(Track::new(Codec::Opus { channels }, 48_000)),
+            "PCMA" => Codec::Pcma { channels },
+            "PCMU" => Codec::Pcmu { channels },
+            "JPEG" => Codec::Jpeg,
+            _ => return None,
+        };
+        Track::try_new(codec, self.clock_rate).ok()
+    }
 }
 
 /// The RTP format cannot be depacketized (a track the caller should leave

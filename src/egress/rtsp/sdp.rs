@@ -1,5 +1,6 @@
 //! The SDP (RFC 8866) of a `DESCRIBE` response (RFC 2326 §C.1) and the RTP
-//! payload type and control URL of each track.
+//! payload type and control URL of each track; the tracks of an `ANNOUNCE`
+//! ([`announced_tracks`]).
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -9,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use sdp_types::{Attribute, Connection, Media, Origin, Session, Time};
 
-use crate::bus::{Codec, MediaKind, Track};
+use crate::bus::{Codec, MediaKind, RtpSource, Track};
 
 /// RTP payload type for track `index`: 0 for PCMU and 8 for PCMA at 8000 Hz
 /// mono, 26 for JPEG at 90 000 Hz (static types, RFC 3551 §6 Tables 4 and
@@ -176,6 +177,95 @@ fn media(index: usize, track: &Track) -> Media {
 }
 
 /// `PCMA/8000`, `PCMU/16000/2`: channels only when more than one (RFC 3551 §4.1).
+/// The tracks of an `ANNOUNCE` body (RFC 2326 §10.3, SDP of RFC 8866): per
+/// media section, its format (the first payload type's `a=rtpmap`, or the
+/// static types 0 PCMU, 8 PCMA, 26 JPEG of RFC 3551 §6; `a=fmtp`;
+/// `a=framerate`) and its `a=control` (the media's index when absent).
+///
+/// `Err` in plain words: not SDP, no media, more than 16 media sections, or
+/// a format rtspgate can't carry (the RTP receiver's formats: H264, H265,
+/// MPEG4-GENERIC, OPUS, PCMU, PCMA, JPEG).
+pub fn announced_tracks(body: &[u8]) -> Result<(Vec<RtpSource>, Vec<String>), String> {
+    const CARRIED: [&str; 7] = [
+        "H264",
+        "H265",
+        "MPEG4-GENERIC",
+        "OPUS",
+        "PCMU",
+        "PCMA",
+        "JPEG",
+    ];
+    let parsed = Session::parse(body).map_err(|e| format!("the SDP does not parse: {e}"))?;
+    if parsed.medias.is_empty() {
+        return Err("the SDP announces no media".into());
+    }
+    if parsed.medias.len() > 16 {
+        return Err("more than 16 media sections".into());
+    }
+    let mut tracks = Vec::new();
+    let mut controls = Vec::new();
+    for (i, m) in parsed.medias.iter().enumerate() {
+        let pt = m.fmt.split_whitespace().next().unwrap_or("");
+        let attr = |name: &'static str| -> Vec<&str> {
+            m.attributes
+                .iter()
+                .filter(|a| a.attribute == name)
+                .filter_map(|a| a.value.as_deref())
+                .collect()
+        };
+        let for_pt = |name: &'static str| {
+            attr(name).into_iter().find_map(|v| {
+                let (fmt, rest) = v.split_once(' ')?;
+                (fmt == pt).then(|| rest.trim().to_owned())
+            })
+        };
+        let (encoding, clock, channels) = match for_pt("rtpmap") {
+            Some(map) => {
+                let mut parts = map.split('/');
+                let name = parts.next().unwrap_or("").to_ascii_uppercase();
+                let clock = parts.next().and_then(|c| c.trim().parse::<u32>().ok());
+                let channels = parts.next().and_then(|c| c.trim().parse::<u16>().ok());
+                (name, clock, channels)
+            }
+            None => match pt {
+                "0" => ("PCMU".to_owned(), Some(8000), None),
+                "8" => ("PCMA".to_owned(), Some(8000), None),
+                "26" => ("JPEG".to_owned(), Some(90_000), None),
+                _ => (String::new(), None, None),
+            },
+        };
+        let Some(clock_rate) = clock.filter(|c| *c > 0) else {
+            return Err(format!(
+                "media {i} ({} {pt}) has no usable a=rtpmap",
+                m.media
+            ));
+        };
+        if !CARRIED.contains(&encoding.as_str()) {
+            return Err(format!(
+                "media {i} is {encoding:?}; rtspgate takes {}",
+                CARRIED.join(", ")
+            ));
+        }
+        tracks.push(RtpSource {
+            encoding_name: encoding,
+            clock_rate,
+            channels,
+            fmtp: for_pt("fmtp"),
+            framerate: attr("framerate")
+                .first()
+                .and_then(|f| f.trim().parse::<f64>().ok())
+                .filter(|f| f.is_finite() && *f > 0.0),
+        });
+        controls.push(
+            attr("control")
+                .first()
+                .map(|c| c.trim().trim_end_matches('/').to_owned())
+                .unwrap_or_else(|| i.to_string()),
+        );
+    }
+    Ok((tracks, controls))
+}
+
 fn g711(name: &str, clock: u32, channels: u16) -> String {
     if channels > 1 {
         format!("{name}/{clock}/{channels}")

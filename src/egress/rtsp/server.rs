@@ -16,6 +16,7 @@ use futures::FutureExt;
 use rtsp_types::{headers, Message, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
 
 use super::framing::{Framer, Next};
 use super::media::{MediaRegistry, RtpBatch, RtpMedia};
@@ -26,7 +27,8 @@ use crate::auth::credentials::{self, Credentials};
 use crate::auth::{self, Authenticator, Decision};
 use crate::bus::sessions::{RtspDetail, RtspTrackDetail, RtspTransport};
 use crate::bus::{
-    Detail, NewSession, PublishSink, Registry, SessionHandle, Sessions, StreamState, Subscriber,
+    Detail, NewSession, Publication, PublishError, PublishSink, Registry, SessionHandle, Sessions,
+    StreamState, Subscriber,
 };
 use crate::config::rendition::{Rendition, RtspCodec};
 use crate::egress::gso::gso_run;
@@ -77,8 +79,11 @@ pub struct RtspServer {
     udp_activity: Mutex<HashMap<SocketAddr, Arc<AtomicU64>>>,
     start: Instant,
     /// Where streams pushed with ANNOUNCE/RECORD go (wired by `lib.rs`);
-    /// ANNOUNCE/RECORD are not served yet (501).
+    /// without one, ANNOUNCE is answered 501.
     publish: std::sync::OnceLock<Arc<dyn PublishSink>>,
+    /// Publishers recording over UDP: their RTP source address → (track,
+    /// their connection's queue).
+    udp_publishers: Mutex<HashMap<SocketAddr, (usize, UdpIntake)>>,
     /// Asked before DESCRIBE, SETUP, PLAY, ANNOUNCE and RECORD.
     auth: Arc<Authenticator>,
 }
@@ -154,6 +159,7 @@ impl RtspServer {
             udp_activity: Mutex::new(HashMap::new()),
             start: Instant::now(),
             publish: std::sync::OnceLock::new(),
+            udp_publishers: Mutex::new(HashMap::new()),
             auth,
         });
         tokio::spawn(server.clone().drain_udp());
@@ -230,7 +236,8 @@ impl RtspServer {
     }
 
     /// Reads RTCP (receiver reports) from UDP readers to keep their sessions
-    /// alive, and discards anything sent to the RTP port (NAT keepalives).
+    /// alive, hands RTP from UDP publishers to their connections, and
+    /// discards anything else sent to the RTP port (NAT keepalives).
     async fn drain_udp(self: Arc<Self>) {
         let rtcp = self.udp_rtcp.clone();
         let rtp = self.udp_rtp.clone();
@@ -246,7 +253,15 @@ impl RtspServer {
                         }
                     }
                 }
-                _ = rtp.recv_from(&mut buf2) => {}
+                r = rtp.recv_from(&mut buf2) => {
+                    let Ok((n, from)) = r else { continue };
+                    let map = self.udp_publishers.lock().unwrap_or_else(|e| e.into_inner());
+                    if let (Some((track, tx)), Some(packet)) = (map.get(&from), buf2.get(..n)) {
+                        // A full queue drops the packet (the depacketizer
+                        // sees the gap) rather than stall every UDP client.
+                        let _ = tx.try_send((*track, Bytes::copy_from_slice(packet)));
+                    }
+                }
             }
         }
     }
@@ -282,11 +297,16 @@ impl RtspServer {
             playing: None,
             user: None,
             query_credentials: None,
+            publication: None,
+            record_channels: Vec::new(),
+            udp_in: None,
+            udp_keys: Vec::new(),
         };
         // A bug hit by one client's input ends that connection only.
         match std::panic::AssertUnwindSafe(c.run()).catch_unwind().await {
             Ok(reason) => {
                 c.stop_playing();
+                c.stop_recording();
                 tracing::debug!(%peer, "RTSP connection closed: {reason}");
             }
             Err(panic) => {
@@ -298,6 +318,7 @@ impl RtspServer {
                 tracing::error!(%peer, "RTSP connection ended by an internal error (a bug; please report it): {what}");
                 // The reader's bookkeeping may be half done: drop it whole.
                 c.stop_playing();
+                c.stop_recording();
             }
         }
     }
@@ -397,6 +418,30 @@ struct Connection<S> {
     /// clients build SETUP and PLAY URLs from the Content-Base, which
     /// carries no query, so the connection keeps what its URL gave.
     query_credentials: Option<Credentials>,
+    /// A publisher's stream (ANNOUNCE accepted), fed after RECORD.
+    publication: Option<Box<dyn Publication>>,
+    /// While recording over TCP: interleaved RTP channel → track.
+    record_channels: Vec<(u8, usize)>,
+    /// While recording over UDP: the packets `drain_udp` routes here, with
+    /// their track.
+    udp_in: Option<mpsc::Receiver<(usize, Bytes)>>,
+    /// This connection's entries in `udp_publishers`.
+    udp_keys: Vec<SocketAddr>,
+}
+
+/// Where `drain_udp` queues a UDP publisher's packets: (track, packet).
+type UdpIntake = mpsc::Sender<(usize, Bytes)>;
+
+/// Packets queued per UDP publisher between the socket and its connection.
+const UDP_PUBLISH_QUEUE: usize = 1024;
+
+async fn next_udp_packet(
+    rx: &mut Option<mpsc::Receiver<(usize, Bytes)>>,
+) -> Option<(usize, Bytes)> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn kicked(kick: Option<impl std::future::Future<Output = ()>>) {
@@ -470,6 +515,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     if ended {
                         return Err("the stream ended or its source restarted with new tracks".into());
                     }
+                }
+                packet = next_udp_packet(&mut self.udp_in) => {
+                    let Some((track, packet)) = packet else {
+                        return Err("UDP intake ended".into());
+                    };
+                    self.conn.touch(Instant::now());
+                    self.record_packet(track, &packet)?;
                 }
                 _ = kicked(kick) => return Err(KICKED.into()),
                 _ = sr.tick(), if self.playing.is_some() => {
@@ -553,10 +605,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     return Ok(());
                 }
                 Next::Blank { skip } => self.inbuf.advance(skip),
-                Next::Interleaved { len, .. } => {
-                    self.inbuf.advance(len);
+                Next::Interleaved { channel, len } => {
+                    let frame = self.inbuf.split_to(len);
                     self.request_started = None;
                     self.conn.touch(Instant::now());
+                    let track = self
+                        .record_channels
+                        .iter()
+                        .find(|(c, _)| *c == channel)
+                        .map(|(_, t)| *t);
+                    // `$`, channel, 16-bit length, then the RTP packet.
+                    if let (Some(track), Some(packet)) = (track, frame.get(4..)) {
+                        self.record_packet(track, packet)?;
+                    }
                 }
                 Next::Message { len } => {
                     let bytes = self.inbuf.split_to(len);
@@ -711,10 +772,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let server = self.server.clone();
         // A client may DESCRIBE a path whose camera is still connecting: wait
         // a little rather than fail its first try.
-        if matches!(
-            req.method(),
-            rtsp_types::Method::Describe | rtsp_types::Method::Setup
-        ) {
+        if !self.conn.publishing()
+            && matches!(
+                req.method(),
+                rtsp_types::Method::Describe | rtsp_types::Method::Setup
+            )
+        {
             if let Some(target) = req.request_uri().and_then(super::session::parse_target) {
                 // A rendition (`cam~h264`, or `cam` with `rtsp_codec`) starts here.
                 let name = served_name(&server.registry, &target.path);
@@ -743,20 +806,137 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             };
             self.conn.handle(&req, &mut ctx)
         };
-        match out.effect {
+        match std::mem::replace(&mut out.effect, Effect::None) {
             Effect::Play => {
                 if self.playing.is_none() {
                     self.start_playing(&req, &mut out.response);
                 }
             }
-            Effect::Pause | Effect::Teardown => self.stop_playing(),
-            Effect::None | Effect::Close => {}
+            Effect::Pause => self.stop_playing(),
+            Effect::Teardown => {
+                self.stop_playing();
+                self.stop_recording();
+            }
+            Effect::Announce(a) => {
+                let super::session::Announcement { path, tracks } = *a;
+                if let Err((status, why)) = self.open_publication(&path, tracks) {
+                    self.conn.announce_failed();
+                    tracing::info!(peer = %self.peer, path, "publisher refused: {why}");
+                    let cseq = req
+                        .header(&rtsp_types::headers::CSEQ)
+                        .map(|v| v.as_str().to_owned())
+                        .unwrap_or_default();
+                    out.response = Response::builder(Version::V1_0, status)
+                        .header(rtsp_types::headers::CSEQ, cseq)
+                        .header(headers::CONTENT_TYPE, "text/plain")
+                        .build(format!("{why}\r\n").into_bytes());
+                }
+            }
+            Effect::Record => self.start_recording(),
+            Effect::Close => out.effect = Effect::Close,
+            Effect::None => {}
         }
         self.write_response(&out.response).await?;
         if out.effect == Effect::Close {
             return Err("malformed request".into());
         }
         Ok(())
+    }
+
+    /// Opens the announced publication through the publish sink; the
+    /// refusal's status and plain words otherwise.
+    fn open_publication(
+        &mut self,
+        path: &str,
+        tracks: Vec<crate::bus::RtpSource>,
+    ) -> Result<(), (StatusCode, String)> {
+        let Some(sink) = self.server.publish_sink() else {
+            return Err((
+                StatusCode::NotImplemented,
+                "publishing is not enabled".into(),
+            ));
+        };
+        match sink.open_rtp(path, tracks, Instant::now()) {
+            Ok(p) => {
+                self.publication = Some(p);
+                tracing::info!(peer = %self.peer, path, user = ?self.user, "publisher announced");
+                Ok(())
+            }
+            Err(e) => {
+                let status = match &e {
+                    PublishError::PathInUse(_) => StatusCode::MethodNotValidInThisState,
+                    PublishError::NotPublishable(_) => StatusCode::NotFound,
+                    PublishError::Tracks(_) => StatusCode::UnsupportedMediaType,
+                };
+                Err((status, e.to_string()))
+            }
+        }
+    }
+
+    /// RECORD: the set-up tracks' RTP goes into the publication from now on.
+    fn start_recording(&mut self) {
+        let Some(session) = self.conn.session() else {
+            return;
+        };
+        let mut channels = Vec::new();
+        let mut udp = Vec::new();
+        for (track, t) in session.tracks.iter().enumerate() {
+            match t {
+                Some(TrackTransport::Tcp { rtp_channel, .. }) => {
+                    channels.push((*rtp_channel, track))
+                }
+                Some(TrackTransport::Udp { rtp, .. }) => udp.push((*rtp, track)),
+                None => {}
+            }
+        }
+        self.record_channels = channels;
+        if !udp.is_empty() {
+            let (tx, rx) = mpsc::channel(UDP_PUBLISH_QUEUE);
+            let mut map = self
+                .server
+                .udp_publishers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (addr, track) in udp {
+                map.insert(addr, (track, tx.clone()));
+                self.udp_keys.push(addr);
+            }
+            self.udp_in = Some(rx);
+        }
+    }
+
+    /// Ends the publication (TEARDOWN, connection closed).
+    fn stop_recording(&mut self) {
+        if !self.udp_keys.is_empty() {
+            let mut map = self
+                .server
+                .udp_publishers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for addr in self.udp_keys.drain(..) {
+                map.remove(&addr);
+            }
+        }
+        self.udp_in = None;
+        self.record_channels.clear();
+        if self.publication.take().is_some() {
+            tracing::info!(peer = %self.peer, "publisher left");
+        }
+    }
+
+    /// One RTP packet from the publisher for `track`. A packet that is not
+    /// RTP is skipped; `Err` ends the connection when the publication can't
+    /// go on (e.g. replaced by another publisher).
+    fn record_packet(&mut self, track: usize, packet: &[u8]) -> Result<(), String> {
+        let Some(publication) = self.publication.as_mut() else {
+            return Ok(());
+        };
+        let Some((_, pkt)) = crate::codec::parse_rtp(packet) else {
+            return Ok(());
+        };
+        publication
+            .push_rtp(track, pkt, Instant::now())
+            .map_err(|why| format!("publication ended: {why}"))
     }
 
     fn start_playing(&mut self, req: &Request<Vec<u8>>, response: &mut Response<Vec<u8>>) {

@@ -11,12 +11,12 @@ use rtsp_types::headers::{self, Transport, TransportMode, Transports};
 use rtsp_types::{Method, Request, Response, StatusCode, Version};
 
 use crate::auth::Action;
-use crate::bus::TrackSet;
+use crate::bus::{RtpSource, TrackSet};
 use crate::egress::rtsp::sdp;
 
 /// Methods this server answers, for the `Public` header of OPTIONS.
-pub const PUBLIC_METHODS: &str =
-    "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
+pub const PUBLIC_METHODS: &str = "OPTIONS, DESCRIBE, ANNOUNCE, SETUP, PLAY, RECORD, PAUSE, \
+     TEARDOWN, GET_PARAMETER, SET_PARAMETER";
 
 /// What the core knows of a path, as answered by the shell.
 #[derive(Clone, Debug)]
@@ -48,6 +48,8 @@ pub enum TrackTransport {
 pub enum State {
     Ready,
     Playing,
+    /// A publisher's session after RECORD (RFC 2326 §A.1 "Recording").
+    Recording,
 }
 
 /// One RTSP session: set-up tracks of one path.
@@ -63,9 +65,23 @@ pub struct Session {
     last_activity: Instant,
 }
 
+/// A publisher's ANNOUNCE: its path and tracks, in SDP order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Announcement {
+    pub path: String,
+    pub tracks: Vec<RtpSource>,
+}
+
 /// What the shell must do after sending the response.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
+    /// A publisher announced `tracks` for `path` (ANNOUNCE): the shell opens
+    /// the publication, or answers the refusal instead of the core's 200
+    /// and calls [`Conn::announce_failed`].
+    Announce(Box<Announcement>),
+    /// The publisher's media flows from now on (RECORD): RTP of each
+    /// set-up track goes into the publication.
+    Record,
     None,
     /// Start (or resume) sending media of the session. The shell adds
     /// `RTP-Info` to the response before sending it.
@@ -96,6 +112,9 @@ pub struct Ctx<'a> {
 #[derive(Debug)]
 pub struct Conn {
     session: Option<Session>,
+    /// What this connection announced (ANNOUNCE), per track its SDP
+    /// `a=control`.
+    announced: Option<Announced>,
     timeout: Duration,
     /// RTP only inside the connection (RTSPS): UDP transports are refused.
     interleaved_only: bool,
@@ -124,6 +143,7 @@ impl Conn {
     pub fn new(timeout: Duration) -> Self {
         Conn {
             session: None,
+            announced: None,
             timeout,
             interleaved_only: false,
         }
@@ -173,10 +193,17 @@ impl Conn {
     /// `handle` refuses itself (400, 455) without revealing anything.
     pub fn access(&self, req: &Request<Vec<u8>>) -> Option<Access> {
         let action = match req.method() {
+            // A publisher's SETUP (after its ANNOUNCE) sets up what it sends.
+            Method::Setup if self.announced.is_some() => Action::Publish,
             Method::Describe | Method::Setup | Method::Play => Action::Read,
             Method::Announce | Method::Record => Action::Publish,
             _ => return None,
         };
+        if action == Action::Publish {
+            if let Some((path, _)) = req.request_uri().and_then(record_target) {
+                return Some(Access { action, path });
+            }
+        }
         let path = match req.request_uri().and_then(parse_target) {
             Some(t) => t.path,
             None if matches!(req.method(), Method::Play | Method::Record) => {
@@ -222,7 +249,30 @@ impl Conn {
                 out
             }
             Method::Describe => self.describe(req, ctx),
+            Method::Announce => self.announce(req),
+            Method::Setup if self.announced.is_some() => {
+                self.setup_record(req, ctx, session_hdr.is_some())
+            }
             Method::Setup => self.setup(req, ctx, session_hdr.is_some()),
+            Method::Record => match (&mut self.session, session_hdr) {
+                (Some(s), Some(_)) if self.announced.is_some() => {
+                    if s.tracks.iter().all(Option::is_none) {
+                        return reply(StatusCode::MethodNotValidInThisState, "SETUP first");
+                    }
+                    s.state = State::Recording;
+                    let mut out = reply(StatusCode::Ok, "").with_effect(Effect::Record);
+                    add_session(&mut out, s, self.timeout);
+                    out
+                }
+                _ => reply(
+                    StatusCode::MethodNotValidInThisState,
+                    "ANNOUNCE and SETUP first",
+                ),
+            },
+            Method::Play if self.announced.is_some() => reply(
+                StatusCode::MethodNotValidInThisState,
+                "this connection publishes: RECORD, not PLAY",
+            ),
             Method::Play => match (&mut self.session, session_hdr) {
                 (Some(s), Some(_)) => {
                     if let Err(out) = check_path(req, &s.path) {
@@ -258,6 +308,7 @@ impl Conn {
             Method::Teardown => match session_hdr {
                 Some(_) => {
                     self.session = None;
+                    self.announced = None;
                     reply(StatusCode::Ok, "").with_effect(Effect::Teardown)
                 }
                 None => reply(StatusCode::SessionNotFound, "no Session header"),
@@ -275,6 +326,135 @@ impl Conn {
                 out
             }
         }
+    }
+
+    /// The shell could not open the announced publication: the
+    /// connection is back to where it was before ANNOUNCE.
+    pub fn announce_failed(&mut self) {
+        self.announced = None;
+    }
+
+    /// Whether this connection publishes (ANNOUNCE was accepted).
+    pub fn publishing(&self) -> bool {
+        self.announced.is_some()
+    }
+
+    fn announce(&mut self, req: &Request<Vec<u8>>) -> Outcome {
+        let Some(uri) = req.request_uri() else {
+            return reply(StatusCode::BadRequest, "bad request URI");
+        };
+        let Some(target) = parse_target(uri) else {
+            return reply(StatusCode::BadRequest, "bad request URI");
+        };
+        if self.session.is_some() || self.announced.is_some() {
+            return reply(
+                StatusCode::MethodNotValidInThisState,
+                "this connection already has a session",
+            );
+        }
+        let is_sdp = req
+            .header(&headers::CONTENT_TYPE)
+            .is_some_and(|v| v.as_str().trim().eq_ignore_ascii_case("application/sdp"));
+        if !is_sdp {
+            return reply(
+                StatusCode::UnsupportedMediaType,
+                "ANNOUNCE takes application/sdp",
+            );
+        }
+        let (tracks, controls) = match sdp::announced_tracks(req.body()) {
+            Ok(t) => t,
+            Err(why) => return reply(StatusCode::UnsupportedMediaType, &why),
+        };
+        self.announced = Some(Announced {
+            path: target.path.clone(),
+            controls,
+        });
+        reply(StatusCode::Ok, "").with_effect(Effect::Announce(Box::new(Announcement {
+            path: target.path,
+            tracks,
+        })))
+    }
+
+    /// SETUP of a publisher's track (`mode=record`, RFC 2326 §10.11):
+    /// the track is the announced one whose `a=control` the URI ends with.
+    fn setup_record(
+        &mut self,
+        req: &Request<Vec<u8>>,
+        ctx: &mut Ctx<'_>,
+        has_session_hdr: bool,
+    ) -> Outcome {
+        let Some(announced) = &self.announced else {
+            return reply(StatusCode::MethodNotValidInThisState, "ANNOUNCE first");
+        };
+        let Some((path, rest)) = req.request_uri().and_then(record_target) else {
+            return reply(StatusCode::BadRequest, "bad request URI");
+        };
+        if path != announced.path {
+            return reply(StatusCode::NotFound, "not the announced path");
+        }
+        let index =
+            if announced.controls.len() == 1 && rest.is_empty() {
+                0
+            } else {
+                let Some(i) = announced.controls.iter().position(|c| {
+                    !rest.is_empty() && (c == &rest || c.ends_with(&format!("/{rest}")))
+                }) else {
+                    return reply(
+                        StatusCode::NotFound,
+                        "no announced track with this control URL",
+                    );
+                };
+                i
+            };
+        if self.session.is_some() && !has_session_hdr {
+            return reply(
+                StatusCode::AggregateOperationNotAllowed,
+                "this connection already has a session; send its Session header",
+            );
+        }
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.state != State::Ready)
+        {
+            return reply(StatusCode::MethodNotValidInThisState, "already recording");
+        }
+        let transports = match req.typed_header::<Transports>() {
+            Ok(Some(t)) => t,
+            Ok(None) => return reply(StatusCode::BadRequest, "missing Transport header"),
+            Err(_) => return reply(StatusCode::BadRequest, "malformed Transport header"),
+        };
+        let existing = self
+            .session
+            .as_ref()
+            .and_then(|s| s.tracks.iter().flatten().next().copied());
+        let udp_port = (!self.interleaved_only).then_some(ctx.server_rtp_port);
+        let Some((chosen, header)) =
+            choose_transport(&transports, index, existing, ctx.peer, udp_port, true)
+        else {
+            return reply(
+                StatusCode::UnsupportedTransport,
+                "publish with RTP/AVP/TCP;interleaved;mode=record or \
+                 RTP/AVP;unicast;client_port;mode=record",
+            );
+        };
+        let tracks = announced.controls.len();
+        let session = self.session.get_or_insert_with(|| Session {
+            id: (ctx.new_session_id)(),
+            path,
+            generation: 0,
+            state: State::Ready,
+            tracks: vec![None; tracks],
+            last_activity: ctx.now,
+        });
+        if let Some(slot) = session.tracks.get_mut(index) {
+            *slot = Some(chosen);
+        }
+        session.last_activity = ctx.now;
+        let mut out = reply(StatusCode::Ok, "");
+        out.response.insert_header(headers::TRANSPORT, header);
+        add_session(&mut out, session, self.timeout);
+        out
     }
 
     fn describe(&mut self, req: &Request<Vec<u8>>, ctx: &Ctx<'_>) -> Outcome {
@@ -372,7 +552,7 @@ impl Conn {
             // with SETUP on a path we serve.
             return reply(
                 StatusCode::UnsupportedTransport,
-                "mode=record: this path is played here, not published",
+                "mode=record: ANNOUNCE the stream (application/sdp) before SETUP",
             );
         }
         let existing = self
@@ -381,7 +561,7 @@ impl Conn {
             .and_then(|s| s.tracks.iter().flatten().next().copied());
         let udp_port = (!self.interleaved_only).then_some(ctx.server_rtp_port);
         let Some((chosen, header)) =
-            choose_transport(&transports, index, existing, ctx.peer, udp_port)
+            choose_transport(&transports, index, existing, ctx.peer, udp_port, false)
         else {
             return reply(
                 StatusCode::UnsupportedTransport,
@@ -559,6 +739,26 @@ fn check_path(req: &Request<Vec<u8>>, path: &str) -> Result<(), Outcome> {
     }
 }
 
+/// `rtsp://host[:port]/<path>[/<control>...]` of a publisher's request:
+/// the path and what follows it (the announced `a=control`, e.g.
+/// `streamid=0` of ffmpeg, `stream=0` of GStreamer), query left out.
+pub fn record_target(uri: &url::Url) -> Option<(String, String)> {
+    let trimmed = uri.path().trim_start_matches('/');
+    let (path, rest) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+    if !crate::config::valid_path_name(path) {
+        return None;
+    }
+    Some((path.to_owned(), rest.trim_end_matches('/').to_owned()))
+}
+
+/// A publisher's announcement, kept for its SETUPs.
+#[derive(Debug)]
+struct Announced {
+    path: String,
+    /// Per track, its `a=control` as announced.
+    controls: Vec<String>,
+}
+
 /// Picks the first transport the client offers that we support. `existing`
 /// is a track already set up in this session: all tracks use one lower
 /// transport. `server_rtp_port`: where UDP readers' RTP comes from, `None`
@@ -570,12 +770,22 @@ fn choose_transport(
     existing: Option<TrackTransport>,
     peer: IpAddr,
     server_rtp_port: Option<u16>,
+    record: bool,
 ) -> Option<(TrackTransport, String)> {
+    // No mode is PLAY (RFC 2326 §12.39); a publisher must say RECORD.
+    let wanted = |modes: &[TransportMode]| {
+        if record {
+            modes.contains(&TransportMode::Record)
+        } else {
+            modes.iter().all(|m| *m == TransportMode::Play)
+        }
+    };
+    let mode = if record { ";mode=record" } else { "" };
     for t in offered.iter() {
         let Transport::Rtp(rtp) = t else { continue };
         if rtp.profile != headers::transport::RtpProfile::Avp
             || rtp.params.multicast
-            || rtp.params.mode.iter().any(|m| *m != TransportMode::Play)
+            || !wanted(&rtp.params.mode)
         {
             continue;
         }
@@ -596,7 +806,8 @@ fn choose_transport(
                     (base, base.wrapping_add(1))
                 }
             };
-            let header = format!("RTP/AVP/TCP;unicast;interleaved={rtp_channel}-{rtcp_channel}");
+            let header =
+                format!("RTP/AVP/TCP;unicast;interleaved={rtp_channel}-{rtcp_channel}{mode}");
             return Some((
                 TrackTransport::Tcp {
                     rtp_channel,
@@ -615,9 +826,9 @@ fn choose_transport(
             continue;
         }
         let header = format!(
-            "RTP/AVP;unicast;client_port={rtp_port}-{rtcp_port};server_port={}-{}",
+            "RTP/AVP;unicast;client_port={rtp_port}-{rtcp_port};server_port={}-{}{mode}",
             server_rtp_port,
-            server_rtp_port + 1
+            server_rtp_port.saturating_add(1)
         );
         return Some((
             TrackTransport::Udp {
@@ -849,6 +1060,118 @@ mod tests {
         );
     }
 
+    /// ffmpeg's ANNOUNCE (`-f rtsp`), trimmed: H.264 and AAC.
+    const FFMPEG_ANNOUNCE: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=No Name\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+        m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
+        a=fmtp:96 packetization-mode=1; sprop-parameter-sets=Z0LAHtkDxWhAAAADAEAAAAwDxYuS,aMuMsg==; profile-level-id=42C01E\r\n\
+        a=control:streamid=0\r\n\
+        m=audio 0 RTP/AVP 97\r\na=rtpmap:97 MPEG4-GENERIC/44100/2\r\n\
+        a=fmtp:97 profile-level-id=1;mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3; config=121056E500\r\n\
+        a=control:streamid=1\r\n";
+
+    fn announce(h: &mut Harness, body: &str) -> (u16, Effect) {
+        let req = Request::builder(Method::Announce, Version::V1_0)
+            .request_uri(url::Url::parse("rtsp://h/pub").expect("url"))
+            .header(headers::CSEQ, "1")
+            .header(headers::CONTENT_TYPE, "application/sdp")
+            .build(body.as_bytes().to_vec());
+        let mut new_id = || "pubsess".to_owned();
+        let paths = paths();
+        let mut ctx = Ctx {
+            now: Instant::now(),
+            paths: &paths,
+            peer: IpAddr::from([127, 0, 0, 1]),
+            local: IpAddr::from([127, 0, 0, 1]),
+            server_rtp_port: 8000,
+            new_session_id: &mut new_id,
+        };
+        let out = h.conn.handle(&req, &mut ctx);
+        (out.response.status().into(), out.effect)
+    }
+
+    #[test]
+    fn a_publisher_announces_sets_up_and_records() {
+        let mut h = Harness::new();
+        let (code, effect) = announce(&mut h, FFMPEG_ANNOUNCE);
+        assert_eq!(code, 200);
+        let Effect::Announce(a) = effect else {
+            panic!("ANNOUNCE must ask the shell to open the publication: {effect:?}");
+        };
+        let Announcement { path, tracks } = *a;
+        assert_eq!(path, "pub");
+        let names: Vec<&str> = tracks.iter().map(|t| t.encoding_name.as_str()).collect();
+        assert_eq!(names, ["H264", "MPEG4-GENERIC"]);
+        assert_eq!(tracks[1].channels, Some(2));
+        // The SDP's parameter sets describe the video track at once.
+        assert!(tracks[0].format().track().is_some());
+        // Only publishers may SETUP, and they are asked as publishers.
+        let setup = |ch: &str, ctl: &str, cseq: u32| {
+            format!("SETUP rtsp://h/pub/{ctl} RTSP/1.0\nCSeq: {cseq}\nTransport: RTP/AVP/TCP;unicast;interleaved={ch};mode=record\n")
+        };
+        let req = parse(&setup("0-1", "streamid=0", 2));
+        assert_eq!(h.conn.access(&req).map(|a| a.action), Some(Action::Publish));
+        let (code, _, r) = h.send(&setup("0-1", "streamid=0", 2));
+        assert_eq!(code, 200);
+        assert_eq!(
+            header(&r, &headers::TRANSPORT),
+            "RTP/AVP/TCP;unicast;interleaved=0-1;mode=record"
+        );
+        let id = h.conn.session().expect("session").id.clone();
+        // A control that was not announced.
+        let (code, _, _) = h.send(&format!("{}Session: {id}\n", setup("4-5", "streamid=7", 3)));
+        assert_eq!(code, 404);
+        let (code, _, _) = h.send(&format!("{}Session: {id}\n", setup("2-3", "streamid=1", 4)));
+        assert_eq!(code, 200);
+        // A publisher doesn't PLAY.
+        let (code, _, _) = h.send(&format!(
+            "PLAY rtsp://h/pub RTSP/1.0\nCSeq: 5\nSession: {id}\n"
+        ));
+        assert_eq!(code, 455);
+        let (code, effect, _) = h.send(&format!(
+            "RECORD rtsp://h/pub RTSP/1.0\nCSeq: 6\nSession: {id}\n"
+        ));
+        assert_eq!((code, effect), (200, Effect::Record));
+        let s = h.conn.session().expect("session");
+        assert_eq!(s.state, State::Recording);
+        assert_eq!(
+            s.tracks,
+            [
+                Some(TrackTransport::Tcp {
+                    rtp_channel: 0,
+                    rtcp_channel: 1
+                }),
+                Some(TrackTransport::Tcp {
+                    rtp_channel: 2,
+                    rtcp_channel: 3
+                }),
+            ]
+        );
+        let (code, effect, _) = h.send(&format!(
+            "TEARDOWN rtsp://h/pub RTSP/1.0\nCSeq: 7\nSession: {id}\n"
+        ));
+        assert_eq!((code, effect), (200, Effect::Teardown));
+        assert!(!h.conn.publishing());
+    }
+
+    #[test]
+    fn announce_refuses_what_it_cannot_carry() {
+        let mut h = Harness::new();
+        let vp8 = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n";
+        assert_eq!(announce(&mut h, vp8).0, 415);
+        assert_eq!(announce(&mut h, "not sdp").0, 415);
+        assert!(!h.conn.publishing());
+        // UDP: the server's port pair is where RTP goes.
+        assert_eq!(announce(&mut h, FFMPEG_ANNOUNCE).0, 200);
+        let (code, _, r) = h.send(
+            "SETUP rtsp://h/pub/streamid=0 RTSP/1.0\nCSeq: 2\nTransport: RTP/AVP/UDP;unicast;client_port=5000-5001;mode=record\n",
+        );
+        assert_eq!(code, 200);
+        assert_eq!(
+            header(&r, &headers::TRANSPORT),
+            "RTP/AVP;unicast;client_port=5000-5001;server_port=8000-8001;mode=record"
+        );
+    }
+
     #[test]
     fn error_statuses() {
         let mut h = Harness::new();
@@ -888,8 +1211,10 @@ mod tests {
         // Missing CSeq: 400 and the connection closes.
         let (code, effect, _) = h.send("OPTIONS rtsp://h/cam RTSP/1.0\n");
         assert_eq!((code, effect), (400, Effect::Close));
+        // RECORD without ANNOUNCE and SETUP.
+        assert_eq!(h.send("RECORD rtsp://h/cam RTSP/1.0\nCSeq: 8\n").0, 455);
         // A method we don't serve.
-        assert_eq!(h.send("RECORD rtsp://h/cam RTSP/1.0\nCSeq: 8\n").0, 501);
+        assert_eq!(h.send("REDIRECT rtsp://h/cam RTSP/1.0\nCSeq: 8\n").0, 501);
         // Teardown without a session.
         assert_eq!(h.send("TEARDOWN rtsp://h/cam RTSP/1.0\nCSeq: 9\n").0, 454);
     }
