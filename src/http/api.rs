@@ -76,6 +76,7 @@ pub fn routes(settings: ApiSettings) -> Router<AppState> {
                 .route("/api/v1/streams/{name}", get(super::get_stream))
                 .route_layer(auth::require(Need::ReadOrApi)),
         )
+        .merge(super::recordings::api_routes())
         .layer(axum::middleware::from_fn_with_state(settings, guard))
 }
 

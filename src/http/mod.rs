@@ -6,6 +6,7 @@ pub mod auth;
 pub mod hls;
 pub mod metrics;
 pub mod mjpeg;
+pub mod recordings;
 pub mod serve;
 pub mod web;
 pub mod whep;
@@ -75,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::routes())
         .merge(hls::routes(&state))
         .merge(mjpeg::routes())
+        .merge(recordings::routes())
         .merge(whep::routes())
         .layer(axum::Extension(authenticator))
         .with_state(state)
