@@ -255,7 +255,7 @@ fn recording_plays_back_across_segments_without_a_jump() {
     // Chromium seeks to the middle and plays from there, with Range.
     let run = run_browser_script(
         "playback_seek.mjs",
-        &[gw.http_url(&url)],
+        &[gw.http_url(&url), "--viewer".into(), gw.http_url("/cam/")],
         Duration::from_secs(60),
     );
     eprintln!("chromium: {}", run.json);
@@ -266,6 +266,12 @@ fn recording_plays_back_across_segments_without_a_jump() {
             .iter()
             .any(|r| r["range"].is_string() && r["status"] == 206),
         "the browser read with Range: {ranges:?}"
+    );
+    // The viewer page's timeline lists the files and plays one on a click.
+    assert!(
+        run.json["viewer"]["segments"].as_u64() >= Some(4),
+        "{}",
+        run.json
     );
 }
 

@@ -1,7 +1,7 @@
 // Plays a recording's playback URL in a <video> of headless Chromium, seeks
 // to the middle and checks that it plays from there; prints one line of JSON.
 //
-//   node tests/browser/playback_seek.mjs URL [--timeout S]
+//   node tests/browser/playback_seek.mjs URL [--viewer PAGE] [--timeout S]
 //
 // URL is http://127.0.0.1:PORT/<path>/playback?start=...&duration=...
 // The page is the URL's origin (the gateway's index page: about:blank can't
@@ -9,8 +9,11 @@
 // MP4 itself, with Range requests as it needs them.
 // Output: { ok, duration, seekTo, seekedAt, framesBeforeSeek, framesAfter,
 //   currentTimeAfter, ranges: [{ range, status, contentRange }], error? }
-// Exit status 0 when the seek landed and frames advanced after it, 1
-// otherwise, 2 on bad usage.
+// With --viewer (the path's viewer page, http://127.0.0.1:PORT/<path>/), it
+// then opens the page, clicks the first file of its recordings timeline and
+// reports viewer: { segments, frames } (frames the playback <video> decoded).
+// Exit status 0 when the seek landed and frames advanced after it (and the
+// timeline's video played, with --viewer), 1 otherwise, 2 on bad usage.
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,9 +22,11 @@ import { chromium } from 'playwright-core';
 
 const args = process.argv.slice(2);
 let url = null;
+let viewer = null;
 let timeout = 40;
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--timeout') timeout = Number(args[++i]);
+  else if (args[i] === '--viewer') viewer = args[++i];
   else if (url === null) url = args[i];
   else { console.error(`unexpected argument ${args[i]}`); process.exit(2); }
 }
@@ -85,6 +90,19 @@ try {
   result.ok = Math.abs(seen.seekedAt - seen.seekTo) < 2
     && seen.framesAfter > seen.framesAtSeek + 25
     && seen.currentTimeAfter > seen.seekTo + 1;
+  if (viewer) {
+    await tab.goto(viewer);
+    await tab.waitForSelector('#recordings .segment', { timeout: 15000 });
+    const segments = await tab.locator('#recordings .segment').count();
+    await tab.locator('#recordings .segment').first().click();
+    await tab.waitForFunction(() => {
+      const v = document.querySelector('#recordings video');
+      return v && v.getVideoPlaybackQuality().totalVideoFrames > 25;
+    }, null, { timeout: 15000 });
+    const frames = await tab.evaluate(() =>
+      document.querySelector('#recordings video').getVideoPlaybackQuality().totalVideoFrames);
+    result.viewer = { segments, frames };
+  }
 } catch (e) {
   result.error = String(e && e.message || e);
 } finally {

@@ -672,4 +672,66 @@ mod tests {
         assert!(other.exists(), "a file that is no recording stays");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// A write error (here: a file where the recording directory should
+    /// be) stops the path's recording with the reason; when writing works
+    /// again (the file is gone) recording resumes by itself.
+    #[tokio::test]
+    async fn a_write_error_stops_recording_until_writing_works_again() {
+        use crate::cmaf::testutil::{frame, h264_fixture, h264_track, synthetic_au};
+        let base = std::env::temp_dir().join(format!("rtspgate-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let blocker = base.join("rec");
+        std::fs::write(&blocker, b"not a directory").unwrap();
+        let mut config = RecordConfig::default();
+        config.defaults.enabled = true;
+        config.defaults.template =
+            Template::parse(&format!("{}/%path/%Y-%m-%d_%H-%M-%S-%f", blocker.display())).unwrap();
+        let registry = Registry::new();
+        let stream = Stream::new("cam", "test");
+        stream.set_tracks(vec![h264_track(&h264_fixture())]);
+        registry.insert(stream.clone());
+        let r = Recordings::start(registry.clone(), config);
+        let feeder = tokio::spawn(async move {
+            for i in 0u32.. {
+                let key = i.is_multiple_of(25);
+                let f = frame(0, i64::from(i) * 3600, key, synthetic_au(key, 200, 1));
+                stream.publish(f, key);
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        });
+        let wait = |want: fn(&RecorderStatus) -> bool, secs: u64| {
+            let r = r.clone();
+            async move {
+                for _ in 0..secs * 10 {
+                    if r.status("cam").is_some_and(|s| want(&s)) {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                false
+            }
+        };
+        assert!(
+            wait(|s| s.error.is_some() && !s.recording, 5).await,
+            "{:?}",
+            r.status("cam")
+        );
+        let why = r.status("cam").and_then(|s| s.error).unwrap_or_default();
+        assert!(why.contains("cannot write"), "{why}");
+        std::fs::remove_file(&blocker).unwrap();
+        assert!(
+            wait(
+                |s| s.recording && s.error.is_none(),
+                RETRY_EVERY.as_secs() + 5
+            )
+            .await,
+            "{:?}",
+            r.status("cam")
+        );
+        feeder.abort();
+        assert_eq!(r.files("cam").len(), 1, "recording resumed into a new file");
+        let _ = std::fs::remove_dir_all(&base);
+    }
 }
