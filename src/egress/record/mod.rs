@@ -211,7 +211,11 @@ impl Recordings {
     pub fn files(&self, name: &str) -> Vec<(PathBuf, jiff::Timestamp)> {
         let config = self.config();
         let mut templates: Vec<&Template> = vec![&config.for_path(name).template];
-        templates.extend(config.templates());
+        for t in config.templates() {
+            if !templates.contains(&t) {
+                templates.push(t);
+            }
+        }
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
         for t in templates {
