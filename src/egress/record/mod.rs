@@ -159,11 +159,9 @@ impl Recordings {
             let task = tokio::spawn(record(name.clone(), settings.clone(), bus, status.clone()));
             tracing::info!(
                 path = name,
-                "recording to {}",
-                settings
-                    .template
-                    .render(&name, jiff::Timestamp::now())
-                    .display()
+                "recording under {} (a file every {:?}, from the next keyframe)",
+                settings.template.root(&name).0.display(),
+                settings.segment_duration
             );
             running.insert(
                 name,
