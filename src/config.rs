@@ -9,6 +9,7 @@ use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 pub mod auth;
+pub mod record;
 pub mod rendition;
 pub use auth::{Action, AuthMethod, AuthSettings};
 
@@ -141,6 +142,12 @@ pub struct FileConfig {
     /// Publishers may publish to paths not configured (RTSP ANNOUNCE,
     /// WHIP); default false.
     pub allow_unconfigured_publish: Option<bool>,
+    // Recording (see `record`): every path, unless its table says otherwise.
+    pub record: Option<bool>,
+    pub record_path: Option<String>,
+    pub record_segment_duration: Option<record::FileDuration>,
+    pub record_part_duration: Option<record::FileDuration>,
+    pub record_delete_after: Option<record::FileDuration>,
     #[serde(default)]
     pub paths: BTreeMap<String, FilePath>,
 }
@@ -177,6 +184,38 @@ pub struct FilePath {
     /// With `source = "publisher"`: a second publisher replaces the first
     /// (which is disconnected) instead of being refused.
     pub override_publisher: Option<bool>,
+    // Recording (see `record`): this path, over the top-level keys.
+    pub record: Option<bool>,
+    pub record_path: Option<String>,
+    pub record_segment_duration: Option<record::FileDuration>,
+    pub record_part_duration: Option<record::FileDuration>,
+    pub record_delete_after: Option<record::FileDuration>,
+}
+
+impl FileConfig {
+    /// The top-level `record*` keys.
+    fn record_keys(&self) -> record::FileRecord {
+        record::FileRecord {
+            record: self.record,
+            record_path: self.record_path.clone(),
+            record_segment_duration: self.record_segment_duration.clone(),
+            record_part_duration: self.record_part_duration.clone(),
+            record_delete_after: self.record_delete_after.clone(),
+        }
+    }
+}
+
+impl FilePath {
+    /// This path's `record*` keys.
+    fn record_keys(&self) -> record::FileRecord {
+        record::FileRecord {
+            record: self.record,
+            record_path: self.record_path.clone(),
+            record_segment_duration: self.record_segment_duration.clone(),
+            record_part_duration: self.record_part_duration.clone(),
+            record_delete_after: self.record_delete_after.clone(),
+        }
+    }
 }
 
 /// A validated source.
@@ -337,6 +376,8 @@ pub struct Config {
     /// `max_connections_per_ip` (default 0 = no cap): connections at once
     /// from one address (IPv6: one /64) on each listener.
     pub max_connections_per_ip: usize,
+    /// Recording (`record*` keys, top level and per path).
+    pub record: record::RecordConfig,
 }
 
 impl Default for Config {
@@ -362,6 +403,7 @@ impl Default for Config {
             api_allowed_hosts: Vec::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: 0,
+            record: record::RecordConfig::default(),
         }
     }
 }
@@ -773,6 +815,15 @@ impl Config {
         }
         let default_transport = cli.transport.or(file.transport).unwrap_or_default();
         cfg.publish.allow_unconfigured = file.allow_unconfigured_publish.unwrap_or(false);
+        let path_record: Vec<(String, record::FileRecord)> = file
+            .paths
+            .iter()
+            .map(|(n, p)| (n.clone(), p.record_keys()))
+            .collect();
+        cfg.record = record::RecordConfig::from_file(
+            &file.record_keys(),
+            path_record.iter().map(|(n, r)| (n, r)),
+        )?;
 
         for (name, p) in file.paths {
             let key = format!("paths.{name}");

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod bus;
+pub mod cmaf;
 pub mod codec;
 pub mod config;
 pub mod egress;
@@ -97,6 +98,8 @@ pub struct Gateway {
     pub registry: Arc<Registry>,
     /// The LL-HLS muxers.
     pub hls: Arc<HlsManager>,
+    /// The recorders (`record = true` paths) and the recordings on disk.
+    pub recordings: Arc<egress::record::Recordings>,
     pub paths: Arc<paths::PathManager>,
     /// Plain RTSP; port 0 when it is off (`rtsp_port = 0` with TLS on).
     pub rtsp_addr: SocketAddr,
@@ -277,6 +280,8 @@ impl Gateway {
         // `/metrics` reads every listener's connection counts.
         let http_cap = cap(limits::Listener::Http);
         let app = app.layer(axum::Extension(Arc::new(limiters)));
+        let recordings = egress::record::Recordings::start(registry.clone(), config.record.clone());
+        let app = app.layer(axum::Extension(recordings.clone()));
         tasks.push(tokio::spawn(http::serve::serve(
             http_listener,
             app,
@@ -286,6 +291,7 @@ impl Gateway {
         Ok(Gateway {
             registry,
             hls,
+            recordings,
             paths,
             rtsp_addr,
             rtsps_addr,
@@ -309,6 +315,7 @@ impl Gateway {
         let config = Config::from_cli(cli)?;
         self.auth.reload(config.auth.clone());
         self.publish.set_config(config.publish.clone());
+        self.recordings.set_config(config.record.clone());
         if let Some(tls) = &self.tls {
             if let Err(e) = tls.reload() {
                 tracing::error!("TLS certificate not reloaded, the previous one stays in use: {e}");

@@ -1,6 +1,6 @@
 //! The import arrows of docs/ARCHITECTURE.md, checked on the source tree:
-//! `codec` and `config` import nothing of ours, `bus` only `codec` and `config`, `transcode` only those three, `ingest`
-//! no egress, and no egress imports another egress or `ingest`. `config` is
+//! `codec` and `config` import nothing of ours, `bus` only `codec` and `config`, `transcode` only those three, `cmaf`
+//! only `bus` and `codec`, `ingest` no egress, and no egress imports another egress or `ingest`. `config` is
 //! the settings leaf that sources and egresses read their settings from.
 
 use std::fs;
@@ -172,6 +172,17 @@ fn transcode_reads_and_writes_the_bus_only() {
 }
 
 #[test]
+fn cmaf_sits_between_bus_and_egress() {
+    // The fMP4 writer and segmenter shared by LL-HLS and recording.
+    let bad = violations("cmaf", |p| matches!(p, "cmaf" | "bus" | "codec"));
+    assert!(
+        bad.is_empty(),
+        "cmaf may import bus and codec only:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
 fn ingest_imports_no_egress_and_no_front_door() {
     let bad = violations("ingest", |p| {
         matches!(p, "ingest" | "bus" | "codec" | "config")
@@ -185,7 +196,7 @@ fn ingest_imports_no_egress_and_no_front_door() {
 
 #[test]
 fn no_egress_imports_another_or_ingest() {
-    const EGRESSES: [&str; 3] = ["rtsp", "webrtc", "hls"];
+    const EGRESSES: [&str; 4] = ["rtsp", "webrtc", "hls", "record"];
     for egress in EGRESSES {
         let bad = violations(&format!("egress/{egress}"), |p| {
             match p.strip_prefix("egress::") {
@@ -194,13 +205,13 @@ fn no_egress_imports_another_or_ingest() {
                 Some(other) => other == egress || !EGRESSES.contains(&other),
                 None => matches!(
                     p,
-                    "bus" | "codec" | "config" | "auth" | "tls" | "limits" | "egress"
+                    "bus" | "codec" | "cmaf" | "config" | "auth" | "tls" | "limits" | "egress"
                 ),
             }
         });
         assert!(
             bad.is_empty(),
-            "egress/{egress} may import bus, codec, config, auth, tls, limits and shared egress parts only:\n{}",
+            "egress/{egress} may import bus, codec, cmaf, config, auth, tls, limits and shared egress parts only:\n{}",
             bad.join("\n")
         );
     }

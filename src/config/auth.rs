@@ -33,7 +33,7 @@ pub enum Action {
     Api,
     /// `/metrics`.
     Metrics,
-    /// Recordings (not served yet; accepted so configs carry over).
+    /// Recordings: `/<path>/playback` and the recording lists.
     Playback,
 }
 

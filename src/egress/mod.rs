@@ -7,6 +7,7 @@
 
 pub mod gso;
 pub mod hls;
+pub mod record;
 pub mod rtsp;
 pub mod webrtc;
 

@@ -1,6 +1,7 @@
 //! REST API for operators: streams (`/api/v1/streams`), configured paths
 //! (add, change, remove at run time, persisted to the config file), reader
-//! sessions (list, kick) and WebRTC sessions (`/api/v1/webrtc/sessions`).
+//! sessions (list, kick), WebRTC sessions (`/api/v1/webrtc/sessions`) and
+//! recordings (`/api/v1/recordings`, handlers in [`super::recordings`]).
 //! Bodies are JSON; errors are `{"error": "..."}` in plain words naming the
 //! field.
 //!
@@ -76,6 +77,7 @@ pub fn routes(settings: ApiSettings) -> Router<AppState> {
                 .route("/api/v1/streams/{name}", get(super::get_stream))
                 .route_layer(auth::require(Need::ReadOrApi)),
         )
+        .merge(super::recordings::api_routes())
         .layer(axum::middleware::from_fn_with_state(settings, guard))
 }
 

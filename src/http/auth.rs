@@ -11,6 +11,8 @@
 //! | `/{path}/` (viewer page), `/{path}/mjpeg` (MJPEG) | `read` on `{path}` (HTTP) |
 //! | `/{path}/whep`, `/{path}/whep/{id}` | `read` on `{path}` (WebRTC) |
 //! | `/{path}/{file}` (LL-HLS) | `read` on `{path}` (HLS) |
+//! | `/{path}/playback` (recordings) | `playback` on `{path}` |
+//! | `/api/v1/recordings`, `/api/v1/recordings/{name}` | `playback` on every path / on `{name}`, or `api` |
 //! | `/`, `/web/*`, `/static/*`, `/{path}` (redirect) | nothing: static files with no stream data |
 //!
 //! Credentials: `Authorization: Basic` (RFC 7617) or `Bearer` (RFC 6750),
@@ -49,6 +51,11 @@ pub enum Need {
     /// `read` on the route's `{name}` parameter, or else `api`: one
     /// stream's status, which a viewer's page shows.
     ReadOrApi,
+    /// `playback` on the route's `{path}` parameter (recordings).
+    Playback,
+    /// `playback` on the route's `{name}` parameter (or on every path
+    /// when the route has none), or else `api`: recording lists.
+    PlaybackOrApi,
 }
 
 /// Who the layer let through: `Some(user)` when credentials were checked,
@@ -147,7 +154,8 @@ async fn guard(need: Need, mut req: Request, next: Next) -> Response {
     };
     let wanted = match need {
         Need::Read(_) => Some("path"),
-        Need::ReadOrApi => Some("name"),
+        Need::ReadOrApi | Need::PlaybackOrApi => Some("name"),
+        Need::Playback => Some("path"),
         Need::Api | Need::Metrics => None,
     };
     let path = match wanted {
@@ -166,12 +174,14 @@ async fn guard(need: Need, mut req: Request, next: Next) -> Response {
         Need::Metrics => (Protocol::Http, None, &[Action::Metrics]),
         Need::Read(p) => (p, path, &[Action::Read]),
         Need::ReadOrApi => (Protocol::Http, path, &[Action::Read, Action::Api]),
+        Need::Playback => (Protocol::Http, path, &[Action::Playback]),
+        Need::PlaybackOrApi => (Protocol::Http, path, &[Action::Playback, Action::Api]),
     };
     let method = req.method().as_str().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let mut decision = Decision::Deny;
     for &action in actions {
-        let path = if action == Action::Read {
+        let path = if matches!(action, Action::Read | Action::Playback) {
             path.as_deref()
         } else {
             None

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod hls;
 pub mod metrics;
 pub mod mjpeg;
+pub mod recordings;
 pub mod serve;
 pub mod snapshot;
 pub mod web;
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .merge(hls::routes(&state))
         .merge(mjpeg::routes())
         .merge(snapshot::routes())
+        .merge(recordings::routes())
         .merge(whep::routes())
         .layer(axum::Extension(authenticator))
         .with_state(state)

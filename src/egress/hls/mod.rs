@@ -12,15 +12,17 @@
 //! [`manager`] is the tokio shell: one muxer per stream, fed from the bus,
 //! started on demand and woken waiters; `crate::http::hls` serves it.
 
-pub mod fmp4;
 pub mod manager;
 pub mod playlist;
-pub mod segmenter;
 
 #[cfg(test)]
 mod tests;
+
 #[cfg(any(test, feature = "fuzzing"))]
-pub(crate) mod testutil;
+pub(crate) use crate::cmaf::testutil;
+/// The fMP4 writer and CMAF segmenter live in `crate::cmaf`, shared with
+/// recording; their old paths under `egress::hls` stay valid.
+pub use crate::cmaf::{fmp4, segmenter};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;

@@ -436,7 +436,7 @@ pub fn fragment(sequence_number: u32, runs: &[TrackRun<'_>]) -> Result<Bytes, Fm
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::egress::hls::testutil;
+    use crate::cmaf::testutil;
     use mp4_atom::{Any, Decode};
 
     fn decode_all(mut data: &[u8]) -> Vec<Any> {

@@ -1,11 +1,11 @@
 //! Test fixtures: real encoder output split into access units, and
 //! synthetic frame builders.
 //!
-//! `testdata/h264_640x360_25fps.h264` was made with
+//! `src/egress/hls/testdata/h264_640x360_25fps.h264` was made with
 //! `gst-launch-1.0 videotestsrc num-buffers=50 ! video/x-raw,format=I420,width=640,height=360,framerate=25/1
 //!  ! x264enc key-int-max=25 bframes=0 bitrate=300 speed-preset=veryfast
 //!  ! video/x-h264,stream-format=byte-stream,profile=high ! filesink`,
-//! and `testdata/h265_320x180_25fps.h265` likewise with `x265enc key-int-max=5`
+//! and `src/egress/hls/testdata/h265_320x180_25fps.h265` likewise with `x265enc key-int-max=5`
 //! (10 frames, 320x180, Main).
 //!
 //! Also built (with the `fuzzing` feature) for the fuzz targets' fixtures,
@@ -107,11 +107,17 @@ fn read_fixture(data: &[u8], hevc: bool) -> VideoFixture {
 }
 
 pub fn h264_fixture() -> VideoFixture {
-    read_fixture(include_bytes!("testdata/h264_640x360_25fps.h264"), false)
+    read_fixture(
+        include_bytes!("../egress/hls/testdata/h264_640x360_25fps.h264"),
+        false,
+    )
 }
 
 pub fn h265_fixture() -> VideoFixture {
-    read_fixture(include_bytes!("testdata/h265_320x180_25fps.h265"), true)
+    read_fixture(
+        include_bytes!("../egress/hls/testdata/h265_320x180_25fps.h265"),
+        true,
+    )
 }
 
 /// The fixture's track; dimensions and frame rate come from its SPS.
