@@ -210,9 +210,11 @@ impl Gateway {
             addr: rtp_addr,
             source,
         })?;
-        // RTSP publish (ANNOUNCE/RECORD) feeds ingest's publisher; the
-        // server knows only the bus's sink trait.
-        server.set_publish_sink(Arc::new(ingest::push::PushSink::new(registry.clone())));
+        // RTSP publish (ANNOUNCE/RECORD) and WHIP feed ingest's publisher
+        // through one sink; the servers know only the bus's sink trait.
+        let publish_sink: Arc<dyn bus::PublishSink> =
+            Arc::new(ingest::push::PushSink::new(registry.clone()));
+        server.set_publish_sink(publish_sink.clone());
         if let Some((listener, acceptor)) = rtsps {
             tasks.push(tokio::spawn(server.clone().run_tls(
                 listener,
@@ -238,6 +240,7 @@ impl Gateway {
             addr: e.addr,
             source: e.source,
         })?;
+        webrtc.set_publish_sink(publish_sink);
         let webrtc_addr = webrtc.local_addr();
 
         let http_addr = SocketAddr::new(config.listen, config.http_port);

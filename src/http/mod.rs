@@ -1,5 +1,5 @@
 //! The HTTP server (axum): REST API, `/metrics`, the viewer page, LL-HLS
-//! ([`hls`]), WHEP ([`whep`]) and MJPEG over HTTP ([`mjpeg`]).
+//! ([`hls`]), WHEP ([`whep`]), WHIP ([`whip`]) and MJPEG over HTTP ([`mjpeg`]).
 
 pub mod api;
 pub mod auth;
@@ -9,6 +9,7 @@ pub mod mjpeg;
 pub mod serve;
 pub mod web;
 pub mod whep;
+pub mod whip;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(hls::routes(&state))
         .merge(mjpeg::routes())
         .merge(whep::routes())
+        .merge(whip::routes())
         .layer(axum::Extension(authenticator))
         .with_state(state)
 }
