@@ -670,6 +670,93 @@ mod tests {
         crate::codec::tests::hex(crate::codec::tests::H264_PPS)
     }
 
+    /// A sink that records what was opened.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, Vec<SourceTrack>)>>);
+
+    struct Nothing;
+    impl Publication for Nothing {
+        fn push(&mut self, _: SourceFrame, _: Instant) -> Result<(), String> {
+            Ok(())
+        }
+        fn set_parameters(&mut self, _: usize, _: Track, _: Instant) {}
+    }
+
+    impl PublishSink for Recorder {
+        fn open(
+            &self,
+            path: &str,
+            tracks: Vec<SourceTrack>,
+            _: Instant,
+        ) -> Result<Box<dyn Publication>, PublishError> {
+            self.0.lock().unwrap().push((path.to_owned(), tracks));
+            Ok(Box::new(Nothing))
+        }
+    }
+
+    fn publish(
+        offer: &str,
+        sink: &Recorder,
+    ) -> Result<(PublishSession, String), PublishSessionError> {
+        let summary = super::super::offer::parse_offer(offer).unwrap();
+        PublishSession::new(PublishParams {
+            id: 1,
+            path: "live".into(),
+            offer,
+            summary: &summary,
+            candidates: vec![Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap()],
+            dtls_cert: None,
+            sink,
+            now: Instant::now(),
+        })
+    }
+
+    #[test]
+    fn a_browser_offer_opens_video_first_then_opus() {
+        let sink = Recorder::default();
+        // The microphone's section first, as Chromium offers getUserMedia's
+        // tracks (audio, then video).
+        let offer = include_str!("testdata/chrome_whip_offer.sdp");
+        let (video_at, audio_at) = (
+            offer.find("m=video").unwrap(),
+            offer.find("m=audio").unwrap(),
+        );
+        assert!(video_at < audio_at);
+        let offer = format!(
+            "{}{}{}",
+            &offer[..video_at].replace("BUNDLE 0 1", "BUNDLE 1 0"),
+            &offer[audio_at..],
+            &offer[video_at..audio_at]
+        );
+        let (session, answer) = publish(&offer, &sink).expect("H.264 and Opus offered");
+        assert!(answer.contains("a=recvonly"), "{answer}");
+        let opened = sink.0.lock().unwrap();
+        assert_eq!(opened.len(), 1);
+        let (path, tracks) = &opened[0];
+        assert_eq!(path, "live");
+        assert_eq!(tracks.len(), 2);
+        assert_eq!(tracks[0].kind, MediaKind::Video);
+        assert!(tracks[0].track.is_none(), "parameter sets come in band");
+        assert_eq!(
+            tracks[1].track.as_ref().map(|t| &t.codec),
+            Some(&Codec::Opus { channels: 2 })
+        );
+        let detail = session.handle().snapshot();
+        assert_eq!(detail.video_codec.as_deref(), Some("h264"));
+        assert!(session.handle().publisher);
+    }
+
+    #[test]
+    fn an_offer_without_h264_or_opus_opens_nothing() {
+        let sink = Recorder::default();
+        let offer = include_str!("testdata/chrome_whip_offer_vp8_pcmu.sdp");
+        assert!(matches!(
+            publish(offer, &sink),
+            Err(PublishSessionError::NothingUsable(_))
+        ));
+        assert!(sink.0.lock().unwrap().is_empty());
+    }
+
     #[test]
     fn annexb_access_units_become_length_prefixed() {
         let (sps, pps) = (sps(), pps());
