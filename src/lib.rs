@@ -215,11 +215,12 @@ impl Gateway {
             addr: rtp_addr,
             source,
         })?;
-        // RTSP publish (ANNOUNCE/RECORD) feeds ingest's publisher; the
-        // server knows only the bus's sink trait.
+        // RTSP publish (ANNOUNCE/RECORD) and WHIP feed ingest's publisher
+        // through one sink; the servers know only the bus's sink trait.
         let push = Arc::new(ingest::push::PushSink::new(registry.clone()));
         push.set_config(config.publish.clone());
-        server.set_publish_sink(push.clone());
+        let publish_sink: Arc<dyn bus::PublishSink> = push.clone();
+        server.set_publish_sink(publish_sink.clone());
         if let Some((listener, acceptor)) = rtsps {
             tasks.push(tokio::spawn(server.clone().run_tls(
                 listener,
@@ -245,6 +246,7 @@ impl Gateway {
             addr: e.addr,
             source: e.source,
         })?;
+        webrtc.set_publish_sink(publish_sink);
         let webrtc_addr = webrtc.local_addr();
 
         let http_addr = SocketAddr::new(config.listen, config.http_port);

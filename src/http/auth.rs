@@ -10,6 +10,7 @@
 //! | `/metrics` | `metrics` |
 //! | `/{path}/` (viewer page), `/{path}/mjpeg` (MJPEG) | `read` on `{path}` (HTTP) |
 //! | `/{path}/whep`, `/{path}/whep/{id}` | `read` on `{path}` (WebRTC) |
+//! | `/{path}/whip`, `/{path}/whip/{id}` | `publish` on `{path}` (WebRTC) |
 //! | `/{path}/{file}` (LL-HLS) | `read` on `{path}` (HLS) |
 //! | `/{path}/playback` (recordings) | `playback` on `{path}` |
 //! | `/api/v1/recordings`, `/api/v1/recordings/{name}` | `playback` on every path / on `{name}`, or `api` |
@@ -24,8 +25,8 @@
 //! Answers: allowed requests carry an [`AuthUser`] extension (who to record
 //! on the session); refused ones get `401` with `WWW-Authenticate:`
 //! [`HTTP_CHALLENGE`]; a malformed `Authorization` gets `400`. CORS
-//! preflights (`OPTIONS`) of `read` routes pass without credentials, as
-//! browsers send none on them.
+//! preflights (`OPTIONS`) of `read` and `publish` routes pass without
+//! credentials, as browsers send none on them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub enum Need {
     Metrics,
     /// `read` on the route's `{path}` parameter, over `protocol`.
     Read(Protocol),
+    /// `publish` on the route's `{path}` parameter, over `protocol`.
+    Publish(Protocol),
     /// `read` on the route's `{name}` parameter, or else `api`: one
     /// stream's status, which a viewer's page shows.
     ReadOrApi,
@@ -133,7 +136,7 @@ fn credentials(req: &Request) -> Result<Credentials, &'static str> {
 }
 
 async fn guard(need: Need, mut req: Request, next: Next) -> Response {
-    if req.method() == Method::OPTIONS && matches!(need, Need::Read(_)) {
+    if req.method() == Method::OPTIONS && matches!(need, Need::Read(_) | Need::Publish(_)) {
         return next.run(req).await;
     }
     let Some(auth) = req.extensions().get::<Arc<Authenticator>>().cloned() else {
@@ -153,9 +156,8 @@ async fn guard(need: Need, mut req: Request, next: Next) -> Response {
         Err(why) => return refuse(req, plain(StatusCode::BAD_REQUEST, why)).await,
     };
     let wanted = match need {
-        Need::Read(_) => Some("path"),
+        Need::Read(_) | Need::Publish(_) | Need::Playback => Some("path"),
         Need::ReadOrApi | Need::PlaybackOrApi => Some("name"),
-        Need::Playback => Some("path"),
         Need::Api | Need::Metrics => None,
     };
     let path = match wanted {
@@ -173,6 +175,7 @@ async fn guard(need: Need, mut req: Request, next: Next) -> Response {
         Need::Api => (Protocol::Http, None, &[Action::Api]),
         Need::Metrics => (Protocol::Http, None, &[Action::Metrics]),
         Need::Read(p) => (p, path, &[Action::Read]),
+        Need::Publish(p) => (p, path, &[Action::Publish]),
         Need::ReadOrApi => (Protocol::Http, path, &[Action::Read, Action::Api]),
         Need::Playback => (Protocol::Http, path, &[Action::Playback]),
         Need::PlaybackOrApi => (Protocol::Http, path, &[Action::Playback, Action::Api]),
@@ -181,7 +184,7 @@ async fn guard(need: Need, mut req: Request, next: Next) -> Response {
     let query = req.uri().query().map(str::to_owned);
     let mut decision = Decision::Deny;
     for &action in actions {
-        let path = if matches!(action, Action::Read | Action::Playback) {
+        let path = if matches!(action, Action::Read | Action::Playback | Action::Publish) {
             path.as_deref()
         } else {
             None

@@ -1,5 +1,5 @@
 //! The HTTP server (axum): REST API, `/metrics`, the viewer page, LL-HLS
-//! ([`hls`]), WHEP ([`whep`]) and MJPEG over HTTP ([`mjpeg`]).
+//! ([`hls`]), WHEP ([`whep`]), WHIP ([`whip`]) and MJPEG over HTTP ([`mjpeg`]).
 
 pub mod api;
 pub mod auth;
@@ -11,6 +11,7 @@ pub mod serve;
 pub mod snapshot;
 pub mod web;
 pub mod whep;
+pub mod whip;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -80,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .merge(snapshot::routes())
         .merge(recordings::routes())
         .merge(whep::routes())
+        .merge(whip::routes())
         .layer(axum::Extension(authenticator))
         .with_state(state)
 }

@@ -38,8 +38,8 @@ use crate::config::IceServer;
 use crate::egress::webrtc::offer::MAX_SDP_LEN;
 use crate::egress::webrtc::{format_id, parse_id, WebRtcEngine, WhepError};
 
-const SDP: &str = "application/sdp";
-const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
+pub(super) const SDP: &str = "application/sdp";
+pub(super) const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 
 /// The WHEP routes, to merge into the router (`GET /api/v1/webrtc/sessions`
 /// is an API route: [`super::api::routes`]).
@@ -62,7 +62,7 @@ pub fn routes() -> Router<AppState> {
 
 /// CORS on every response (RFC 9725 §4.1 leaves the origin policy to the
 /// server; a WHEP player is often served from another origin).
-async fn cors(mut resp: Response) -> Response {
+pub(super) async fn cors(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -76,7 +76,7 @@ async fn cors(mut resp: Response) -> Response {
 }
 
 /// A plain-text error with `status`.
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     let mut msg = msg.into();
     msg.push('\n');
     (
@@ -87,8 +87,9 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn whep_error(e: WhepError) -> Response {
+pub(super) fn whep_error(e: WhepError) -> Response {
     let status = match &e {
+        WhepError::Conflict(_) => StatusCode::CONFLICT,
         WhepError::BadRequest(_) => StatusCode::BAD_REQUEST,
         WhepError::NotFound(_) => StatusCode::NOT_FOUND,
         WhepError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
@@ -104,7 +105,7 @@ fn whep_error(e: WhepError) -> Response {
     error(status, e.to_string())
 }
 
-fn engine(app: &AppState) -> Result<&Arc<WebRtcEngine>, Box<Response>> {
+pub(super) fn engine(app: &AppState) -> Result<&Arc<WebRtcEngine>, Box<Response>> {
     app.webrtc.as_ref().ok_or_else(|| {
         Box::new(error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -115,7 +116,7 @@ fn engine(app: &AppState) -> Result<&Arc<WebRtcEngine>, Box<Response>> {
 
 /// Whether the request's media type (parameters ignored, RFC 9110 §8.3.1)
 /// is `want`.
-fn has_content_type(headers: &HeaderMap, want: &str) -> bool {
+pub(super) fn has_content_type(headers: &HeaderMap, want: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -125,7 +126,7 @@ fn has_content_type(headers: &HeaderMap, want: &str) -> bool {
 
 /// `Link: <url>; rel="ice-server"` values (RFC 9725 §4.6), with TURN
 /// credentials as `username`/`credential`/`credential-type` parameters.
-fn ice_server_links(servers: &[IceServer]) -> Vec<HeaderValue> {
+pub(super) fn ice_server_links(servers: &[IceServer]) -> Vec<HeaderValue> {
     servers
         .iter()
         .filter_map(|s| {
@@ -254,7 +255,7 @@ async fn end(State(app): State<AppState>, Path((path, id)): Path<(String, String
     }
 }
 
-fn preflight(app: &AppState, methods: &'static str) -> Response {
+pub(super) fn preflight(app: &AppState, methods: &'static str) -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();
     let h = resp.headers_mut();
     h.insert(

@@ -40,6 +40,7 @@ use super::demux::{is_stun, rfc4571_frame, Demux, Rfc4571Decoder, Transport};
 use super::reorder::{ReorderDetector, B_FRAMES_WARNING};
 use super::rtp::{PathPacketizer, RtpFrame};
 use super::session::{format_id, Session, SessionEvent, SessionId};
+use super::whip::PublishSession;
 use super::Shared;
 
 /// Commands from the HTTP handlers.
@@ -53,7 +54,14 @@ pub enum Command {
         /// Waits for an operator's kick; aborted with the session.
         kick_waiter: AbortOnDrop,
     },
-    /// Trickled remote candidates (WHEP PATCH).
+    /// A negotiated WHIP publisher: start answering its STUN. Its media
+    /// goes to the bus through the publication it holds.
+    AddPublisher {
+        session: Box<PublishSession>,
+        registration: Registration,
+        kick_waiter: AbortOnDrop,
+    },
+    /// Trickled remote candidates (WHEP or WHIP PATCH).
     Candidates {
         id: SessionId,
         candidates: Vec<Candidate>,
@@ -101,9 +109,98 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A WHEP viewer or a WHIP publisher: the socket side is the same (ICE,
+/// DTLS, timers), the media goes the other way.
+enum Peer {
+    Viewer(Box<Session>),
+    Publisher(Box<PublishSession>),
+}
+
+impl Peer {
+    fn path(&self) -> &str {
+        match self {
+            Peer::Viewer(s) => &s.path,
+            Peer::Publisher(s) => &s.path,
+        }
+    }
+
+    fn ufrag(&self) -> &str {
+        match self {
+            Peer::Viewer(s) => s.ufrag(),
+            Peer::Publisher(s) => s.ufrag(),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Peer::Viewer(s) => s.is_closed(),
+            Peer::Publisher(s) => s.is_closed(),
+        }
+    }
+
+    fn next_timeout(&self) -> Instant {
+        match self {
+            Peer::Viewer(s) => s.next_timeout(),
+            Peer::Publisher(s) => s.next_timeout(),
+        }
+    }
+
+    fn take_events(&mut self) -> Vec<SessionEvent> {
+        match self {
+            Peer::Viewer(s) => s.take_events(),
+            Peer::Publisher(s) => s.take_events(),
+        }
+    }
+
+    fn take_new_bytes(&mut self) -> u64 {
+        match self {
+            Peer::Viewer(s) => s.take_new_bytes(),
+            Peer::Publisher(s) => s.take_new_bytes(),
+        }
+    }
+
+    fn handle_receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+        out: &mut Vec<Transmit>,
+    ) -> bool {
+        match self {
+            Peer::Viewer(s) => s.handle_receive(now, proto, source, destination, data, out),
+            Peer::Publisher(s) => s.handle_receive(now, proto, source, destination, data, out),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Transmit>) {
+        match self {
+            Peer::Viewer(s) => s.handle_timeout(now, out),
+            Peer::Publisher(s) => s.handle_timeout(now, out),
+        }
+    }
+
+    fn add_remote_candidate(&mut self, now: Instant, c: Candidate, out: &mut Vec<Transmit>) {
+        match self {
+            Peer::Viewer(s) => s.add_remote_candidate(now, c, out),
+            Peer::Publisher(s) => s.add_remote_candidate(now, c, out),
+        }
+    }
+
+    fn close(&mut self, now: Instant, reason: &str, out: &mut Vec<Transmit>) {
+        match self {
+            Peer::Viewer(s) => s.close(now, reason, out),
+            Peer::Publisher(s) => s.close(now, reason, out),
+        }
+    }
+}
+
 struct Entry {
-    session: Session,
-    stream: Arc<Stream>,
+    session: Peer,
+    /// The stream a viewer reads; `None` for a publisher (its publication
+    /// owns the stream it feeds).
+    stream: Option<Arc<Stream>>,
     registration: Registration,
     _kick_waiter: AbortOnDrop,
     /// Ends the session's bus subscription stream.
@@ -342,11 +439,12 @@ impl Driver {
         let events = entry.session.take_events();
         let sent = entry.session.take_new_bytes();
         if sent > 0 {
-            entry
-                .stream
-                .stats
-                .bytes_out
-                .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+            if let Some(stream) = &entry.stream {
+                stream
+                    .stats
+                    .bytes_out
+                    .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+            }
             entry.registration.add_bytes(sent);
         }
         let t = entry.session.next_timeout();
@@ -356,6 +454,7 @@ impl Driver {
         }
         for ev in events {
             match ev {
+                // A publisher has no stream to read: `subscribe` skips it.
                 SessionEvent::Connected => self.subscribe(id),
                 SessionEvent::Closed(reason) => {
                     self.remove(id, &reason);
@@ -478,8 +577,33 @@ impl Driver {
                 self.sessions.insert(
                     id,
                     Entry {
-                        session: *session,
-                        stream,
+                        session: Peer::Viewer(session),
+                        stream: Some(stream),
+                        registration,
+                        _kick_waiter: kick_waiter,
+                        subscription: None,
+                        scheduled: None,
+                    },
+                );
+                self.after(id);
+            }
+            Command::AddPublisher {
+                session,
+                registration,
+                kick_waiter,
+            } => {
+                let id = session.id;
+                self.demux.add_session(session.ufrag(), id);
+                tracing::info!(
+                    path = %session.path,
+                    session = %format_id(id),
+                    "WHIP publisher negotiated"
+                );
+                self.sessions.insert(
+                    id,
+                    Entry {
+                        session: Peer::Publisher(session),
+                        stream: None,
                         registration,
                         _kick_waiter: kick_waiter,
                         subscription: None,
@@ -520,7 +644,10 @@ impl Driver {
         if entry.subscription.is_some() {
             return;
         }
-        let sub = entry.stream.subscribe();
+        let Some(stream) = &entry.stream else {
+            return;
+        };
+        let sub = stream.subscribe();
         let s = futures::stream::unfold(Some(sub), move |state| async move {
             let mut sub = state?;
             let from_backlog = !sub.backlog().is_empty();
@@ -533,11 +660,14 @@ impl Driver {
         let (s, abort) = futures::stream::abortable(s);
         entry.subscription = Some(abort);
         self.frames.push(s.boxed());
-        tracing::info!(path = %entry.session.path, session = %format_id(id), "WebRTC viewer connected");
+        tracing::info!(path = %entry.session.path(), session = %format_id(id), "WebRTC viewer connected");
     }
 
     fn on_frame(&mut self, id: SessionId, item: Option<(Item, bool)>) {
         let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Peer::Viewer(session) = &mut entry.session else {
             return;
         };
         let (frame, from_backlog) = match item {
@@ -546,7 +676,7 @@ impl Driver {
                 return;
             }
             Some((Item::Tracks(set), _)) => {
-                if !entry.session.update_tracks(&set) {
+                if !session.update_tracks(&set) {
                     // A source that restarted with other codecs: this
                     // viewer's negotiation no longer holds.
                     self.remove(id, "the source restarted with different tracks; reconnect");
@@ -557,7 +687,7 @@ impl Driver {
         };
         let now = Instant::now();
         // Present from `Command::Add` until the path's last session goes.
-        let Some(path) = self.paths.get_mut(entry.session.path.as_str()) else {
+        let Some(path) = self.paths.get_mut(session.path.as_str()) else {
             return;
         };
         let shared = &self.shared;
@@ -585,9 +715,7 @@ impl Driver {
             }
         };
         let mut out = std::mem::take(&mut self.out);
-        entry
-            .session
-            .write_frame(now, &frame, from_backlog, &mut packetize, &mut out);
+        session.write_frame(now, &frame, from_backlog, &mut packetize, &mut out);
         self.out = out;
         self.after(id);
     }
@@ -629,16 +757,18 @@ impl Driver {
             a.abort();
         }
         self.demux.remove_session(entry.session.ufrag(), id);
-        let path = entry.session.path.clone();
+        let path = entry.session.path().to_owned();
         self.shared.remove_session(id);
-        if let Some(p) = self.paths.get_mut(&path) {
+        let viewer = matches!(entry.session, Peer::Viewer(_));
+        if let Some(p) = self.paths.get_mut(&path).filter(|_| viewer) {
             p.viewers = p.viewers.saturating_sub(1);
             if p.viewers == 0 {
                 // Last viewer of this path: drop the cached conversions.
                 self.paths.remove(&path);
             }
         }
-        tracing::info!(path = %path, session = %format_id(id), "WebRTC viewer gone: {reason}");
+        let who = if viewer { "viewer" } else { "WHIP publisher" };
+        tracing::info!(path = %path, session = %format_id(id), "WebRTC {who} gone: {reason}");
         self.removed_since_trim += 1;
         self.maybe_trim();
     }

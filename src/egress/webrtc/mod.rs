@@ -9,10 +9,14 @@
 //! - [`rtp`]: a path's frames cut into RTP payloads once, for all viewers.
 //! - [`demux`]: STUN ufrag / remote address → session; RFC 4571 framing.
 //! - [`session`]: one viewer, sans-IO around str0m.
+//! - [`whip`]: one WHIP publisher (RFC 9725), sans-IO around str0m; its
+//!   media goes to the bus through the gateway's [`PublishSink`].
 //! - [`driver`]: the socket task.
 //!
 //! [`WebRtcEngine`] is what the HTTP handlers use: it negotiates a session
-//! (offer in, answer out) and hands it to the driver.
+//! (offer in, answer out) and hands it to the driver. WHEP viewers and WHIP
+//! publishers share the port, the driver, the session limits and the
+//! resource rules (PATCH trickle, DELETE).
 //!
 //! ICE: rtspgate is ICE-lite (RFC 8445 §2.5): it announces host candidates
 //! (the listening address(es) and `webrtc_additional_hosts`) and answers the
@@ -25,6 +29,7 @@ pub mod offer;
 pub mod reorder;
 pub mod rtp;
 pub mod session;
+pub mod whip;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -37,7 +42,9 @@ use str0m::Candidate;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::bus::{NewSession, Protocol, Registry, Sessions, Stream, StreamState, Track};
+use crate::bus::{
+    NewSession, Protocol, PublishError, PublishSink, Registry, Sessions, Stream, StreamState, Track,
+};
 use crate::config::rendition::Rendition;
 use crate::config::{IceServer, WebRtcSettings, DEFAULT_MAX_CONNECTIONS};
 use crate::limits::{ConnLimiter, Listener};
@@ -69,6 +76,28 @@ pub enum WhepError {
     /// retry after the given seconds.
     #[error("{0}")]
     TooManyRequests(String, u64),
+    /// 409 (WHIP): the path has a source already (another publisher or a
+    /// configured camera).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Which kind of session resource a PATCH or DELETE names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// A viewer, `/<path>/whep/<id>`.
+    Whep,
+    /// A publisher, `/<path>/whip/<id>`.
+    Whip,
+}
+
+impl Resource {
+    fn name(self) -> &'static str {
+        match self {
+            Resource::Whep => "WHEP",
+            Resource::Whip => "WHIP",
+        }
+    }
 }
 
 /// Trickled ICE candidates (`a=candidate` lines of WHEP PATCHes, RFC 8840)
@@ -161,6 +190,9 @@ pub struct WebRtcEngine {
     dtls_cert: Option<str0m::config::DtlsCert>,
     /// WHEP POST budget per client address.
     post_rate: Mutex<RateLimiter>,
+    /// Where WHIP publishers' streams go (wired by `lib.rs`, like the RTSP
+    /// server's); WHIP answers 503 until it is set.
+    publish: std::sync::OnceLock<Arc<dyn PublishSink>>,
 }
 
 /// A token bucket per address: `rate` tokens a second, at most `rate`
@@ -286,6 +318,7 @@ impl WebRtcEngine {
         }
         let post_rate = Mutex::new(RateLimiter::new(settings.post_rate));
         Ok(Arc::new(WebRtcEngine {
+            publish: std::sync::OnceLock::new(),
             dtls_cert,
             post_rate,
             settings,
@@ -298,6 +331,16 @@ impl WebRtcEngine {
             task,
             started: Instant::now(),
         }))
+    }
+
+    /// Sets where WHIP publishers' streams go; the first call wins.
+    pub fn set_publish_sink(&self, sink: Arc<dyn PublishSink>) {
+        let _ = self.publish.set(sink);
+    }
+
+    /// Where WHIP publishers' streams go, once set.
+    pub fn publish_sink(&self) -> Option<&Arc<dyn PublishSink>> {
+        self.publish.get()
     }
 
     /// The bound UDP address (ICE-TCP listens on the same port number).
@@ -559,13 +602,103 @@ impl WebRtcEngine {
         })
     }
 
-    fn session(&self, path: &str, id: SessionId) -> Result<Arc<WhepResource>, WhepError> {
+    /// Negotiates a publisher of `path`: WHIP `POST` (RFC 9725 §4.2).
+    /// `user` is who the HTTP layer let publish (`None`: anonymous).
+    ///
+    /// The path is opened on the publish sink before the answer goes out,
+    /// so a refusal is the POST's answer: 409 when the path has a source
+    /// already ([`PublishError::PathInUse`]), 422 for unusable tracks or an
+    /// offer with neither H.264 video nor Opus audio to send, 400 for an
+    /// unparsable offer, 503 when no sink is wired. The path lives while
+    /// the session does (DELETE, ICE consent lost, kick, publication
+    /// error: its readers are ended then).
+    pub async fn create_publisher(
+        &self,
+        path: &str,
+        offer: &str,
+        user: Option<String>,
+    ) -> Result<Created, WhepError> {
+        let Some(sink) = self.publish.get().cloned() else {
+            return Err(WhepError::Unavailable(
+                "publishing is not enabled on this gateway".to_owned(),
+            ));
+        };
+        let summary = offer::parse_offer(offer)
+            .map_err(|e| WhepError::BadRequest(format!("bad SDP offer: {e}")))?;
+        let candidates = self.candidates().await;
+        let id: SessionId = rand::random();
+        let (session, answer) = whip::PublishSession::new(whip::PublishParams {
+            id,
+            path: path.to_owned(),
+            offer,
+            summary: &summary,
+            candidates,
+            dtls_cert: self.dtls_cert.as_ref(),
+            sink: sink.as_ref(),
+            now: Instant::now(),
+        })
+        .map_err(|e| match e {
+            whip::PublishSessionError::BadOffer(m) => WhepError::BadRequest(m),
+            whip::PublishSessionError::NothingUsable(m) => WhepError::Unprocessable(m),
+            whip::PublishSessionError::Publish(e) => publish_error(e),
+        })?;
+        let handle = session.handle().clone();
+        let etag = format!("\"{}\"", handle.ice_ufrag);
+        let registration = self.registry.register(
+            NewSession {
+                id: &format_id(id),
+                path,
+                remote: None,
+                user,
+            },
+            handle.clone(),
+        );
+        let kick_waiter = {
+            let kicked = registration.kicked();
+            let tx = self.commands.clone();
+            driver::AbortOnDrop(tokio::spawn(async move {
+                kicked.await;
+                let _ = tx.send(Command::Remove {
+                    id,
+                    reason: "ended by the operator (API kick)".to_owned(),
+                });
+            }))
+        };
+        self.shared.sessions().insert(id, handle);
+        if self
+            .commands
+            .send(Command::AddPublisher {
+                session: Box::new(session),
+                registration,
+                kick_waiter,
+            })
+            .is_err()
+        {
+            self.shared.remove_session(id);
+            return Err(WhepError::Unavailable(
+                "the WebRTC engine has stopped".to_owned(),
+            ));
+        }
+        Ok(Created {
+            id,
+            answer,
+            etag,
+            path: path.to_owned(),
+        })
+    }
+
+    fn session(
+        &self,
+        kind: Resource,
+        path: &str,
+        id: SessionId,
+    ) -> Result<Arc<WhepResource>, WhepError> {
         self.shared
             .sessions()
             .get(&id)
-            .filter(|h| h.path == path)
+            .filter(|h| h.path == path && h.publisher == (kind == Resource::Whip))
             .cloned()
-            .ok_or_else(|| WhepError::NotFound("no such WHEP session".to_owned()))
+            .ok_or_else(|| WhepError::NotFound(format!("no such {} session", kind.name())))
     }
 
     /// Trickle ICE: WHEP `PATCH` with an `application/trickle-ice-sdpfrag`
@@ -581,7 +714,20 @@ impl WebRtcEngine {
         if_match: Option<&str>,
         body: &str,
     ) -> Result<(), WhepError> {
-        let handle = self.session(path, id)?;
+        self.patch_resource(Resource::Whep, path, id, if_match, body)
+    }
+
+    /// [`WebRtcEngine::patch`] for a resource of either kind (WHIP PATCH
+    /// follows the same rules, RFC 9725 §4.3).
+    pub fn patch_resource(
+        &self,
+        kind: Resource,
+        path: &str,
+        id: SessionId,
+        if_match: Option<&str>,
+        body: &str,
+    ) -> Result<(), WhepError> {
+        let handle = self.session(kind, path, id)?;
         let frag = offer::parse_sdpfrag(body)
             .map_err(|e| WhepError::BadRequest(format!("bad SDP fragment: {e}")))?;
         const RESTART: &str =
@@ -647,11 +793,26 @@ impl WebRtcEngine {
     /// Ends a session: WHEP `DELETE` (RFC 9725 §4.2). Its resources are
     /// freed by the socket task right away.
     pub fn delete(&self, path: &str, id: SessionId) -> Result<(), WhepError> {
-        let handle = self.session(path, id)?;
+        self.delete_resource(Resource::Whep, path, id)
+    }
+
+    /// [`WebRtcEngine::delete`] for a resource of either kind; a WHIP
+    /// publisher's path ends with it.
+    pub fn delete_resource(
+        &self,
+        kind: Resource,
+        path: &str,
+        id: SessionId,
+    ) -> Result<(), WhepError> {
+        let handle = self.session(kind, path, id)?;
         self.shared.remove_session(handle.id);
+        let who = match kind {
+            Resource::Whep => "viewer",
+            Resource::Whip => "publisher",
+        };
         let _ = self.commands.send(Command::Remove {
             id,
-            reason: "ended by the viewer (DELETE)".to_owned(),
+            reason: format!("ended by the {who} (DELETE)"),
         });
         Ok(())
     }
@@ -697,6 +858,19 @@ impl crate::egress::Egress for WebRtcEngine {
 
     fn notes(&self, stream: &Stream) -> Vec<String> {
         self.warnings(stream.name())
+    }
+}
+
+/// The WHIP answer to a refusal of the publish sink: 409 for a path that
+/// has a source already (a camera, another publisher), 422 for tracks it
+/// can't take, 404 for a path that takes no publishers (not configured
+/// with `source = "publisher"`, `allow_unconfigured_publish` off), as RTSP
+/// ANNOUNCE answers.
+fn publish_error(e: PublishError) -> WhepError {
+    match e {
+        PublishError::PathInUse(_) => WhepError::Conflict(e.to_string()),
+        PublishError::Tracks(_) => WhepError::Unprocessable(e.to_string()),
+        PublishError::NotPublishable(_) => WhepError::NotFound(e.to_string()),
     }
 }
 

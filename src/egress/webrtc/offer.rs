@@ -45,6 +45,12 @@ impl Direction {
     pub fn receives(self) -> bool {
         matches!(self, Direction::SendRecv | Direction::RecvOnly)
     }
+
+    /// Whether the offerer is willing to send on this section (a WHIP
+    /// publisher's media).
+    pub fn sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
 }
 
 /// One payload format offered on a media section.

@@ -121,6 +121,9 @@ pub struct WhepResource {
     /// `a=candidate` lines taken from WHEP PATCHes so far, at most
     /// [`super::MAX_TRICKLE_CANDIDATES`].
     pub trickled: AtomicUsize,
+    /// A WHIP publisher's resource (`/<path>/whip/<id>`), not a WHEP
+    /// viewer's (`/<path>/whep/<id>`).
+    pub publisher: bool,
 }
 
 impl WhepResource {
@@ -356,6 +359,7 @@ impl Session {
             ice_ufrag: ufrag.clone(),
             remote_ufrag: p.summary.ice_ufrag.clone(),
             trickled: AtomicUsize::new(0),
+            publisher: false,
             stats: Mutex::new(WebRtcDetail {
                 state: "connecting",
                 video_codec: name(&video, &p.plan.video),
