@@ -190,6 +190,12 @@ pub struct FilePath {
     pub record_segment_duration: Option<record::FileDuration>,
     pub record_part_duration: Option<record::FileDuration>,
     pub record_delete_after: Option<record::FileDuration>,
+    // On-demand sources (see [`OnDemand`]).
+    pub source_on_demand: Option<bool>,
+    /// Seconds.
+    pub source_on_demand_start_timeout: Option<u64>,
+    /// Seconds.
+    pub source_on_demand_close_after: Option<u64>,
 }
 
 impl FileConfig {
@@ -228,6 +234,50 @@ pub struct SourceConfig {
     pub transport: TransportPref,
     /// When video and audio are transcoded for viewers that need it.
     pub transcode: rendition::TranscodeSettings,
+    /// `source_on_demand = true`: read only while someone watches.
+    pub on_demand: Option<OnDemand>,
+}
+
+/// An on-demand source (`source_on_demand = true`): the camera is contacted
+/// when the first reader arrives and closed when the last one has been gone
+/// for `close_after`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnDemand {
+    /// How long a reader waits for the source to go live
+    /// (`source_on_demand_start_timeout`, seconds, default 10).
+    pub start_timeout: std::time::Duration,
+    /// How long the camera stays open after the last reader left
+    /// (`source_on_demand_close_after`, seconds, default 10).
+    pub close_after: std::time::Duration,
+}
+
+impl OnDemand {
+    /// From the three keys of a path; `key` names the path in errors.
+    pub fn from_keys(
+        key: &str,
+        on: Option<bool>,
+        start_timeout: Option<u64>,
+        close_after: Option<u64>,
+    ) -> Result<Option<OnDemand>, ConfigError> {
+        if on != Some(true) {
+            if start_timeout.is_some() || close_after.is_some() {
+                return Err(err(
+                    format!("{key}.source_on_demand"),
+                    "source_on_demand_* keys need source_on_demand = true",
+                ));
+            }
+            return Ok(None);
+        }
+        let secs = |name: &str, v: Option<u64>| match v {
+            None => Ok(std::time::Duration::from_secs(10)),
+            Some(s) if (1..=3600).contains(&s) => Ok(std::time::Duration::from_secs(s)),
+            Some(_) => Err(err(format!("{key}.{name}"), "must be 1 to 3600 seconds")),
+        };
+        Ok(Some(OnDemand {
+            start_timeout: secs("source_on_demand_start_timeout", start_timeout)?,
+            close_after: secs("source_on_demand_close_after", close_after)?,
+        }))
+    }
 }
 
 impl SourceConfig {
@@ -621,6 +671,7 @@ pub fn parse_source(
         pass,
         transport,
         transcode: rendition::TranscodeSettings::default(),
+        on_demand: None,
     })
 }
 
@@ -856,6 +907,12 @@ impl Config {
                 p.pass,
             )?;
             let mut src = src;
+            src.on_demand = OnDemand::from_keys(
+                &key,
+                p.source_on_demand,
+                p.source_on_demand_start_timeout,
+                p.source_on_demand_close_after,
+            )?;
             let t = &mut src.transcode;
             t.mode = p.transcode.unwrap_or(t.mode);
             t.rtsp_codec = p.rtsp_codec.unwrap_or(t.rtsp_codec);

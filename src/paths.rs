@@ -121,6 +121,7 @@ impl PathManager {
             return Err(PathError::Exists(name.to_owned()));
         }
         let stream = Stream::new(name, source.display_url());
+        stream.set_on_demand(source.on_demand.clone());
         if !self.registry.insert(stream.clone()) {
             return Err(PathError::Exists(name.to_owned()));
         }
@@ -165,6 +166,7 @@ impl PathManager {
         };
         r.task.abort();
         stream.set_state(crate::bus::StreamState::Waiting);
+        stream.set_on_demand(source.on_demand.clone());
         r.task = spawn(
             Box::new(ingest::rtsp_pull::RtspPull::new(source.clone())),
             stream,

@@ -24,9 +24,9 @@
 //! it like any other item.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 /// One item in the ring.
 #[derive(Clone, Debug)]
@@ -87,6 +87,27 @@ pub trait ByteLen {
 pub struct Fanout<T> {
     inner: Mutex<Inner<T>>,
     limits: GopLimits,
+    /// Subscribers plus [`DemandGuard`]s alive: the one count of who wants
+    /// this fan-out's items (on-demand sources start and stop on it).
+    demand: Arc<watch::Sender<usize>>,
+}
+
+/// One unit of demand on a [`Fanout`], given back when dropped. Every
+/// [`Subscriber`] holds one; a reader waiting for a stream to go live holds
+/// one without subscribing.
+pub struct DemandGuard(Arc<watch::Sender<usize>>);
+
+impl DemandGuard {
+    fn new(demand: &Arc<watch::Sender<usize>>) -> Self {
+        demand.send_modify(|n| *n = n.saturating_add(1));
+        DemandGuard(demand.clone())
+    }
+}
+
+impl Drop for DemandGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl<T: Clone + ByteLen> Fanout<T> {
@@ -104,7 +125,29 @@ impl<T: Clone + ByteLen> Fanout<T> {
                 header: None,
             }),
             limits,
+            demand: Arc::new(watch::channel(0).0),
         }
+    }
+
+    /// The demand count (subscribers and [`DemandGuard`]s), changing as
+    /// they come and go.
+    pub fn demand(&self) -> watch::Receiver<usize> {
+        self.demand.subscribe()
+    }
+
+    /// Demand without subscribing, until the guard is dropped.
+    pub fn want(&self) -> DemandGuard {
+        DemandGuard::new(&self.demand)
+    }
+
+    /// Forgets the cached GOP (the source stopped: its pictures are stale
+    /// for a reader that comes later); the header is kept.
+    pub fn forget_gop(&self) {
+        let mut inner = self.lock();
+        inner.gop.clear();
+        inner.gop_bytes = 0;
+        inner.valid = false;
+        inner.gop_header = None;
     }
 
     /// Sends `item` to every subscriber; never waits for any of them.
@@ -239,6 +282,7 @@ impl<T: Clone + ByteLen> Fanout<T> {
             skip_leading: !resync,
             lagged: 0,
             header: inner.header.as_ref().map(|(n, _)| *n),
+            _demand: DemandGuard::new(&self.demand),
         }
     }
 
@@ -282,6 +326,7 @@ pub struct Subscriber<T> {
     lagged: u64,
     /// Number of the last header this subscriber was given.
     header: Option<u64>,
+    _demand: DemandGuard,
 }
 
 impl<T: Clone> Subscriber<T> {

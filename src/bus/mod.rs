@@ -9,17 +9,18 @@ pub mod sessions;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::config::rendition::TranscodeSettings;
+use crate::config::OnDemand;
 
 /// Track descriptions live in the pure codec layer; the bus carries them.
 pub use crate::codec::{Codec, DropReason, MediaKind, Track};
-pub use fanout::{ByteLen, Fanout, GopLimits, RecvError, Subscriber};
+pub use fanout::{ByteLen, DemandGuard, Fanout, GopLimits, RecvError, Subscriber};
 pub use publish::{Publication, PublishError, PublishSink, RtpSource, SourceFrame, SourceTrack};
 pub use sessions::{
     Detail, DetailSource, NewSession, Protocol, SessionHandle, SessionInfo, Sessions,
@@ -79,6 +80,9 @@ pub type Subscription = Subscriber<Item>;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum StreamState {
+    /// An on-demand source that is not being read: nobody watches, the
+    /// camera is not contacted.
+    Idle,
     /// Configured; the first connection to the source is under way.
     Waiting,
     /// Frames are flowing.
@@ -172,7 +176,11 @@ pub struct Stream {
     name: String,
     /// Source URL with userinfo redacted, for display.
     source: String,
-    state: Mutex<StreamState>,
+    /// Watched by readers waiting for the stream to go live.
+    state: watch::Sender<StreamState>,
+    /// Set for an on-demand source: how long a reader waits for it to go
+    /// live, how long it stays open after the last reader.
+    on_demand: Mutex<Option<OnDemand>>,
     ingest: Mutex<IngestInfo>,
     /// Track sets (as headers) and frames; the current track set is its
     /// current header.
@@ -186,7 +194,8 @@ impl Stream {
         Arc::new(Stream {
             name: name.into(),
             source: source_display.into(),
-            state: Mutex::new(StreamState::Waiting),
+            state: watch::channel(StreamState::Waiting).0,
+            on_demand: Mutex::new(None),
             ingest: Mutex::new(IngestInfo::default()),
             items: Fanout::new(FANOUT_CAPACITY, GopLimits::default()),
             stats: StreamStats::default(),
@@ -203,11 +212,88 @@ impl Stream {
     }
 
     pub fn state(&self) -> StreamState {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.state.borrow().clone()
     }
 
     pub fn set_state(&self, state: StreamState) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        self.state.send_replace(state);
+    }
+
+    /// The on-demand settings of this stream's source, `None` for a source
+    /// read all the time.
+    pub fn on_demand(&self) -> Option<OnDemand> {
+        self.on_demand
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Called by whoever starts the source (`paths`), before it runs.
+    pub fn set_on_demand(&self, on_demand: Option<OnDemand>) {
+        *self.on_demand.lock().unwrap_or_else(|e| e.into_inner()) = on_demand;
+    }
+
+    /// Readers (subscribers, plus [`Stream::want`] guards) now, changing as
+    /// they come and go: an on-demand source runs while it is above 0.
+    pub fn demand(&self) -> watch::Receiver<usize> {
+        self.items.demand()
+    }
+
+    /// Counts as a reader until dropped, without subscribing: a reader
+    /// waiting for an on-demand source to start.
+    pub fn want(&self) -> DemandGuard {
+        self.items.want()
+    }
+
+    /// The on-demand source stopped (no reader for its close delay): the
+    /// state says `idle` and the cached GOP is dropped, so a later reader
+    /// does not start with stale pictures. The tracks stay, so readers that
+    /// come back see the same generation when the camera's are unchanged.
+    pub fn go_idle(&self) {
+        self.items.forget_gop();
+        self.set_state(StreamState::Idle);
+    }
+
+    /// What every egress calls before describing a stream to a reader: the
+    /// tracks once the stream can be read. For an on-demand source this is
+    /// its start: the wait counts as demand, and lasts until the stream is
+    /// live with tracks or its `start_timeout` passes (`Err` in plain
+    /// words: why it did not start). For other streams it waits up to
+    /// `fallback` for tracks (`Err` if none came; `fallback` may be zero).
+    pub async fn wait_ready(&self, fallback: Duration) -> Result<Arc<TrackSet>, String> {
+        let Some(od) = self.on_demand() else {
+            return self
+                .wait_for_tracks(fallback)
+                .await
+                .ok_or_else(|| format!("stream {:?} has no tracks yet", self.name));
+        };
+        let _demand = self.want();
+        let mut state = self.state.subscribe();
+        let deadline = tokio::time::Instant::now() + od.start_timeout;
+        loop {
+            if let (StreamState::Live, Some(set)) = (self.state(), self.tracks()) {
+                return Ok(set);
+            }
+            // The tracks are announced in order with the frames, not on the
+            // state channel: a short tick catches them after `Live`.
+            let tick = tokio::time::Instant::now() + Duration::from_millis(50);
+            tokio::select! {
+                _ = state.changed() => {}
+                _ = tokio::time::sleep_until(tick.min(deadline)) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let why = match self.state() {
+                    StreamState::Reconnecting { error } => format!(": {error}"),
+                    StreamState::Failed { reason } => format!(": {reason}"),
+                    _ => String::new(),
+                };
+                return Err(format!(
+                    "on-demand stream {:?} did not go live within {} s{why}",
+                    self.name,
+                    od.start_timeout.as_secs_f32()
+                ));
+            }
+        }
     }
 
     pub fn ingest_info(&self) -> IngestInfo {

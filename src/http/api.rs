@@ -275,6 +275,28 @@ pub struct PathBody {
     pub transport: Option<TransportPref>,
     pub user: Option<String>,
     pub pass: Option<String>,
+    pub source_on_demand: Option<bool>,
+    pub source_on_demand_start_timeout: Option<u64>,
+    pub source_on_demand_close_after: Option<u64>,
+}
+
+impl PathBody {
+    /// The on-demand settings the body gives, `None` if it names none of
+    /// the three keys.
+    fn on_demand(&self) -> Result<Option<Option<crate::config::OnDemand>>, ApiError> {
+        if self.source_on_demand.is_none()
+            && self.source_on_demand_start_timeout.is_none()
+            && self.source_on_demand_close_after.is_none()
+        {
+            return Ok(None);
+        }
+        Ok(Some(crate::config::OnDemand::from_keys(
+            "path",
+            self.source_on_demand,
+            self.source_on_demand_start_timeout,
+            self.source_on_demand_close_after,
+        )?))
+    }
 }
 
 fn parse_body(body: &Bytes) -> Result<PathBody, ApiError> {
@@ -313,6 +335,13 @@ fn same_server(a: &url::Url, b: &url::Url) -> bool {
 /// on the same server ([`same_server`]): a stored password is never sent
 /// to a host it was not configured for.
 fn patched_source(current: &SourceConfig, b: PathBody) -> Result<SourceConfig, ApiError> {
+    let on_demand = b.on_demand()?.unwrap_or_else(|| current.on_demand.clone());
+    let mut src = patched_url(current, b)?;
+    src.on_demand = on_demand;
+    Ok(src)
+}
+
+fn patched_url(current: &SourceConfig, b: PathBody) -> Result<SourceConfig, ApiError> {
     let transport = b.transport.unwrap_or(current.transport);
     let Some(raw) = b.source else {
         return Ok(parse_source(
@@ -358,16 +387,18 @@ async fn add_path(
 ) -> Result<(StatusCode, Json<PathView>), ApiError> {
     check_name(&name)?;
     let b = parse_body(&body)?;
+    let on_demand = b.on_demand()?.flatten();
     let raw = b
         .source
         .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "source: missing".into()))?;
-    let src = parse_source(
+    let mut src = parse_source(
         "source",
         &raw,
         b.transport.unwrap_or_default(),
         b.user,
         b.pass,
     )?;
+    src.on_demand = on_demand;
     app.paths
         .add_within(&name, src.clone(), app.api.max_paths)?;
     app.paths.persist()?;

@@ -220,6 +220,12 @@ async fn dispatch(
     if let Some(user) = user {
         hs.note_viewer(user);
     }
+    // An on-demand source starts with the muxer's subscription: wait for it.
+    if let Some(base) = app.registry.get(path).filter(|s| s.on_demand().is_some()) {
+        if let Err(e) = base.wait_ready(std::time::Duration::ZERO).await {
+            return HlsError::Unavailable(e).into_response();
+        }
+    }
     // A player that authenticated with query parameters sends them again
     // only if every URI it is given carries them.
     let credentials = query.map(query_suffix).unwrap_or_default();

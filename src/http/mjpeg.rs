@@ -78,10 +78,12 @@ async fn serve(State(app): State<AppState>, Path(path): Path<String>) -> Respons
     let Some(stream) = app.registry.get(&path) else {
         return plain(StatusCode::NOT_FOUND, format!("no stream named {path:?}"));
     };
-    let Some(set) = stream.wait_for_tracks(START_WAIT).await else {
-        let why = not_live_reason(&stream)
-            .unwrap_or_else(|| format!("stream {path:?} has no tracks yet"));
-        return plain(StatusCode::SERVICE_UNAVAILABLE, why);
+    let set = match stream.wait_ready(START_WAIT).await {
+        Ok(set) => set,
+        Err(e) => {
+            let why = not_live_reason(&stream).unwrap_or(e);
+            return plain(StatusCode::SERVICE_UNAVAILABLE, why);
+        }
     };
     if mjpeg_track(&set).is_none() {
         let codecs: Vec<&str> = set.tracks.iter().map(|t| t.codec.name()).collect();

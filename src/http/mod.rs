@@ -216,6 +216,7 @@ fn transcode_notice(
 fn stream_info(s: &Stream, app: &AppState) -> StreamInfo {
     let rtsp_base = &app.rtsp_base;
     let (state, error) = match s.state() {
+        StreamState::Idle => ("idle", None),
         StreamState::Waiting => ("waiting", None),
         StreamState::Live => ("live", None),
         StreamState::Reconnecting { error } => ("reconnecting", Some(error)),

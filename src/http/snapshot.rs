@@ -2,7 +2,8 @@
 //! image, for tiles, thumbnails and home-automation dashboards that poll.
 //!
 //! The keyframe is the first video keyframe of the bus's cached GOP (the
-//! newest one the source sent), or the next one within [`START_WAIT`]. It
+//! newest one the source sent), or the next one within [`START_WAIT`] (an
+//! on-demand camera's start timeout if longer: the request starts it). It
 //! is decoded off the runtime ([`crate::transcode::snapshot`]) by at most
 //! [`MAX_DECODES`] decodes at a time, and the JPEG is kept per stream until
 //! a newer keyframe comes, so a wall of tiles polling every second costs
@@ -172,10 +173,15 @@ async fn latest_keyframe(
     let name = stream.name().to_owned();
     let not_live = |stream: &Stream| {
         not_live_reason(stream)
-            .unwrap_or_else(|| format!("stream {name:?} sent no keyframe within {START_WAIT:?}"))
+            .unwrap_or_else(|| format!("stream {name:?} sent no keyframe in time"))
     };
+    // Subscribing is demand: it starts an on-demand camera, which has its
+    // own start timeout.
+    let wait = stream
+        .on_demand()
+        .map_or(START_WAIT, |od| od.start_timeout.max(START_WAIT));
     let mut sub = stream.subscribe();
-    let deadline = tokio::time::Instant::now() + START_WAIT;
+    let deadline = tokio::time::Instant::now() + wait;
     let mut set: Option<Arc<TrackSet>> = None;
     loop {
         let item = match tokio::time::timeout_at(deadline, sub.recv()).await {

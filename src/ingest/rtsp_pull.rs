@@ -100,10 +100,33 @@ async fn run(src: RtspPull, stream: Arc<Stream>) {
         notice: None,
     };
     let mut backoff = Backoff::default();
+    let on_demand = pull.config.on_demand.clone();
+    let mut demand = pull.stream().demand();
     loop {
+        if on_demand.is_some() && *demand.borrow_and_update() == 0 {
+            pull.stream().go_idle();
+            tracing::info!(path = pull.stream().name(), "on-demand source idle");
+            if demand.wait_for(|n| *n > 0).await.is_err() {
+                return;
+            }
+            tracing::info!(path = pull.stream().name(), source = %url, "a reader arrived: starting the on-demand source");
+            pull.stream().set_state(StreamState::Waiting);
+        }
         let use_tcp = pull.tcp_only;
         let started = Instant::now();
-        let (end, live_since) = pull.session(use_tcp).await;
+        let (end, live_since) = match &on_demand {
+            None => pull.session(use_tcp).await,
+            Some(od) => {
+                let close_after = od.close_after;
+                tokio::select! {
+                    r = pull.session(use_tcp) => r,
+                    () = super::no_demand_for(&mut demand, close_after) => {
+                        tracing::info!(path = pull.stream().name(), "no reader for {} s: closing the on-demand source", close_after.as_secs());
+                        continue;
+                    }
+                }
+            }
+        };
         if let Some(since) = live_since {
             backoff.live_session_ended(since.elapsed(), Instant::now());
         }

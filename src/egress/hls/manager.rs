@@ -742,6 +742,9 @@ pub fn not_live_reason(stream: &Stream) -> Option<String> {
     let name = stream.name();
     match stream.state() {
         StreamState::Live => None,
+        StreamState::Idle => Some(format!(
+            "stream {name:?} is idle: its on-demand source starts when a reader arrives"
+        )),
         StreamState::Waiting => Some(format!(
             "stream {name:?} is not live yet: the source is being connected"
         )),

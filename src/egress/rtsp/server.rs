@@ -783,8 +783,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 let name = served_name(&server.registry, &target.path);
                 match server.registry.open(&name) {
                     Ok(Some(stream)) => {
-                        if stream.tracks().is_none() {
-                            stream.wait_for_tracks(server.config.describe_wait).await;
+                        // An on-demand source starts here (the wait is its demand).
+                        if stream.tracks().is_none() || stream.on_demand().is_some() {
+                            if let Err(e) = stream.wait_ready(server.config.describe_wait).await {
+                                tracing::info!(path = %target.path, "{e}");
+                            }
                         }
                     }
                     Ok(None) => {}

@@ -450,6 +450,13 @@ impl WebRtcEngine {
         streams: &Arc<Registry>,
     ) -> Result<Created, WhepError> {
         let path = stream.name().to_owned();
+        if stream.on_demand().is_some() {
+            // Starts the source; answered once it is live.
+            stream
+                .wait_ready(std::time::Duration::ZERO)
+                .await
+                .map_err(WhepError::Unavailable)?;
+        }
         let (stream, rendition_note) = self.rendition_for(stream, offer, streams).await;
         if let Some(note) = rendition_note {
             // Shown in the API's webrtc notes for the path.
@@ -515,6 +522,11 @@ impl WebRtcEngine {
             (StreamState::Live, None) => {
                 return Err(WhepError::Unavailable(
                     "the stream has no tracks yet".to_owned(),
+                ))
+            }
+            (StreamState::Idle, _) => {
+                return Err(WhepError::Unavailable(
+                    "the on-demand source is idle".to_owned(),
                 ))
             }
             (StreamState::Waiting, _) => {
