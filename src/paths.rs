@@ -274,6 +274,7 @@ impl PathManager {
 /// removed, missing ones appended, and an existing entry rewritten only
 /// when it does not already mean its source (so `rtsp://u:p@h/` and
 /// `source` + `user` + `pass` forms, and an omitted `transport`, survive).
+/// `source = "publisher"` entries are not the API's: they are kept.
 fn write_paths(doc: &mut DocumentMut, wanted: &BTreeMap<String, SourceConfig>) {
     let default_transport = doc
         .get("transport")
@@ -308,6 +309,7 @@ fn write_paths(doc: &mut DocumentMut, wanted: &BTreeMap<String, SourceConfig>) {
     };
     let stale: Vec<String> = paths
         .iter()
+        .filter(|(_, entry)| entry.get("source").and_then(Item::as_str) != Some("publisher"))
         .map(|(name, _)| name.to_owned())
         .filter(|name| !wanted.contains_key(name))
         .collect();
@@ -465,6 +467,22 @@ mod tests {
         assert!(Arc::ptr_eq(&stream_a, &registry.get("a").unwrap()));
         assert!(registry.get("b").is_none());
         assert_eq!(m.remove("b"), Err(PathError::NotFound("b".into())));
+    }
+
+    #[tokio::test]
+    async fn persist_keeps_publisher_paths() {
+        let dir = std::env::temp_dir().join(format!("rtspgate-persist-pub-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("rtspgate.toml");
+        std::fs::write(&file, "[paths.pushed]\nsource = \"publisher\"\n").unwrap();
+        let m = PathManager::new(Registry::new(), Some(file.clone()));
+        m.add("cam", src("rtsp://127.0.0.1:9/x")).unwrap();
+        m.persist().unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let back: crate::config::FileConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back.paths["pushed"].source.as_deref(), Some("publisher"));
+        assert!(back.paths.contains_key("cam"));
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[tokio::test]

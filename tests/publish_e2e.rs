@@ -114,13 +114,14 @@ fn wait_live(gw: &mut Gateway, path: &str) {
     gw.wait_live(path, Duration::from_secs(15));
 }
 
-/// H.264 + AAC over TCP: RTSP, LL-HLS (ffmpeg and hls.js) and WHEP read it.
+/// H.264 + AAC over TCP: RTSP, LL-HLS (ffmpeg and hls.js) and WHEP (a str0m
+/// client and Chromium) read it.
 #[test]
 fn ffmpeg_publishes_h264_and_aac_over_tcp_and_every_reader_plays_it() {
     let _g = serial();
     require_tools();
     let mut gw = gateway();
-    let publisher = ffmpeg_publish(&publish_url(&gw, "pub", true), "tcp", false, true, 30);
+    let publisher = ffmpeg_publish(&publish_url(&gw, "pub", true), "tcp", false, true, 45);
     wait_live(&mut gw, "pub");
     let s = gw.stream("pub").expect("stream");
     let codecs: Vec<&str> = s["tracks"]
@@ -171,7 +172,29 @@ fn ffmpeg_publishes_h264_and_aac_over_tcp_and_every_reader_plays_it() {
     // 4 s of video; AAC at 48 kHz: 46.9 frames a second.
     hls.assert_clean((4.0 * FPS) as usize - 1, (4.0 * 46.9 * 0.95) as usize);
 
-    let (code, err) = finish(publisher, Duration::from_secs(40));
+    // Chromium over WHEP: the H.264, and the AAC as Opus.
+    let played = run_browser_script(
+        "whep_play.mjs",
+        &[
+            "--page".to_owned(),
+            gw.http_url("/api/v1/streams"),
+            "--url".into(),
+            gw.http_url("/pub/whep"),
+            "--seconds".into(),
+            "6".into(),
+            "--delete".into(),
+            "--timeout".into(),
+            "50".into(),
+        ],
+        Duration::from_secs(80),
+    );
+    let v = &played.json["viewers"][0];
+    println!("publish: Chromium WHEP {v}");
+    assert_eq!(v["status"], 201, "{}\n{}", played.json, played.stderr);
+    let problems = WindowRule::video_25fps(true).problems(v);
+    assert!(problems.is_empty(), "Chromium WHEP: {problems:?}\n{v}");
+
+    let (code, err) = finish(publisher, Duration::from_secs(55));
     assert_eq!(code, Some(0), "the publisher was cut off: {err}");
     gw.assert_no_panic();
 }

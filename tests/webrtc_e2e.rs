@@ -374,13 +374,20 @@ fn two_stream_paths_at_once() {
     let p = play(&mut gw, &["a", "b"], 2, End::Delete);
     let vs = p.viewers().clone();
     assert_eq!(vs.len(), 4);
+    // Four Chromium decoders and two lanes of tests on CI's two cores: one
+    // freeze (a frame shown 3x late) is the machine's; lost or dropped
+    // frames and a low rate still fail.
+    let one_freeze = |audio| WindowRule {
+        max_freezes: 1,
+        ..WindowRule::video_25fps(audio)
+    };
     for v in &vs {
         let url = v["url"].as_str().unwrap_or_default();
         if url.ends_with("/a/whep") {
-            assert_video(&mut gw, v, 640, true);
+            assert_video_with(&mut gw, v, 640, one_freeze(true));
             assert!(u(v, "audioPackets") > 100, "{v}");
         } else {
-            assert_video(&mut gw, v, 320, false);
+            assert_video_with(&mut gw, v, 320, one_freeze(false));
             assert_eq!(u(v, "audioPackets"), 0, "{v}");
         }
     }
